@@ -1,0 +1,581 @@
+//! The TOML configuration: a pure parse (serde defaults, unknown keys refused) and one
+//! `validate` shared by start-up and `--check-config`.
+
+use crate::policy::Rules;
+use crate::store::MemoryStoreLimits;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The longest grace period accepted without `allow_long_grace`.
+pub const LONG_GRACE: Duration = Duration::from_secs(60);
+/// The longest grace period accepted at all.
+pub const MAX_GRACE: Duration = Duration::from_secs(300);
+/// The largest token-path request body the gate reads (Pingora's retry buffer).
+pub const MAX_TOKEN_BODY_BYTES: usize = 64 * 1024;
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or has an unknown or mistyped key.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// TOML's message (names the key and line).
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("config key `{key}`: {message}")]
+    Invalid {
+        /// The dotted key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[listen]`.
+    pub listen: Listen,
+    /// `[upstream]`.
+    pub upstream: Upstream,
+    /// `[rotation]`.
+    #[serde(default)]
+    pub rotation: Rotation,
+    /// `[store]`.
+    #[serde(default)]
+    pub store: Store,
+    /// `[log]`.
+    #[serde(default)]
+    pub log: Log,
+}
+
+/// `[listen]`: where the gate accepts clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// `address`, e.g. "0.0.0.0:9480".
+    pub address: String,
+    /// `shutdown_grace`: how long SIGTERM waits for requests in flight.
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+/// `[upstream]`: the IdP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// `url`: "http://host:port" or "https://host:port".
+    pub url: String,
+    /// `token_paths`: the IdP's token endpoint paths.
+    pub token_paths: Vec<String>,
+    /// `connect_timeout`.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// `request_timeout`: how long a client waits for a token-path answer.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// `exchange_timeout`: how long an exchange may run after its client gave up, so a
+    /// late success is still remembered.
+    #[serde(default = "default_exchange_timeout", with = "humantime_serde")]
+    pub exchange_timeout: Duration,
+    /// `ca_file`: PEM roots that replace the system roots for the IdP.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// `tls_server_name`: the name to verify when connecting by address.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+}
+
+/// `[rotation]`: the rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rotation {
+    /// `grace_period`.
+    #[serde(default = "default_grace", with = "humantime_serde")]
+    pub grace_period: Duration,
+    /// `allow_long_grace`: permit a grace period above 60 s (never above 5 min).
+    #[serde(default)]
+    pub allow_long_grace: bool,
+    /// `max_reuses`: replays allowed per token inside the window, waiters included.
+    #[serde(default = "default_max_reuses")]
+    pub max_reuses: u32,
+    /// `replay_spacing`: delay between the answers to coalesced waiters.
+    #[serde(default = "default_replay_spacing", with = "humantime_serde")]
+    pub replay_spacing: Duration,
+    /// `max_replay_delay`: cap on the delay spacing adds to any one waiter.
+    #[serde(default = "default_max_replay_delay", with = "humantime_serde")]
+    pub max_replay_delay: Duration,
+    /// `tombstone_ttl`: at least the IdP's refresh-token lifetime.
+    #[serde(default = "default_tombstone_ttl", with = "humantime_serde")]
+    pub tombstone_ttl: Duration,
+    /// `max_tombstones`: the memory bound.
+    #[serde(default = "default_max_tombstones")]
+    pub max_tombstones: u64,
+    /// `max_in_flight`: exchanges in flight at once; beyond it 503.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Rotation {
+            grace_period: default_grace(),
+            allow_long_grace: false,
+            max_reuses: default_max_reuses(),
+            replay_spacing: default_replay_spacing(),
+            max_replay_delay: default_max_replay_delay(),
+            tombstone_ttl: default_tombstone_ttl(),
+            max_tombstones: default_max_tombstones(),
+            max_in_flight: default_max_in_flight(),
+        }
+    }
+}
+
+/// The store backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The embedded, per-process store.
+    #[default]
+    Memory,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Store {
+    /// `backend`.
+    #[serde(default)]
+    pub backend: Backend,
+    /// `fingerprint_key_file`: without it, a random key per process.
+    #[serde(default)]
+    pub fingerprint_key_file: Option<PathBuf>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// `format`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// `level`: a tracing filter, e.g. "info" or "info,audit=info".
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            format: LogFormat::Plain,
+            level: default_log_level(),
+        }
+    }
+}
+
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_exchange_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_max_reuses() -> u32 {
+    10
+}
+fn default_replay_spacing() -> Duration {
+    Duration::from_millis(50)
+}
+fn default_max_replay_delay() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_tombstone_ttl() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_max_tombstones() -> u64 {
+    1_000_000
+}
+fn default_max_in_flight() -> usize {
+    10_000
+}
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+/// The parsed upstream URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTarget {
+    /// `https`?
+    pub tls: bool,
+    /// The host as written (brackets removed for IPv6).
+    pub host: String,
+    /// The port (default 80 / 443).
+    pub port: u16,
+}
+
+impl UpstreamTarget {
+    /// Parse "http://host[:port][/]" or "https://...".
+    pub fn parse(url: &str) -> Result<UpstreamTarget, ConfigError> {
+        let key = "upstream.url";
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(invalid(key, "must start with http:// or https://"));
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        if !(path.is_empty() || path == "/") {
+            return Err(invalid(
+                key,
+                "must not have a path: the gate forwards each request's own path",
+            ));
+        }
+        if authority.contains('@') {
+            return Err(invalid(key, "must not carry credentials"));
+        }
+        let default_port = if tls { 443 } else { 80 };
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| invalid(key, "unclosed IPv6 bracket"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| invalid(key, "invalid port"))?,
+                None if after.is_empty() => default_port,
+                None => return Err(invalid(key, "invalid authority")),
+            };
+            (host.to_owned(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((host, port)) => (
+                    host.to_owned(),
+                    port.parse().map_err(|_| invalid(key, "invalid port"))?,
+                ),
+                None => (authority.to_owned(), default_port),
+            }
+        };
+        if host.is_empty() {
+            return Err(invalid(key, "has no host"));
+        }
+        Ok(UpstreamTarget { tls, host, port })
+    }
+
+    /// The name to verify in the IdP's certificate: `tls_server_name`, else the host.
+    /// Never empty: Pingora turns verification off for an empty SNI.
+    pub fn server_name(&self, tls_server_name: Option<&str>) -> String {
+        tls_server_name.unwrap_or(&self.host).to_owned()
+    }
+}
+
+impl Config {
+    /// Read and validate a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let config = Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parse TOML text (no validation).
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<text>".to_owned(),
+            message: e.message().to_owned() + &location(text, e.span()),
+        })
+    }
+
+    /// Check every value; the same code runs at start-up and for `--check-config`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen
+            .address
+            .parse::<SocketAddr>()
+            .map_err(|_| invalid("listen.address", "must be IP:port, e.g. 127.0.0.1:9480"))?;
+        let target = UpstreamTarget::parse(&self.upstream.url)?;
+        if self.upstream.token_paths.is_empty() {
+            return Err(invalid("upstream.token_paths", "must name at least one path"));
+        }
+        for path in &self.upstream.token_paths {
+            if !path.starts_with('/') || crate::path::normalize(path).is_none() {
+                return Err(invalid(
+                    "upstream.token_paths",
+                    format!("{path:?} is not an absolute path"),
+                ));
+            }
+        }
+        if self.upstream.connect_timeout.is_zero() {
+            return Err(invalid("upstream.connect_timeout", "must be above 0"));
+        }
+        if self.upstream.request_timeout.is_zero() {
+            return Err(invalid("upstream.request_timeout", "must be above 0"));
+        }
+        if self.upstream.exchange_timeout < self.upstream.request_timeout {
+            return Err(invalid(
+                "upstream.exchange_timeout",
+                "must be at least upstream.request_timeout",
+            ));
+        }
+        match (&self.upstream.tls_server_name, target.tls) {
+            (Some(_), false) => {
+                return Err(invalid(
+                    "upstream.tls_server_name",
+                    "only applies to an https:// upstream",
+                ))
+            }
+            (Some(name), true) if name.trim().is_empty() => {
+                return Err(invalid(
+                    "upstream.tls_server_name",
+                    "must not be empty (an empty name would turn certificate verification off)",
+                ))
+            }
+            _ => {}
+        }
+        if let Some(ca) = &self.upstream.ca_file {
+            if !target.tls {
+                return Err(invalid("upstream.ca_file", "only applies to an https:// upstream"));
+            }
+            if !ca.is_file() {
+                return Err(invalid(
+                    "upstream.ca_file",
+                    format!("{} is not a readable file", ca.display()),
+                ));
+            }
+        }
+        self.validate_rotation()?;
+        if let Some(key) = &self.store.fingerprint_key_file {
+            crate::fingerprint::Fingerprinter::from_file(key)
+                .map_err(|e| invalid("store.fingerprint_key_file", e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn validate_rotation(&self) -> Result<(), ConfigError> {
+        let r = &self.rotation;
+        if r.grace_period > MAX_GRACE {
+            return Err(invalid("rotation.grace_period", "must not exceed 5m"));
+        }
+        if r.grace_period > LONG_GRACE && !r.allow_long_grace {
+            return Err(invalid(
+                "rotation.grace_period",
+                "above 60s requires rotation.allow_long_grace = true",
+            ));
+        }
+        if r.tombstone_ttl.is_zero() || r.tombstone_ttl < r.grace_period {
+            return Err(invalid(
+                "rotation.tombstone_ttl",
+                "must be above 0 and at least rotation.grace_period (set it to at least the IdP's refresh-token lifetime)",
+            ));
+        }
+        if r.max_replay_delay > self.upstream.request_timeout {
+            return Err(invalid(
+                "rotation.max_replay_delay",
+                "must not exceed upstream.request_timeout",
+            ));
+        }
+        if r.max_tombstones == 0 {
+            return Err(invalid("rotation.max_tombstones", "must be at least 1"));
+        }
+        if r.max_in_flight == 0 {
+            return Err(invalid("rotation.max_in_flight", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The policy rules.
+    pub fn rules(&self) -> Rules {
+        Rules {
+            grace_period: self.rotation.grace_period,
+            max_reuses: self.rotation.max_reuses,
+            replay_spacing: self.rotation.replay_spacing,
+            max_replay_delay: self.rotation.max_replay_delay,
+        }
+    }
+
+    /// The memory store's limits.
+    pub fn store_limits(&self) -> MemoryStoreLimits {
+        MemoryStoreLimits {
+            tombstone_ttl: self.rotation.tombstone_ttl,
+            max_tombstones: self.rotation.max_tombstones,
+            max_in_flight: self.rotation.max_in_flight,
+            answer_ttl: self.rotation.grace_period,
+        }
+    }
+}
+
+fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!(" (line {line})")
+        }
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[listen]
+address = "127.0.0.1:9480"
+[upstream]
+url = "http://127.0.0.1:8080"
+token_paths = ["/auth/idp/k8sIdp/token"]
+"#;
+
+    fn with(extra: &str) -> Result<Config, ConfigError> {
+        let config = Config::parse(&format!("{MINIMAL}{extra}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn error_of(text: &str) -> String {
+        match Config::parse(text).and_then(|c| c.validate()) {
+            Err(e) => e.to_string(),
+            Ok(()) => panic!("accepted: {text}"),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let config = with("").unwrap();
+        let rules = config.rules();
+        assert_eq!(rules.grace_period, Duration::from_secs(5));
+        assert_eq!(rules.max_reuses, 10);
+        assert_eq!(rules.replay_spacing, Duration::from_millis(50));
+        assert_eq!(config.rotation.tombstone_ttl, Duration::from_secs(900));
+        assert_eq!(config.store.backend, Backend::Memory);
+    }
+
+    #[test]
+    fn the_shipped_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/refresh-gate.toml");
+        Config::load(&path).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let message = error_of(&format!("{MINIMAL}[rotation]\ngrace_perod = \"5s\"\n"));
+        assert!(message.contains("grace_perod"), "{message}");
+    }
+
+    #[test]
+    fn grace_limits() {
+        assert!(with("[rotation]\ngrace_period = \"0s\"\n").is_ok());
+        assert!(with("[rotation]\ngrace_period = \"60s\"\n").is_ok());
+        let message = error_of(&format!("{MINIMAL}[rotation]\ngrace_period = \"61s\"\n"));
+        assert!(message.contains("rotation.grace_period"), "{message}");
+        assert!(with("[rotation]\ngrace_period = \"2m\"\nallow_long_grace = true\n").is_ok());
+        let message = error_of(&format!(
+            "{MINIMAL}[rotation]\ngrace_period = \"6m\"\nallow_long_grace = true\n"
+        ));
+        assert!(message.contains("5m"), "{message}");
+    }
+
+    #[test]
+    fn durations_are_humantime() {
+        let message = error_of(&format!("{MINIMAL}[rotation]\ngrace_period = 5\n"));
+        assert!(message.contains("grace_period") || message.contains("line"), "{message}");
+        let config = with("[rotation]\ntombstone_ttl = \"1h 30m\"\n").unwrap();
+        assert_eq!(config.rotation.tombstone_ttl, Duration::from_secs(5400));
+    }
+
+    #[test]
+    fn upstream_url_forms() {
+        let t = UpstreamTarget::parse("https://idp.example.com").unwrap();
+        assert_eq!((t.tls, t.host.as_str(), t.port), (true, "idp.example.com", 443));
+        let t = UpstreamTarget::parse("http://[::1]:8080/").unwrap();
+        assert_eq!((t.tls, t.host.as_str(), t.port), (false, "::1", 8080));
+        assert!(UpstreamTarget::parse("ftp://x").is_err());
+        assert!(UpstreamTarget::parse("http://x/auth").is_err());
+        assert!(UpstreamTarget::parse("http://u:p@x").is_err());
+        assert!(UpstreamTarget::parse("http://:80").is_err());
+    }
+
+    #[test]
+    fn tls_server_name_never_empty_and_only_for_https() {
+        let message = error_of(&MINIMAL.replace(
+            "token_paths",
+            "tls_server_name = \"idp\"\ntoken_paths",
+        ));
+        assert!(message.contains("upstream.tls_server_name"), "{message}");
+        let https = MINIMAL.replace("http://127.0.0.1:8080", "https://127.0.0.1:8443");
+        let message = error_of(&https.replace("token_paths", "tls_server_name = \" \"\ntoken_paths"));
+        assert!(message.contains("must not be empty"), "{message}");
+        let t = UpstreamTarget::parse("https://127.0.0.1:8443").unwrap();
+        assert_eq!(t.server_name(None), "127.0.0.1");
+        assert_eq!(t.server_name(Some("idp.example.com")), "idp.example.com");
+    }
+
+    #[test]
+    fn tombstone_ttl_must_cover_the_window() {
+        let message = error_of(&format!(
+            "{MINIMAL}[rotation]\ngrace_period = \"30s\"\ntombstone_ttl = \"10s\"\n"
+        ));
+        assert!(message.contains("rotation.tombstone_ttl"), "{message}");
+    }
+
+    #[test]
+    fn unknown_backend_is_refused() {
+        let message = error_of(&format!("{MINIMAL}[store]\nbackend = \"etcd\"\n"));
+        assert!(message.contains("etcd") || message.contains("backend"), "{message}");
+    }
+
+    #[test]
+    fn bad_listen_address_is_named() {
+        let message = error_of(&MINIMAL.replace("127.0.0.1:9480", "localhost"));
+        assert!(message.contains("listen.address"), "{message}");
+    }
+}

@@ -1,0 +1,196 @@
+//! Keyed fingerprints: HMAC-SHA256 over the decoded token. The full MAC is the store key;
+//! a short display fingerprint, derived from it separately, is what logs and audit events show.
+
+use crate::secret::{ClientSecret, RefreshToken};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::path::Path;
+use subtle::ConstantTimeEq;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The shortest fingerprint key accepted from a file, in bytes.
+pub const MIN_KEY_BYTES: usize = 32;
+
+/// Why a fingerprint key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The file could not be read.
+    #[error("cannot read fingerprint key file {path}: {source}")]
+    Read {
+        /// The file named in the configuration.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file holds fewer than [`MIN_KEY_BYTES`] bytes.
+    #[error("fingerprint key file {path} holds {len} bytes; at least {MIN_KEY_BYTES} are required")]
+    TooShort {
+        /// The file named in the configuration.
+        path: String,
+        /// How many bytes it holds (surrounding whitespace trimmed).
+        len: usize,
+    },
+}
+
+/// The secret key of the fingerprints. Replicas that share state must share it.
+#[derive(Clone)]
+pub struct Fingerprinter {
+    key: Box<[u8]>,
+}
+
+impl fmt::Debug for Fingerprinter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Fingerprinter(<key redacted>)")
+    }
+}
+
+impl Fingerprinter {
+    /// A fingerprinter with the given key bytes.
+    pub fn new(key: &[u8]) -> Self {
+        Fingerprinter { key: key.into() }
+    }
+
+    /// A fingerprinter with a random key: fingerprints last as long as the process.
+    pub fn random() -> Self {
+        let mut key = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut key);
+        Fingerprinter::new(&key)
+    }
+
+    /// Load the key from a file (raw bytes, surrounding whitespace trimmed).
+    pub fn from_file(path: &Path) -> Result<Self, KeyError> {
+        let raw = std::fs::read(path).map_err(|source| KeyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let key = raw.trim_ascii();
+        if key.len() < MIN_KEY_BYTES {
+            return Err(KeyError::TooShort {
+                path: path.display().to_string(),
+                len: key.len(),
+            });
+        }
+        Ok(Fingerprinter::new(key))
+    }
+
+    fn mac(&self, domain: &[u8], value: &[u8]) -> [u8; 32] {
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC accepts any key length");
+        mac.update(domain);
+        mac.update(value);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The fingerprint of a refresh token.
+    pub fn token(&self, token: &RefreshToken) -> TokenFingerprint {
+        TokenFingerprint(self.mac(b"refresh-gate/token/v1\0", token.expose()))
+    }
+
+    /// The fingerprint of a client secret (16 bytes are plenty to tell secrets apart).
+    pub fn client_secret(&self, secret: &ClientSecret) -> SecretFingerprint {
+        let full = self.mac(b"refresh-gate/client-secret/v1\0", secret.expose());
+        let mut short = [0u8; 16];
+        short.copy_from_slice(&full[..16]);
+        SecretFingerprint(short)
+    }
+}
+
+/// The keyed fingerprint of one refresh token: the key of everything the gate stores about it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenFingerprint(pub [u8; 32]);
+
+impl TokenFingerprint {
+    /// The short fingerprint that logs and audit events show (12 hex digits).
+    pub fn display(&self) -> DisplayFingerprint {
+        let digest = Sha256::new()
+            .chain_update(b"refresh-gate/display/v1\0")
+            .chain_update(self.0)
+            .finalize();
+        let mut short = [0u8; 6];
+        short.copy_from_slice(&digest[..6]);
+        DisplayFingerprint(short)
+    }
+
+    /// The full fingerprint as lowercase hex (store keys).
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Debug for TokenFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenFingerprint({})", self.display())
+    }
+}
+
+/// The short, printable form of a token fingerprint.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct DisplayFingerprint(pub [u8; 6]);
+
+impl fmt::Display for DisplayFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+/// The keyed fingerprint of a client secret.
+#[derive(Clone, Copy, Eq, Hash)]
+pub struct SecretFingerprint(pub [u8; 16]);
+
+impl PartialEq for SecretFingerprint {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl fmt::Debug for SecretFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretFingerprint(..)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_token_same_fingerprint_and_keys_matter() {
+        let a = Fingerprinter::new(&[1u8; 32]);
+        let b = Fingerprinter::new(&[2u8; 32]);
+        let t = RefreshToken::new("token-1");
+        assert_eq!(a.token(&t), a.token(&t));
+        assert_ne!(a.token(&t), b.token(&t));
+        assert_ne!(a.token(&t), a.token(&RefreshToken::new("token-2")));
+    }
+
+    #[test]
+    fn display_is_short_and_not_a_prefix_of_the_key() {
+        let fp = Fingerprinter::new(&[7u8; 32]).token(&RefreshToken::new("x"));
+        let shown = fp.display().to_string();
+        assert_eq!(shown.len(), 12);
+        assert!(!fp.to_hex().starts_with(&shown));
+        assert!(format!("{fp:?}").contains(&shown));
+        assert!(!format!("{fp:?}").contains(&fp.to_hex()));
+    }
+
+    #[test]
+    fn token_and_secret_domains_differ() {
+        let f = Fingerprinter::new(&[3u8; 32]);
+        let t = f.token(&RefreshToken::new("same"));
+        let s = f.client_secret(&ClientSecret::new("same"));
+        assert_ne!(&t.0[..16], &s.0[..]);
+    }
+
+    #[test]
+    fn key_file_too_short_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "short\n").unwrap();
+        let err = Fingerprinter::from_file(&path).unwrap_err();
+        assert!(err.to_string().contains("at least 32"), "{err}");
+        std::fs::write(&path, [b'k'; 40]).unwrap();
+        assert!(Fingerprinter::from_file(&path).is_ok());
+    }
+}

@@ -1,0 +1,293 @@
+//! Every metric of refresh-gate, named in this one place. Label values are bounded enums:
+//! never a token, subject, IP or raw path.
+
+use crate::policy::RefusalReason;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// `refresh_gate_refresh_requests_total{outcome}`.
+pub const REFRESH_REQUESTS_TOTAL: &str = "refresh_gate_refresh_requests_total";
+/// `refresh_gate_refused_total{reason}`.
+pub const REFUSED_TOTAL: &str = "refresh_gate_refused_total";
+/// `refresh_gate_upstream_request_duration_seconds{kind}`.
+pub const UPSTREAM_DURATION_SECONDS: &str = "refresh_gate_upstream_request_duration_seconds";
+/// `refresh_gate_requests_total{route, code_class}`.
+pub const REQUESTS_TOTAL: &str = "refresh_gate_requests_total";
+/// `refresh_gate_tombstones`.
+pub const TOMBSTONES: &str = "refresh_gate_tombstones";
+/// `refresh_gate_tombstone_evictions_total`.
+pub const TOMBSTONE_EVICTIONS_TOTAL: &str = "refresh_gate_tombstone_evictions_total";
+/// `refresh_gate_build_info{version}`.
+pub const BUILD_INFO: &str = "refresh_gate_build_info";
+
+/// The outcome of one refresh request: exactly one per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// First use, sent upstream, rotated.
+    Forwarded,
+    /// Waited for an in-flight exchange and got its success.
+    Coalesced,
+    /// Answered from the grace window.
+    GraceReplay,
+    /// Refused by the gate (see the reason).
+    Refused,
+    /// The exchange (its own, or the one it waited for) failed.
+    UpstreamError,
+    /// An ambiguous or malformed grant, refused.
+    InvalidRequest,
+}
+
+impl RefreshOutcome {
+    /// Every outcome, for pre-registering series at 0.
+    pub const ALL: [RefreshOutcome; 6] = [
+        RefreshOutcome::Forwarded,
+        RefreshOutcome::Coalesced,
+        RefreshOutcome::GraceReplay,
+        RefreshOutcome::Refused,
+        RefreshOutcome::UpstreamError,
+        RefreshOutcome::InvalidRequest,
+    ];
+
+    /// The label value.
+    pub fn label(&self) -> &'static str {
+        match self {
+            RefreshOutcome::Forwarded => "forwarded",
+            RefreshOutcome::Coalesced => "coalesced",
+            RefreshOutcome::GraceReplay => "grace_replay",
+            RefreshOutcome::Refused => "refused",
+            RefreshOutcome::UpstreamError => "upstream_error",
+            RefreshOutcome::InvalidRequest => "invalid_request",
+        }
+    }
+}
+
+/// Which hop a request took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// A token path.
+    Token,
+    /// Anything else.
+    Passthrough,
+}
+
+impl Route {
+    /// The label value.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Route::Token => "token",
+            Route::Passthrough => "passthrough",
+        }
+    }
+}
+
+/// What kind of upstream request was timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamKind {
+    /// A refresh exchange.
+    Refresh,
+    /// A forwarded request.
+    Passthrough,
+}
+
+impl UpstreamKind {
+    fn label(&self) -> &'static str {
+        match self {
+            UpstreamKind::Refresh => "refresh",
+            UpstreamKind::Passthrough => "passthrough",
+        }
+    }
+}
+
+const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The gate's metrics, registered in their own registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    refresh_requests: IntCounterVec,
+    refused: IntCounterVec,
+    upstream_duration: HistogramVec,
+    requests: IntCounterVec,
+    tombstones: IntGauge,
+    evictions: IntCounter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn must<T>(result: prometheus::Result<T>) -> T {
+    result.expect("metric definitions are static and valid")
+}
+
+impl Metrics {
+    /// Register every metric, with every series of every label value at 0.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let refresh_requests = must(IntCounterVec::new(
+            Opts::new(REFRESH_REQUESTS_TOTAL, "Refresh grants by outcome, one per request."),
+            &["outcome"],
+        ));
+        let refused = must(IntCounterVec::new(
+            Opts::new(REFUSED_TOTAL, "Refresh grants refused by the gate, by reason."),
+            &["reason"],
+        ));
+        let upstream_duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                UPSTREAM_DURATION_SECONDS,
+                "Duration of requests to the IdP, by kind.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["kind"],
+        ));
+        let requests = must(IntCounterVec::new(
+            Opts::new(REQUESTS_TOTAL, "Requests answered, by route and status class."),
+            &["route", "code_class"],
+        ));
+        let tombstones = must(IntGauge::new(TOMBSTONES, "Tombstones held now."));
+        let evictions = must(IntCounter::new(
+            TOMBSTONE_EVICTIONS_TOTAL,
+            "Tombstones evicted before their TTL because the store was full.",
+        ));
+        let build_info = must(IntGaugeVec::new(
+            Opts::new(BUILD_INFO, "Build information."),
+            &["version"],
+        ));
+        for collector in [
+            Box::new(refresh_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(refused.clone()),
+            Box::new(upstream_duration.clone()),
+            Box::new(requests.clone()),
+            Box::new(tombstones.clone()),
+            Box::new(evictions.clone()),
+            Box::new(build_info.clone()),
+        ] {
+            must(registry.register(collector));
+        }
+        for outcome in RefreshOutcome::ALL {
+            refresh_requests.with_label_values(&[outcome.label()]);
+        }
+        for reason in RefusalReason::ALL {
+            refused.with_label_values(&[reason.label()]);
+        }
+        for kind in [UpstreamKind::Refresh, UpstreamKind::Passthrough] {
+            upstream_duration.with_label_values(&[kind.label()]);
+        }
+        for route in [Route::Token, Route::Passthrough] {
+            for class in CODE_CLASSES {
+                requests.with_label_values(&[route.label(), class]);
+            }
+        }
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Metrics {
+            registry,
+            refresh_requests,
+            refused,
+            upstream_duration,
+            requests,
+            tombstones,
+            evictions,
+        }
+    }
+
+    /// Count one refresh request's outcome.
+    pub fn refresh_outcome(&self, outcome: RefreshOutcome) {
+        self.refresh_requests
+            .with_label_values(&[outcome.label()])
+            .inc();
+    }
+
+    /// Count one refusal by reason.
+    pub fn refused(&self, reason: RefusalReason) {
+        self.refused.with_label_values(&[reason.label()]).inc();
+    }
+
+    /// Time one upstream request.
+    pub fn upstream_duration(&self, kind: UpstreamKind, seconds: f64) {
+        self.upstream_duration
+            .with_label_values(&[kind.label()])
+            .observe(seconds);
+    }
+
+    /// Count one answered request.
+    pub fn request(&self, route: Route, status: u16) {
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.requests
+            .with_label_values(&[route.label(), class])
+            .inc();
+    }
+
+    /// Publish the store's tombstone count and evictions so far.
+    pub fn store_gauges(&self, tombstones: u64, evictions_so_far: u64) {
+        self.tombstones.set(tombstones as i64);
+        let seen = self.evictions.get();
+        if evictions_so_far > seen {
+            self.evictions.inc_by(evictions_so_far - seen);
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let encoder = TextEncoder::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = encoder.encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_series_exists_at_zero_from_the_start() {
+        let text = Metrics::new().render();
+        for outcome in RefreshOutcome::ALL {
+            let series = format!("{REFRESH_REQUESTS_TOTAL}{{outcome=\"{}\"}} 0", outcome.label());
+            assert!(text.contains(&series), "missing {series}");
+        }
+        for reason in RefusalReason::ALL {
+            let series = format!("{REFUSED_TOTAL}{{reason=\"{}\"}} 0", reason.label());
+            assert!(text.contains(&series), "missing {series}");
+        }
+        assert!(text.contains("refresh_gate_build_info{version=\""));
+        assert!(text.contains(&format!("{TOMBSTONE_EVICTIONS_TOTAL} 0")));
+    }
+
+    #[test]
+    fn counting_moves_one_series() {
+        let metrics = Metrics::new();
+        metrics.refresh_outcome(RefreshOutcome::GraceReplay);
+        metrics.refused(RefusalReason::ReuseLimit);
+        metrics.request(Route::Token, 400);
+        metrics.store_gauges(5, 2);
+        metrics.store_gauges(5, 3);
+        let text = metrics.render();
+        assert!(text.contains("refresh_gate_refresh_requests_total{outcome=\"grace_replay\"} 1"));
+        assert!(text.contains("refresh_gate_refused_total{reason=\"reuse_limit\"} 1"));
+        assert!(text.contains("refresh_gate_requests_total{code_class=\"4xx\",route=\"token\"} 1"));
+        assert!(text.contains("refresh_gate_tombstones 5"));
+        assert!(text.contains("refresh_gate_tombstone_evictions_total 3"));
+    }
+}

@@ -1,0 +1,212 @@
+//! Where the gate keeps the state of each fingerprint (`DESIGN.md`): one async trait, so
+//! the embedded memory store and a shared store (Redis) are interchangeable.
+
+mod memory;
+
+pub use memory::{MemoryStore, MemoryStoreLimits};
+
+use crate::clock::UnixMillis;
+use crate::credentials::ClientIdentity;
+use crate::envelope::SealedAnswer;
+use crate::fingerprint::TokenFingerprint;
+use crate::policy::{self, Decision, Presenter, RefusalReason, Rotation, Rules};
+use async_trait::async_trait;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+/// What the tombstone of a rotated token keeps: what later decisions and audit events need.
+#[derive(Debug)]
+pub struct TokenRecord {
+    /// When the upstream answered the one exchange (the window starts here).
+    pub first_use: UnixMillis,
+    /// The client that made the exchange.
+    pub client: ClientIdentity,
+    /// The address the exchange came from.
+    pub source: IpAddr,
+    /// The subject of the id_token, when there was one.
+    pub subject: Option<Box<str>>,
+    /// The first token the gate saw in this chain.
+    pub family: TokenFingerprint,
+    /// Replays answered so far.
+    replays: AtomicU32,
+}
+
+impl TokenRecord {
+    /// A fresh record with no replays.
+    pub fn new(
+        first_use: UnixMillis,
+        client: ClientIdentity,
+        source: IpAddr,
+        subject: Option<Box<str>>,
+        family: TokenFingerprint,
+    ) -> Self {
+        TokenRecord {
+            first_use,
+            client,
+            source,
+            subject,
+            family,
+            replays: AtomicU32::new(0),
+        }
+    }
+
+    /// Replays answered so far.
+    pub fn replays(&self) -> u32 {
+        self.replays.load(Ordering::SeqCst)
+    }
+
+    /// Decide a replay with the pure policy and count it, atomically: two replays racing
+    /// for the last allowed reuse cannot both get it.
+    pub fn decide_and_count(
+        &self,
+        rules: &Rules,
+        answer_available: bool,
+        who: &Presenter<'_>,
+        now: UnixMillis,
+    ) -> Decision {
+        let mut current = self.replays.load(Ordering::SeqCst);
+        loop {
+            let rotation = Rotation {
+                first_use: self.first_use,
+                client: &self.client,
+                replays: current,
+                answer_available,
+            };
+            let decision = policy::decide_replay(rules, &rotation, who, now);
+            if decision != Decision::Replay {
+                return decision;
+            }
+            match self.replays.compare_exchange(
+                current,
+                current + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => return Decision::Replay,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+}
+
+/// How an exchange that rotated nothing ended, as its waiters must learn it.
+#[derive(Debug, Clone)]
+pub enum Released {
+    /// The upstream answered (non-2xx, a 2xx that is no token response, or an IdP that does
+    /// not rotate): the same answer, sealed.
+    Answered(Arc<SealedAnswer>),
+    /// Nothing reached the upstream (connection refused, reset before the request was sent).
+    Unreachable,
+    /// The upstream never answered within the exchange deadline; the outcome is unknown.
+    TimedOut,
+}
+
+/// The end of one exchange.
+#[derive(Debug, Clone)]
+pub enum ExchangeOutcome {
+    /// The upstream rotated the token: it is tombstoned and its answer remembered.
+    Rotated {
+        /// The tombstone.
+        record: Arc<TokenRecord>,
+        /// The answer for replays, sealed under the presented token.
+        answer: Arc<SealedAnswer>,
+        /// The fingerprint of the new refresh token, which joins the family.
+        successor: Option<TokenFingerprint>,
+    },
+    /// Nothing was rotated: the claim is released, the client may retry.
+    Released(Released),
+}
+
+/// A request that waits for an exchange under way.
+pub struct Waiter {
+    /// Arrival order among this exchange's waiters (1 for the first).
+    pub slot: u32,
+    /// Resolves to the exchange's outcome; `None` if the exchange vanished without one.
+    pub outcome: Pin<Box<dyn Future<Output = Option<ExchangeOutcome>> + Send>>,
+}
+
+impl std::fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiter").field("slot", &self.slot).finish()
+    }
+}
+
+/// The store's answer to one presentation, already applied to the state.
+#[derive(Debug)]
+pub enum Presented {
+    /// The caller owns the exchange and must call [`TokenStore::complete`].
+    Claimed {
+        /// The family the token belongs to.
+        family: TokenFingerprint,
+    },
+    /// An exchange is under way: wait for it.
+    Wait(Waiter),
+    /// Answer with the remembered answer; the replay is counted.
+    Replay {
+        /// The sealed answer.
+        answer: Arc<SealedAnswer>,
+        /// The tombstone.
+        record: Arc<TokenRecord>,
+    },
+    /// Refuse with `400 invalid_grant`.
+    Refused {
+        /// Why.
+        reason: RefusalReason,
+        /// The tombstone.
+        record: Arc<TokenRecord>,
+    },
+}
+
+/// Why the store could not decide.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// Too many exchanges in flight: answer 503, never start a second exchange.
+    #[error("too many refresh exchanges in flight")]
+    InFlightFull,
+    /// The store cannot be reached.
+    #[error("token store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The state of every fingerprint (see `DESIGN.md`). Implementations apply each decision
+/// atomically with the state change it implies.
+#[async_trait]
+pub trait TokenStore: Send + Sync + 'static {
+    /// Present a token: claim it if unknown, join the exchange under way, or decide a replay
+    /// of a rotated token (counting it).
+    async fn present(
+        &self,
+        token: &TokenFingerprint,
+        who: &Presenter<'_>,
+        rules: &Rules,
+        now: UnixMillis,
+    ) -> Result<Presented, StoreError>;
+
+    /// End the exchange the caller claimed: tombstone on rotation, release otherwise, and
+    /// wake every waiter with the outcome.
+    async fn complete(
+        &self,
+        token: &TokenFingerprint,
+        outcome: ExchangeOutcome,
+        rules: &Rules,
+    ) -> Result<(), StoreError>;
+
+    /// Decide a waiter's request once the exchange it waited for rotated the token.
+    async fn decide_after_wait(
+        &self,
+        token: &TokenFingerprint,
+        record: &Arc<TokenRecord>,
+        who: &Presenter<'_>,
+        rules: &Rules,
+        now: UnixMillis,
+    ) -> Result<Decision, StoreError>;
+
+    /// Tombstones held now (approximate).
+    fn tombstone_count(&self) -> u64;
+
+    /// Tombstones evicted for capacity since start.
+    fn eviction_count(&self) -> u64;
+}

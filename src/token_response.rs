@@ -1,0 +1,132 @@
+//! Reading the IdP's answer to a refresh grant: is it a token response, did it rotate the
+//! refresh token, and whose (`sub`) is it. Nothing here keeps the tokens.
+
+use crate::answer::Answer;
+use crate::secret::RefreshToken;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+/// What the gate learns from a successful token response.
+#[derive(Debug)]
+pub struct TokenResponse {
+    /// The new refresh token, when the IdP sent one.
+    pub refresh_token: Option<RefreshToken>,
+    /// The `sub` of the id_token, for audit events (signature not checked: the gate only
+    /// reports it, it never authorises with it).
+    pub subject: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    access_token: Option<serde_json::Value>,
+    refresh_token: Option<serde_json::Value>,
+    id_token: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct SubjectClaim {
+    sub: Option<String>,
+}
+
+fn is_json(content_type: Option<&[u8]>) -> bool {
+    let Some(value) = content_type else {
+        return false;
+    };
+    let media = value.split(|b| *b == b';').next().unwrap_or(b"").trim_ascii();
+    let media = String::from_utf8_lossy(media).to_ascii_lowercase();
+    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
+}
+
+/// Read a 2xx answer. `None` when it is not a JSON token response with an `access_token`
+/// (then the exchange counts as failed and nothing is tombstoned).
+pub fn parse(answer: &Answer) -> Option<TokenResponse> {
+    if !(200..300).contains(&answer.status) || !is_json(answer.header("content-type")) {
+        return None;
+    }
+    let wire: Wire = serde_json::from_slice(&answer.body).ok()?;
+    match wire.access_token {
+        Some(serde_json::Value::String(ref s)) if !s.is_empty() => {}
+        _ => return None,
+    }
+    let refresh_token = match wire.refresh_token {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => Some(RefreshToken::new(s)),
+        _ => None,
+    };
+    let subject = match wire.id_token {
+        Some(serde_json::Value::String(jwt)) => subject_of(&jwt),
+        _ => None,
+    };
+    Some(TokenResponse {
+        refresh_token,
+        subject,
+    })
+}
+
+fn subject_of(jwt: &str) -> Option<String> {
+    let header = jsonwebtoken::decode_header(jwt).ok()?;
+    let mut validation = Validation::new(header.alg);
+    validation.insecure_disable_signature_validation();
+    validation.validate_exp = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    validation.algorithms = vec![header.alg, Algorithm::HS256];
+    let data =
+        jsonwebtoken::decode::<SubjectClaim>(jwt, &DecodingKey::from_secret(&[]), &validation)
+            .ok()?;
+    data.claims.sub
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn json(status: u16, body: &str) -> Answer {
+        Answer {
+            status,
+            headers: vec![(
+                "content-type".into(),
+                b"application/json; charset=utf-8".to_vec(),
+            )],
+            body: Bytes::from(body.to_owned()),
+        }
+    }
+
+    fn id_token(sub: &str) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &serde_json::json!({"sub": sub, "exp": 1}),
+            &jsonwebtoken::EncodingKey::from_secret(b"k"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn rotation_with_subject() {
+        let body = format!(
+            r#"{{"access_token":"a","refresh_token":"r2","id_token":"{}"}}"#,
+            id_token("alice")
+        );
+        let parsed = parse(&json(200, &body)).unwrap();
+        assert_eq!(parsed.refresh_token, Some(RefreshToken::new("r2")));
+        assert_eq!(parsed.subject.as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn not_rotating_is_still_a_token_response() {
+        let parsed = parse(&json(200, r#"{"access_token":"a"}"#)).unwrap();
+        assert!(parsed.refresh_token.is_none());
+        assert!(parsed.subject.is_none());
+    }
+
+    #[test]
+    fn failures_are_not_token_responses() {
+        assert!(parse(&json(400, r#"{"access_token":"a"}"#)).is_none());
+        assert!(parse(&json(200, r#"{"token":"a"}"#)).is_none());
+        assert!(parse(&json(200, r#"{"access_token":""}"#)).is_none());
+        assert!(parse(&json(200, "not json")).is_none());
+        let mut html = json(200, r#"{"access_token":"a"}"#);
+        html.headers[0].1 = b"text/html".to_vec();
+        assert!(parse(&html).is_none());
+    }
+}
