@@ -40,7 +40,11 @@ impl Answer {
 
     /// A compact binary encoding: status, header count, each header, then the body.
     pub fn encode(&self) -> Vec<u8> {
-        let headers_len: usize = self.headers.iter().map(|(n, v)| 6 + n.len() + v.len()).sum();
+        let headers_len: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| 6 + n.len() + v.len())
+            .sum();
         let mut out = Vec::with_capacity(4 + headers_len + self.body.len());
         out.extend_from_slice(&self.status.to_be_bytes());
         out.extend_from_slice(&(self.headers.len() as u16).to_be_bytes());
@@ -106,7 +110,10 @@ mod tests {
             body: Bytes::from_static(b"{\"access_token\":\"a\"}"),
         };
         assert_eq!(Answer::decode(&answer.encode()).unwrap(), answer);
-        assert_eq!(answer.header("content-type"), Some(&b"application/json"[..]));
+        assert_eq!(
+            answer.header("content-type"),
+            Some(&b"application/json"[..])
+        );
     }
 
     #[test]

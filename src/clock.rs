@@ -10,7 +10,10 @@ pub struct UnixMillis(pub u64);
 impl UnixMillis {
     /// This instant moved forward by `d` (saturating).
     pub fn plus(self, d: Duration) -> UnixMillis {
-        UnixMillis(self.0.saturating_add(d.as_millis().min(u64::MAX as u128) as u64))
+        UnixMillis(
+            self.0
+                .saturating_add(d.as_millis().min(u64::MAX as u128) as u64),
+        )
     }
 
     /// Time elapsed from `earlier` to `self` (zero if `earlier` is later).

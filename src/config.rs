@@ -344,7 +344,10 @@ impl Config {
             .map_err(|_| invalid("listen.address", "must be IP:port, e.g. 127.0.0.1:9480"))?;
         let target = UpstreamTarget::parse(&self.upstream.url)?;
         if self.upstream.token_paths.is_empty() {
-            return Err(invalid("upstream.token_paths", "must name at least one path"));
+            return Err(invalid(
+                "upstream.token_paths",
+                "must name at least one path",
+            ));
         }
         for path in &self.upstream.token_paths {
             if !path.starts_with('/') || crate::path::normalize(path).is_none() {
@@ -383,7 +386,10 @@ impl Config {
         }
         if let Some(ca) = &self.upstream.ca_file {
             if !target.tls {
-                return Err(invalid("upstream.ca_file", "only applies to an https:// upstream"));
+                return Err(invalid(
+                    "upstream.ca_file",
+                    "only applies to an https:// upstream",
+                ));
             }
             if !ca.is_file() {
                 return Err(invalid(
@@ -527,7 +533,10 @@ token_paths = ["/auth/idp/k8sIdp/token"]
     #[test]
     fn durations_are_humantime() {
         let message = error_of(&format!("{MINIMAL}[rotation]\ngrace_period = 5\n"));
-        assert!(message.contains("grace_period") || message.contains("line"), "{message}");
+        assert!(
+            message.contains("grace_period") || message.contains("line"),
+            "{message}"
+        );
         let config = with("[rotation]\ntombstone_ttl = \"1h 30m\"\n").unwrap();
         assert_eq!(config.rotation.tombstone_ttl, Duration::from_secs(5400));
     }
@@ -535,7 +544,10 @@ token_paths = ["/auth/idp/k8sIdp/token"]
     #[test]
     fn upstream_url_forms() {
         let t = UpstreamTarget::parse("https://idp.example.com").unwrap();
-        assert_eq!((t.tls, t.host.as_str(), t.port), (true, "idp.example.com", 443));
+        assert_eq!(
+            (t.tls, t.host.as_str(), t.port),
+            (true, "idp.example.com", 443)
+        );
         let t = UpstreamTarget::parse("http://[::1]:8080/").unwrap();
         assert_eq!((t.tls, t.host.as_str(), t.port), (false, "::1", 8080));
         assert!(UpstreamTarget::parse("ftp://x").is_err());
@@ -546,13 +558,12 @@ token_paths = ["/auth/idp/k8sIdp/token"]
 
     #[test]
     fn tls_server_name_never_empty_and_only_for_https() {
-        let message = error_of(&MINIMAL.replace(
-            "token_paths",
-            "tls_server_name = \"idp\"\ntoken_paths",
-        ));
+        let message =
+            error_of(&MINIMAL.replace("token_paths", "tls_server_name = \"idp\"\ntoken_paths"));
         assert!(message.contains("upstream.tls_server_name"), "{message}");
         let https = MINIMAL.replace("http://127.0.0.1:8080", "https://127.0.0.1:8443");
-        let message = error_of(&https.replace("token_paths", "tls_server_name = \" \"\ntoken_paths"));
+        let message =
+            error_of(&https.replace("token_paths", "tls_server_name = \" \"\ntoken_paths"));
         assert!(message.contains("must not be empty"), "{message}");
         let t = UpstreamTarget::parse("https://127.0.0.1:8443").unwrap();
         assert_eq!(t.server_name(None), "127.0.0.1");
@@ -570,7 +581,10 @@ token_paths = ["/auth/idp/k8sIdp/token"]
     #[test]
     fn unknown_backend_is_refused() {
         let message = error_of(&format!("{MINIMAL}[store]\nbackend = \"etcd\"\n"));
-        assert!(message.contains("etcd") || message.contains("backend"), "{message}");
+        assert!(
+            message.contains("etcd") || message.contains("backend"),
+            "{message}"
+        );
     }
 
     #[test]

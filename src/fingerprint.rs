@@ -26,7 +26,9 @@ pub enum KeyError {
         source: std::io::Error,
     },
     /// The file holds fewer than [`MIN_KEY_BYTES`] bytes.
-    #[error("fingerprint key file {path} holds {len} bytes; at least {MIN_KEY_BYTES} are required")]
+    #[error(
+        "fingerprint key file {path} holds {len} bytes; at least {MIN_KEY_BYTES} are required"
+    )]
     TooShort {
         /// The file named in the configuration.
         path: String,

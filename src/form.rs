@@ -101,7 +101,10 @@ mod tests {
     #[test]
     fn empty_pieces_and_bare_names() {
         let fields = parse(b"&a&&b=").unwrap();
-        assert_eq!(fields, vec![("a".into(), "".into()), ("b".into(), "".into())]);
+        assert_eq!(
+            fields,
+            vec![("a".into(), "".into()), ("b".into(), "".into())]
+        );
     }
 
     #[test]

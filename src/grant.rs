@@ -86,7 +86,9 @@ fn mentions_refresh_token(bytes: &[u8]) -> bool {
     bytes
         .windows(REFRESH_GRANT.len())
         .any(|w| w.eq_ignore_ascii_case(REFRESH_GRANT.as_bytes()))
-        || bytes.windows(15).any(|w| w.eq_ignore_ascii_case(b"refresh%5ftoken"))
+        || bytes
+            .windows(15)
+            .any(|w| w.eq_ignore_ascii_case(b"refresh%5ftoken"))
 }
 
 fn is_form(content_type: Option<&[u8]>) -> bool {
@@ -218,7 +220,8 @@ mod tests {
 
     #[test]
     fn plain_refresh_grant_with_form_client() {
-        let req = post("grant_type=refresh_token&refresh_token=abc%2B1&client_id=k&client_secret=s");
+        let req =
+            post("grant_type=refresh_token&refresh_token=abc%2B1&client_id=k&client_secret=s");
         let Classification::Refresh(grant) = classify(&req) else {
             panic!("not a refresh grant")
         };
@@ -282,7 +285,10 @@ mod tests {
                 "grant_type=refresh_token&refresh_token=a&refresh_token=b",
                 Ambiguity::DuplicateRefreshToken,
             ),
-            ("grant_type=refresh_token&refresh_token=", Ambiguity::MissingRefreshToken),
+            (
+                "grant_type=refresh_token&refresh_token=",
+                Ambiguity::MissingRefreshToken,
+            ),
             ("grant_type=refresh_token", Ambiguity::MissingRefreshToken),
             (
                 "grant_type=refresh_token&refresh_token=%zz",

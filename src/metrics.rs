@@ -135,11 +135,17 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let refresh_requests = must(IntCounterVec::new(
-            Opts::new(REFRESH_REQUESTS_TOTAL, "Refresh grants by outcome, one per request."),
+            Opts::new(
+                REFRESH_REQUESTS_TOTAL,
+                "Refresh grants by outcome, one per request.",
+            ),
             &["outcome"],
         ));
         let refused = must(IntCounterVec::new(
-            Opts::new(REFUSED_TOTAL, "Refresh grants refused by the gate, by reason."),
+            Opts::new(
+                REFUSED_TOTAL,
+                "Refresh grants refused by the gate, by reason.",
+            ),
             &["reason"],
         ));
         let upstream_duration = must(HistogramVec::new(
@@ -153,7 +159,10 @@ impl Metrics {
             &["kind"],
         ));
         let requests = must(IntCounterVec::new(
-            Opts::new(REQUESTS_TOTAL, "Requests answered, by route and status class."),
+            Opts::new(
+                REQUESTS_TOTAL,
+                "Requests answered, by route and status class.",
+            ),
             &["route", "code_class"],
         ));
         let tombstones = must(IntGauge::new(TOMBSTONES, "Tombstones held now."));
@@ -264,7 +273,10 @@ mod tests {
     fn every_series_exists_at_zero_from_the_start() {
         let text = Metrics::new().render();
         for outcome in RefreshOutcome::ALL {
-            let series = format!("{REFRESH_REQUESTS_TOTAL}{{outcome=\"{}\"}} 0", outcome.label());
+            let series = format!(
+                "{REFRESH_REQUESTS_TOTAL}{{outcome=\"{}\"}} 0",
+                outcome.label()
+            );
             assert!(text.contains(&series), "missing {series}");
         }
         for reason in RefusalReason::ALL {

@@ -32,9 +32,44 @@ pub fn normalize_all(paths: &[String]) -> Vec<String> {
     paths.iter().filter_map(|p| normalize(p)).collect()
 }
 
+/// How a request target relates to the token paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathMatch {
+    /// A token path.
+    Token,
+    /// Not a token path.
+    Other,
+    /// Only a lenient reading (`%2F` as `/`) makes it a token path: refuse it, since some
+    /// servers decode encoded slashes.
+    Ambiguous,
+}
+
+/// Match a request target against normalised token paths.
+pub fn match_token_path(target: &str, token_paths: &[String]) -> PathMatch {
+    let is_token = |p: &str| token_paths.iter().any(|t| t == p);
+    match normalize(target) {
+        Some(path) if is_token(&path) => PathMatch::Token,
+        Some(_) => PathMatch::Other,
+        None => {
+            let path = target.split(['?', '#']).next().unwrap_or("");
+            let loose = path
+                .replace("%2F", "/")
+                .replace("%2f", "/")
+                .replace("%5C", "/")
+                .replace("%5c", "/")
+                .replace('\\', "/");
+            let decoded = percent_encoding::percent_decode_str(&loose).decode_utf8_lossy();
+            match normalize(&decoded.replace('%', "%25")) {
+                Some(p) if is_token(&p) => PathMatch::Ambiguous,
+                _ => PathMatch::Other,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::normalize;
+    use super::{match_token_path, normalize, PathMatch};
 
     #[test]
     fn variants_of_one_path_agree() {
@@ -67,6 +102,24 @@ mod tests {
         assert_eq!(normalize("/auth%2Ftoken"), None);
         assert_eq!(normalize("/auth%5Ctoken"), None);
         assert_eq!(normalize("/%ff%fe"), None);
+    }
+
+    #[test]
+    fn token_path_matching() {
+        let paths = vec!["/auth/idp/k8sIdp/token".to_owned()];
+        assert_eq!(
+            match_token_path("/auth/idp/k8sIdp/token/", &paths),
+            PathMatch::Token
+        );
+        assert_eq!(
+            match_token_path("/auth/idp/k8sIdp/userinfo", &paths),
+            PathMatch::Other
+        );
+        assert_eq!(
+            match_token_path("/auth/idp%2Fk8sIdp/token", &paths),
+            PathMatch::Ambiguous
+        );
+        assert_eq!(match_token_path("/api%2Fv1/pods", &paths), PathMatch::Other);
     }
 
     #[test]

@@ -117,7 +117,12 @@ pub enum Decision {
 }
 
 /// Decide one presentation of a token in `state`.
-pub fn decide(rules: &Rules, state: &TokenState<'_>, who: &Presenter<'_>, now: UnixMillis) -> Decision {
+pub fn decide(
+    rules: &Rules,
+    state: &TokenState<'_>,
+    who: &Presenter<'_>,
+    now: UnixMillis,
+) -> Decision {
     match state {
         TokenState::Unknown => Decision::Forward,
         TokenState::InFlight => Decision::Wait,
@@ -127,7 +132,12 @@ pub fn decide(rules: &Rules, state: &TokenState<'_>, who: &Presenter<'_>, now: U
 
 /// Decide a replay of a rotated token (also used for waiters once the exchange succeeded).
 /// The window is `[first_use, first_use + grace_period)`: exactly at its end it has passed.
-pub fn decide_replay(rules: &Rules, rotation: &Rotation<'_>, who: &Presenter<'_>, now: UnixMillis) -> Decision {
+pub fn decide_replay(
+    rules: &Rules,
+    rotation: &Rotation<'_>,
+    who: &Presenter<'_>,
+    now: UnixMillis,
+) -> Decision {
     let window_end = rotation.first_use.plus(rules.grace_period);
     if now >= window_end || !rotation.answer_available {
         return Decision::Refuse(RefusalReason::AfterGrace);
@@ -184,8 +194,14 @@ mod tests {
     fn unknown_is_forwarded_and_in_flight_waits() {
         let k = client("k");
         let rules = Rules::default();
-        assert_eq!(decide(&rules, &TokenState::Unknown, &who(&k), T0), Decision::Forward);
-        assert_eq!(decide(&rules, &TokenState::InFlight, &who(&k), T0), Decision::Wait);
+        assert_eq!(
+            decide(&rules, &TokenState::Unknown, &who(&k), T0),
+            Decision::Forward
+        );
+        assert_eq!(
+            decide(&rules, &TokenState::InFlight, &who(&k), T0),
+            Decision::Wait
+        );
     }
 
     #[test]
@@ -194,7 +210,10 @@ mod tests {
         let rules = Rules::default();
         let state = TokenState::Rotated(rotated(&k, 0));
         let last_inside = T0.plus(rules.grace_period - Duration::from_millis(1));
-        assert_eq!(decide(&rules, &state, &who(&k), last_inside), Decision::Replay);
+        assert_eq!(
+            decide(&rules, &state, &who(&k), last_inside),
+            Decision::Replay
+        );
         let at_end = T0.plus(rules.grace_period);
         assert_eq!(
             decide(&rules, &state, &who(&k), at_end),

@@ -13,6 +13,8 @@ pub enum GateReply {
     InvalidGrant(&'static str),
     /// `413`: a token-path body over the cap.
     BodyTooLarge(usize),
+    /// `408`: the token-path body did not arrive in time.
+    BodyTimeout,
     /// `502`: nothing reached the IdP.
     Unreachable,
     /// `504`: the IdP did not answer in time.
@@ -32,6 +34,11 @@ impl GateReply {
                 413,
                 "invalid_request",
                 format!("request body exceeds {cap} bytes"),
+            ),
+            GateReply::BodyTimeout => (
+                408,
+                "invalid_request",
+                "request body not received in time".to_owned(),
             ),
             GateReply::Unreachable => (
                 502,
@@ -125,7 +132,10 @@ mod tests {
     fn errors_are_rfc6749_json() {
         let answer = GateReply::InvalidGrant("refresh token has already been used").to_answer();
         assert_eq!(answer.status, 400);
-        assert_eq!(answer.header("content-type"), Some(&b"application/json"[..]));
+        assert_eq!(
+            answer.header("content-type"),
+            Some(&b"application/json"[..])
+        );
         assert_eq!(answer.header("cache-control"), Some(&b"no-store"[..]));
         let body: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
         assert_eq!(body["error"], "invalid_grant");

@@ -32,7 +32,11 @@ fn is_json(content_type: Option<&[u8]>) -> bool {
     let Some(value) = content_type else {
         return false;
     };
-    let media = value.split(|b| *b == b';').next().unwrap_or(b"").trim_ascii();
+    let media = value
+        .split(|b| *b == b';')
+        .next()
+        .unwrap_or(b"")
+        .trim_ascii();
     let media = String::from_utf8_lossy(media).to_ascii_lowercase();
     media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
 }

@@ -93,7 +93,10 @@ impl MemoryStore {
         }
     }
 
-    fn shard(&self, token: &TokenFingerprint) -> MutexGuard<'_, HashMap<TokenFingerprint, InFlight>> {
+    fn shard(
+        &self,
+        token: &TokenFingerprint,
+    ) -> MutexGuard<'_, HashMap<TokenFingerprint, InFlight>> {
         let index = token.0[0] as usize % SHARDS;
         // A poisoned shard only means a panic elsewhere mid-update of a plain map entry;
         // the map itself stays consistent, so keep serving.

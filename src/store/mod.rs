@@ -97,7 +97,12 @@ impl TokenRecord {
 pub enum Released {
     /// The upstream answered (non-2xx, a 2xx that is no token response, or an IdP that does
     /// not rotate): the same answer, sealed.
-    Answered(Arc<SealedAnswer>),
+    Answered {
+        /// The answer, sealed under the presented token.
+        answer: Arc<SealedAnswer>,
+        /// Whether it was a token response (an IdP that does not rotate).
+        success: bool,
+    },
     /// Nothing reached the upstream (connection refused, reset before the request was sent).
     Unreachable,
     /// The upstream never answered within the exchange deadline; the outcome is unknown.

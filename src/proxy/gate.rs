@@ -1,0 +1,280 @@
+//! The `ProxyHttp` implementation: route token paths to the grant classifier and the
+//! refresh handler, forward everything else untouched.
+
+use super::refresh::RefreshGate;
+use super::upstream::UpstreamPeers;
+use super::write::{add_forwarded, strip_hop_by_hop, write_answer, Freshness};
+use crate::config::MAX_TOKEN_BODY_BYTES;
+use crate::grant::{self, Classification, TokenPathRequest};
+use crate::metrics::{Metrics, RefreshOutcome, Route, UpstreamKind};
+use crate::path::{match_token_path, PathMatch};
+use crate::respond::GateReply;
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::http::RequestHeader;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The proxy: token paths decided by the gate, everything else forwarded.
+pub struct Gate {
+    refresh: Arc<RefreshGate>,
+    peers: UpstreamPeers,
+    token_paths: Vec<String>,
+    metrics: Metrics,
+    request_timeout: Duration,
+}
+
+/// Per-request state.
+#[derive(Debug)]
+pub struct RequestCtx {
+    route: Route,
+    client_ip: Option<IpAddr>,
+    upstream_started: Option<Instant>,
+}
+
+/// Why a token-path body could not be read.
+enum BodyError {
+    TooLarge,
+    TimedOut,
+    Client(Box<Error>),
+}
+
+impl Gate {
+    /// A gate over these parts; `token_paths` are normalised here.
+    pub fn new(
+        refresh: Arc<RefreshGate>,
+        peers: UpstreamPeers,
+        token_paths: &[String],
+        metrics: Metrics,
+        request_timeout: Duration,
+    ) -> Self {
+        Gate {
+            refresh,
+            peers,
+            token_paths: crate::path::normalize_all(token_paths),
+            metrics,
+            request_timeout,
+        }
+    }
+
+    async fn reply(&self, session: &mut Session, reply: GateReply) -> pingora::Result<bool> {
+        write_answer(session, &reply.to_answer(), Freshness::FreshDate).await?;
+        Ok(true)
+    }
+
+    /// Read the whole body, refusing more than the cap (declared or actual).
+    async fn read_body(&self, session: &mut Session) -> Result<Bytes, BodyError> {
+        let declared = session
+            .req_header()
+            .headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        if declared.is_some_and(|len| len > MAX_TOKEN_BODY_BYTES) {
+            return Err(BodyError::TooLarge);
+        }
+        session.enable_retry_buffering();
+        let expects_continue = session
+            .req_header()
+            .headers
+            .get("expect")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if expects_continue {
+            session
+                .write_continue_response()
+                .await
+                .map_err(BodyError::Client)?;
+        }
+        let mut body = BytesMut::new();
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        loop {
+            let chunk = tokio::time::timeout_at(deadline, session.read_request_body())
+                .await
+                .map_err(|_| BodyError::TimedOut)?
+                .map_err(BodyError::Client)?;
+            match chunk {
+                Some(chunk) => {
+                    if body.len() + chunk.len() > MAX_TOKEN_BODY_BYTES {
+                        return Err(BodyError::TooLarge);
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                None => return Ok(body.freeze()),
+            }
+        }
+    }
+
+    async fn token_request(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        let is_post = session.req_header().method == http::Method::POST;
+        let body = if is_post {
+            match self.read_body(session).await {
+                Ok(body) => body,
+                Err(BodyError::TooLarge) => {
+                    session.set_keepalive(None);
+                    self.metrics.refresh_outcome(RefreshOutcome::InvalidRequest);
+                    return self
+                        .reply(session, GateReply::BodyTooLarge(MAX_TOKEN_BODY_BYTES))
+                        .await;
+                }
+                Err(BodyError::TimedOut) => {
+                    session.set_keepalive(None);
+                    return self.reply(session, GateReply::BodyTimeout).await;
+                }
+                Err(BodyError::Client(error)) => return Err(error),
+            }
+        } else {
+            Bytes::new()
+        };
+        let header = session.req_header();
+        let classification = grant::classify(&TokenPathRequest {
+            method: header.method.as_str(),
+            query: header.uri.query(),
+            content_type: header.headers.get("content-type").map(|v| v.as_bytes()),
+            authorization: header.headers.get("authorization").map(|v| v.as_bytes()),
+            body: &body,
+        });
+        match classification {
+            Classification::Forward => Ok(false),
+            Classification::Refuse(ambiguity) => {
+                self.metrics.refresh_outcome(RefreshOutcome::InvalidRequest);
+                tracing::info!(reason = %ambiguity, client_ip = ?ctx.client_ip, "ambiguous token request refused");
+                self.reply(session, GateReply::InvalidRequest(ambiguity.description()))
+                    .await
+            }
+            Classification::Refresh(grant) => {
+                self.refresh
+                    .handle(session, grant, body, ctx.client_ip, "http")
+                    .await?;
+                Ok(true)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gate {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            route: Route::Passthrough,
+            client_ip: None,
+            upstream_started: None,
+        }
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        ctx.client_ip = session
+            .client_addr()
+            .and_then(|addr| addr.as_inet())
+            .map(|addr| addr.ip());
+        match match_token_path(session.req_header().uri.path(), &self.token_paths) {
+            PathMatch::Other => Ok(false),
+            PathMatch::Ambiguous => {
+                ctx.route = Route::Token;
+                self.metrics.refresh_outcome(RefreshOutcome::InvalidRequest);
+                self.reply(
+                    session,
+                    GateReply::InvalidRequest("ambiguous encoding of the token path".to_owned()),
+                )
+                .await
+            }
+            PathMatch::Token => {
+                ctx.route = Route::Token;
+                self.token_request(session, ctx).await
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let peer = match ctx.route {
+            Route::Token => &self.peers.token,
+            Route::Passthrough => &self.peers.passthrough,
+        };
+        Ok(Box::new(peer.clone()))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        strip_hop_by_hop(upstream_request, session.is_upgrade_req());
+        add_forwarded(upstream_request, ctx.client_ip, "http")?;
+        ctx.upstream_started = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 && session.response_written().is_none() {
+            let written = if ctx.route == Route::Token && code == 502 {
+                let timed_out = matches!(
+                    e.etype(),
+                    ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                );
+                let reply = if timed_out {
+                    GateReply::Timeout
+                } else {
+                    GateReply::Unreachable
+                };
+                write_answer(session, &reply.to_answer(), Freshness::FreshDate).await
+            } else {
+                session.respond_error(code).await
+            };
+            if let Err(error) = written {
+                tracing::debug!(%error, "could not write the error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        if status > 0 {
+            self.metrics.request(ctx.route, status);
+        }
+        if let Some(started) = ctx.upstream_started {
+            self.metrics
+                .upstream_duration(UpstreamKind::Passthrough, started.elapsed().as_secs_f64());
+        }
+    }
+}

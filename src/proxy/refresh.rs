@@ -1,0 +1,451 @@
+//! Handling one refresh grant: present the token to the store, then forward (owning the
+//! exchange), wait for the exchange under way, replay, or refuse. Decisions come from the
+//! store and the pure policy; this module only sequences them and writes answers.
+
+use super::exchange::{ExchangeFailure, Exchanger};
+use super::write::{exchange_request, write_answer, Freshness};
+use crate::answer::Answer;
+use crate::audit::{self, ReplayFacts};
+use crate::clock::Clock;
+use crate::credentials::ClientIdentity;
+use crate::envelope::SealedAnswer;
+use crate::fingerprint::{Fingerprinter, TokenFingerprint};
+use crate::grant::RefreshGrant;
+use crate::metrics::{Metrics, RefreshOutcome, UpstreamKind};
+use crate::policy::{self, Decision, Presenter, RefusalReason, Rules};
+use crate::respond::{replayable, GateReply};
+use crate::secret::RefreshToken;
+use crate::store::{ExchangeOutcome, Presented, Released, StoreError, TokenRecord, TokenStore};
+use crate::token_response;
+use bytes::Bytes;
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Everything a refresh grant needs, shared by all requests.
+pub struct RefreshGate {
+    /// The rotation rules.
+    pub rules: Rules,
+    /// The state of every fingerprint.
+    pub store: Arc<dyn TokenStore>,
+    /// Keys the fingerprints.
+    pub fingerprinter: Fingerprinter,
+    /// The injected clock.
+    pub clock: Arc<dyn Clock>,
+    /// The metrics.
+    pub metrics: Metrics,
+    /// Sends exchanges to the IdP.
+    pub exchanger: Exchanger,
+    /// How long a client waits for its answer.
+    pub request_timeout: Duration,
+    /// How long an exchange may run in all.
+    pub exchange_timeout: Duration,
+    warned_clients: moka::sync::Cache<Box<str>, ()>,
+}
+
+impl std::fmt::Debug for RefreshGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshGate")
+            .field("rules", &self.rules)
+            .finish()
+    }
+}
+
+/// What the first client of an exchange gets.
+enum FirstAnswer {
+    /// The upstream's answer, verbatim; `success` when it was a token response.
+    Upstream { answer: Answer, success: bool },
+    /// A failure the gate reports itself.
+    Failed(GateReply),
+}
+
+/// The facts of one refresh request.
+struct Request<'a> {
+    token: RefreshToken,
+    fingerprint: TokenFingerprint,
+    client: ClientIdentity,
+    source: IpAddr,
+    header: &'a RequestHeader,
+    body: Bytes,
+    proto: &'static str,
+}
+
+impl RefreshGate {
+    /// A refresh gate with these parts.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        rules: Rules,
+        store: Arc<dyn TokenStore>,
+        fingerprinter: Fingerprinter,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+        exchanger: Exchanger,
+        request_timeout: Duration,
+        exchange_timeout: Duration,
+    ) -> Self {
+        RefreshGate {
+            rules,
+            store,
+            fingerprinter,
+            clock,
+            metrics,
+            exchanger,
+            request_timeout,
+            exchange_timeout,
+            warned_clients: moka::sync::Cache::new(10_000),
+        }
+    }
+
+    /// Decide and answer one refresh grant. Writes the whole response.
+    pub async fn handle(
+        self: &Arc<Self>,
+        session: &mut Session,
+        grant: RefreshGrant,
+        body: Bytes,
+        source: Option<IpAddr>,
+        proto: &'static str,
+    ) -> pingora::Result<()> {
+        let header = session.req_header().clone();
+        let request = Request {
+            fingerprint: self.fingerprinter.token(&grant.token),
+            client: grant.client.identity(&self.fingerprinter),
+            token: grant.token,
+            source: source.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            header: &header,
+            body,
+            proto,
+        };
+        let who = Presenter {
+            client: &request.client,
+            source: request.source,
+        };
+        let presented = self
+            .store
+            .present(&request.fingerprint, &who, &self.rules, self.clock.now())
+            .await;
+        match presented {
+            Err(error) => self.store_failure(session, error).await,
+            Ok(Presented::Claimed { family }) => self.forward(session, &request, family).await,
+            Ok(Presented::Wait(waiter)) => {
+                let outcome = tokio::time::timeout(self.request_timeout, waiter.outcome).await;
+                self.after_wait(session, &request, waiter.slot, outcome)
+                    .await
+            }
+            Ok(Presented::Replay { answer, record }) => {
+                self.replay(session, &request, &answer, &record, false)
+                    .await
+            }
+            Ok(Presented::Refused { reason, record }) => {
+                self.refuse(session, &request, reason, &record, false).await
+            }
+        }
+    }
+
+    async fn store_failure(&self, session: &mut Session, error: StoreError) -> pingora::Result<()> {
+        tracing::warn!(%error, "refresh grant not decided");
+        self.metrics.refresh_outcome(RefreshOutcome::UpstreamError);
+        write_answer(session, &GateReply::Busy.to_answer(), Freshness::FreshDate).await
+    }
+
+    /// First use: start the exchange as its own task (it belongs to the claim), then wait
+    /// for its answer up to `request_timeout`.
+    async fn forward(
+        self: &Arc<Self>,
+        session: &mut Session,
+        request: &Request<'_>,
+        family: TokenFingerprint,
+    ) -> pingora::Result<()> {
+        let (sender, receiver) = oneshot::channel();
+        let upstream_header = match exchange_request(
+            request.header,
+            request.body.len(),
+            Some(request.source),
+            request.proto,
+        ) {
+            Ok(header) => header,
+            Err(_) => {
+                // Nothing was sent: release the claim so the client can retry.
+                self.complete(
+                    &request.fingerprint,
+                    ExchangeOutcome::Released(Released::Unreachable),
+                )
+                .await;
+                return self.fail(session, GateReply::Internal).await;
+            }
+        };
+        let exchange = Exchange {
+            gate: self.clone(),
+            token: request.token.clone(),
+            fingerprint: request.fingerprint,
+            client: request.client.clone(),
+            source: request.source,
+            family,
+            header: upstream_header,
+            body: request.body.clone(),
+        };
+        tokio::spawn(exchange.run(sender));
+        match tokio::time::timeout(self.request_timeout, receiver).await {
+            Ok(Ok(FirstAnswer::Upstream { answer, success })) => {
+                let outcome = if success {
+                    RefreshOutcome::Forwarded
+                } else {
+                    RefreshOutcome::UpstreamError
+                };
+                self.metrics.refresh_outcome(outcome);
+                write_answer(session, &answer, Freshness::Verbatim).await
+            }
+            Ok(Ok(FirstAnswer::Failed(reply))) => self.fail(session, reply).await,
+            Ok(Err(_)) => self.fail(session, GateReply::Unreachable).await,
+            Err(_) => self.fail(session, GateReply::Timeout).await,
+        }
+    }
+
+    async fn after_wait(
+        &self,
+        session: &mut Session,
+        request: &Request<'_>,
+        slot: u32,
+        outcome: Result<Option<ExchangeOutcome>, tokio::time::error::Elapsed>,
+    ) -> pingora::Result<()> {
+        let outcome = match outcome {
+            Err(_) => return self.fail(session, GateReply::Timeout).await,
+            Ok(None) => return self.fail(session, GateReply::Unreachable).await,
+            Ok(Some(outcome)) => outcome,
+        };
+        match outcome {
+            ExchangeOutcome::Rotated { record, answer, .. } => {
+                tokio::time::sleep(policy::release_delay(&self.rules, slot)).await;
+                let who = Presenter {
+                    client: &request.client,
+                    source: request.source,
+                };
+                let decision = self
+                    .store
+                    .decide_after_wait(
+                        &request.fingerprint,
+                        &record,
+                        &who,
+                        &self.rules,
+                        self.clock.now(),
+                    )
+                    .await;
+                match decision {
+                    Ok(Decision::Replay) => {
+                        self.replay(session, request, &answer, &record, true).await
+                    }
+                    Ok(Decision::Refuse(reason)) => {
+                        self.refuse(session, request, reason, &record, true).await
+                    }
+                    Ok(Decision::Forward | Decision::Wait) => {
+                        self.fail(session, GateReply::Internal).await
+                    }
+                    Err(error) => self.store_failure(session, error).await,
+                }
+            }
+            ExchangeOutcome::Released(Released::Answered { answer, success }) => {
+                match answer.open(&request.token) {
+                    Ok(answer) => {
+                        let outcome = if success {
+                            RefreshOutcome::Coalesced
+                        } else {
+                            RefreshOutcome::UpstreamError
+                        };
+                        self.metrics.refresh_outcome(outcome);
+                        write_answer(session, &answer, Freshness::FreshDate).await
+                    }
+                    Err(_) => self.fail(session, GateReply::Internal).await,
+                }
+            }
+            ExchangeOutcome::Released(Released::Unreachable) => {
+                self.fail(session, GateReply::Unreachable).await
+            }
+            ExchangeOutcome::Released(Released::TimedOut) => {
+                self.fail(session, GateReply::Timeout).await
+            }
+        }
+    }
+
+    async fn replay(
+        &self,
+        session: &mut Session,
+        request: &Request<'_>,
+        sealed: &SealedAnswer,
+        record: &TokenRecord,
+        coalesced: bool,
+    ) -> pingora::Result<()> {
+        let Ok(answer) = sealed.open(&request.token) else {
+            return self.fail(session, GateReply::Internal).await;
+        };
+        audit::replay_answered(
+            &self.metrics,
+            &facts(request, record, coalesced),
+            self.clock.now(),
+        );
+        write_answer(session, &answer, Freshness::FreshDate).await
+    }
+
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        request: &Request<'_>,
+        reason: RefusalReason,
+        record: &TokenRecord,
+        coalesced: bool,
+    ) -> pingora::Result<()> {
+        audit::replay_refused(
+            &self.metrics,
+            &facts(request, record, coalesced),
+            reason,
+            self.clock.now(),
+        );
+        let reply = GateReply::InvalidGrant(reason.description());
+        write_answer(session, &reply.to_answer(), Freshness::FreshDate).await
+    }
+
+    async fn fail(&self, session: &mut Session, reply: GateReply) -> pingora::Result<()> {
+        self.metrics.refresh_outcome(RefreshOutcome::UpstreamError);
+        write_answer(session, &reply.to_answer(), Freshness::FreshDate).await
+    }
+
+    async fn complete(&self, fingerprint: &TokenFingerprint, outcome: ExchangeOutcome) {
+        if let Err(error) = self.store.complete(fingerprint, outcome, &self.rules).await {
+            tracing::error!(%error, token = %fingerprint.display(), "could not record the end of an exchange");
+        }
+    }
+
+    fn warn_not_rotating(&self, client: &ClientIdentity) {
+        if !self.warned_clients.contains_key(&client.client_id) {
+            self.warned_clients.insert(client.client_id.clone(), ());
+            tracing::warn!(
+                client_id = %client.client_id,
+                "the IdP answered a refresh grant without a new refresh token: nothing is \
+                 tombstoned for this client (one-time use needs rotation at the IdP)"
+            );
+        }
+    }
+}
+
+fn facts<'a>(
+    request: &'a Request<'_>,
+    record: &'a TokenRecord,
+    coalesced: bool,
+) -> ReplayFacts<'a> {
+    ReplayFacts {
+        token: request.fingerprint.display(),
+        client_id: &request.client.client_id,
+        client_ip: request.source,
+        first_client_id: &record.client.client_id,
+        first_ip: record.source,
+        subject: record.subject.as_deref(),
+        first_use: record.first_use,
+        family: record.family.display(),
+        coalesced,
+    }
+}
+
+/// One exchange, owned by the claim: it runs to its end even if the client leaves.
+struct Exchange {
+    gate: Arc<RefreshGate>,
+    token: RefreshToken,
+    fingerprint: TokenFingerprint,
+    client: ClientIdentity,
+    source: IpAddr,
+    family: TokenFingerprint,
+    header: RequestHeader,
+    body: Bytes,
+}
+
+impl Exchange {
+    async fn run(self, first: oneshot::Sender<FirstAnswer>) {
+        let gate = self.gate.clone();
+        let started = Instant::now();
+        let result = tokio::time::timeout(
+            gate.exchange_timeout,
+            gate.exchanger.send(self.header.clone(), self.body.clone()),
+        )
+        .await;
+        gate.metrics
+            .upstream_duration(UpstreamKind::Refresh, started.elapsed().as_secs_f64());
+        let (outcome, answer) = match result {
+            Err(_) => (
+                ExchangeOutcome::Released(Released::TimedOut),
+                FirstAnswer::Failed(GateReply::Timeout),
+            ),
+            Ok(Err(ExchangeFailure::NotSent)) => (
+                ExchangeOutcome::Released(Released::Unreachable),
+                FirstAnswer::Failed(GateReply::Unreachable),
+            ),
+            Ok(Err(ExchangeFailure::AfterSend)) => {
+                tracing::warn!(
+                    token = %self.fingerprint.display(),
+                    "refresh exchange failed after the request was sent; the outcome at the IdP is unknown"
+                );
+                (
+                    ExchangeOutcome::Released(Released::Unreachable),
+                    FirstAnswer::Failed(GateReply::Unreachable),
+                )
+            }
+            Ok(Ok(answer)) => self.judge(answer),
+        };
+        gate.complete(&self.fingerprint, outcome).await;
+        // The first client may have gone: its answer is remembered all the same.
+        let _ = first.send(answer);
+    }
+
+    /// Decide what an upstream answer means: a rotation, or a release.
+    fn judge(&self, answer: Answer) -> (ExchangeOutcome, FirstAnswer) {
+        let parsed = token_response::parse(&answer);
+        let Some(response) = parsed else {
+            let sealed = Arc::new(SealedAnswer::seal(&self.token, &answer));
+            return (
+                ExchangeOutcome::Released(Released::Answered {
+                    answer: sealed,
+                    success: false,
+                }),
+                FirstAnswer::Upstream {
+                    answer,
+                    success: false,
+                },
+            );
+        };
+        let successor = match &response.refresh_token {
+            Some(next) if *next != self.token => next,
+            _ => {
+                self.gate.warn_not_rotating(&self.client);
+                let sealed = Arc::new(SealedAnswer::seal(&self.token, &replayable(&answer)));
+                return (
+                    ExchangeOutcome::Released(Released::Answered {
+                        answer: sealed,
+                        success: true,
+                    }),
+                    FirstAnswer::Upstream {
+                        answer,
+                        success: true,
+                    },
+                );
+            }
+        };
+        let record = TokenRecord::new(
+            self.gate.clock.now(),
+            self.client.clone(),
+            self.source,
+            response.subject.map(String::into_boxed_str),
+            self.family,
+        );
+        let sealed = Arc::new(SealedAnswer::seal(&self.token, &replayable(&answer)));
+        (
+            ExchangeOutcome::Rotated {
+                record: Arc::new(record),
+                answer: sealed,
+                successor: Some(self.gate.fingerprinter.token(successor)),
+            },
+            FirstAnswer::Upstream {
+                answer,
+                success: true,
+            },
+        )
+    }
+}

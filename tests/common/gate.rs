@@ -1,0 +1,159 @@
+//! The real `refresh-gate` binary, started per test on a free loopback port.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Settings a test varies; the rest are the shipped defaults.
+#[derive(Debug, Clone)]
+pub struct GateOptions {
+    pub upstream: String,
+    pub grace_period: &'static str,
+    pub max_reuses: u32,
+    pub replay_spacing: &'static str,
+    pub max_replay_delay: &'static str,
+    pub request_timeout: &'static str,
+    pub exchange_timeout: &'static str,
+    pub max_tombstones: u64,
+    pub max_in_flight: usize,
+    pub log_level: &'static str,
+}
+
+impl GateOptions {
+    /// Defaults for a gate in front of `upstream`.
+    pub fn new(upstream: impl Into<String>) -> Self {
+        GateOptions {
+            upstream: upstream.into(),
+            grace_period: "5s",
+            max_reuses: 10,
+            replay_spacing: "0s",
+            max_replay_delay: "2s",
+            request_timeout: "5s",
+            exchange_timeout: "30s",
+            max_tombstones: 100_000,
+            max_in_flight: 10_000,
+            log_level: "info",
+        }
+    }
+
+    fn toml(&self, listen: SocketAddr) -> String {
+        format!(
+            r#"
+[listen]
+address = "{listen}"
+shutdown_grace = "1s"
+[upstream]
+url = "{upstream}"
+token_paths = ["/token"]
+connect_timeout = "1s"
+request_timeout = "{request_timeout}"
+exchange_timeout = "{exchange_timeout}"
+[rotation]
+grace_period = "{grace}"
+max_reuses = {max_reuses}
+replay_spacing = "{spacing}"
+max_replay_delay = "{max_delay}"
+tombstone_ttl = "15m"
+max_tombstones = {max_tombstones}
+max_in_flight = {max_in_flight}
+[log]
+level = "{log_level}"
+"#,
+            upstream = self.upstream,
+            request_timeout = self.request_timeout,
+            exchange_timeout = self.exchange_timeout,
+            grace = self.grace_period,
+            max_reuses = self.max_reuses,
+            spacing = self.replay_spacing,
+            max_delay = self.max_replay_delay,
+            max_tombstones = self.max_tombstones,
+            max_in_flight = self.max_in_flight,
+            log_level = self.log_level,
+        )
+    }
+}
+
+/// A running gate; killed on drop.
+pub struct GateProcess {
+    pub addr: SocketAddr,
+    child: Child,
+    log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for GateProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port that was free a moment ago (bound on port 0, then released).
+pub fn free_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// The path of the binary under test.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_refresh-gate"))
+}
+
+impl GateProcess {
+    /// Start the gate and wait until it accepts connections.
+    pub async fn start(options: &GateOptions) -> GateProcess {
+        for _attempt in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let addr = free_port();
+            let config = dir.path().join("refresh-gate.toml");
+            std::fs::write(&config, options.toml(addr)).unwrap();
+            let log_path = dir.path().join("gate.log");
+            let log = std::fs::File::create(&log_path).unwrap();
+            let mut child = Command::new(binary())
+                .arg("--config")
+                .arg(&config)
+                .env_remove("RUST_LOG")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start refresh-gate");
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                    // Another process may hold the port we picked: make sure ours is alive.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if child.try_wait().unwrap().is_some() {
+                        break;
+                    }
+                    return GateProcess {
+                        addr,
+                        child,
+                        log_path,
+                        _dir: dir,
+                    };
+                }
+                if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                    let _ = child.kill();
+                    eprintln!(
+                        "gate did not start on {addr}; log:\n{}",
+                        std::fs::read_to_string(&log_path).unwrap_or_default()
+                    );
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        panic!("refresh-gate did not start after 5 attempts");
+    }
+
+    /// `http://127.0.0.1:port<path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Everything the gate logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}

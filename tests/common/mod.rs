@@ -1,0 +1,53 @@
+//! Test harness: a fake IdP with knobs, and the real `refresh-gate` binary started on
+//! ephemeral loopback ports.
+#![allow(dead_code)]
+
+pub mod fake_idp;
+pub mod gate;
+
+pub use fake_idp::{FakeIdp, IdpMode};
+pub use gate::{GateOptions, GateProcess};
+
+use base64::Engine;
+
+/// An HTTP client that never pools connections across tests and follows no redirects.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// `Authorization: Basic` for a client id and secret.
+pub fn basic(id: &str, secret: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+    )
+}
+
+/// A refresh grant body.
+pub fn refresh_body(token: &str) -> String {
+    format!("grant_type=refresh_token&refresh_token={token}")
+}
+
+/// POST a refresh grant with Basic credentials; returns (status, body).
+pub async fn refresh(gate: &GateProcess, token: &str, client_id: &str) -> (u16, String) {
+    let response = client()
+        .post(gate.url("/token"))
+        .header("authorization", basic(client_id, "secret"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(refresh_body(token))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// The `error` field of an RFC 6749 error body.
+pub fn oauth_error(body: &str) -> String {
+    let value: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+    value["error"].as_str().unwrap_or_default().to_owned()
+}
