@@ -138,8 +138,14 @@ impl fmt::Display for DisplayFingerprint {
 }
 
 /// The keyed fingerprint of a client secret.
-#[derive(Clone, Copy, Eq, Hash)]
+#[derive(Clone, Copy, Eq)]
 pub struct SecretFingerprint(pub [u8; 16]);
+
+impl std::hash::Hash for SecretFingerprint {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 impl PartialEq for SecretFingerprint {
     fn eq(&self, other: &Self) -> bool {

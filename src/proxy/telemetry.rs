@@ -1,8 +1,13 @@
 //! Logging: plain or JSON lines on stderr, with Pingora's `log` records captured into the
-//! same subscriber.
+//! same subscriber. Pingora's TRACE records print raw request headers (`Authorization`,
+//! query strings), so they are dropped whatever the configured level.
 
 use crate::config::{Log, LogFormat};
-use tracing_subscriber::EnvFilter;
+use tracing::{Level, Metadata};
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// Why logging could not start.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +20,11 @@ pub enum TelemetryError {
     Init(String),
 }
 
+/// True for records that may carry secrets and are never written.
+pub fn is_secret_bearing(metadata: &Metadata<'_>) -> bool {
+    *metadata.level() == Level::TRACE && metadata.target().starts_with("pingora")
+}
+
 /// Install the global subscriber (which also captures the `log` records Pingora writes).
 /// `RUST_LOG`, when set, overrides `log.level`.
 pub fn init(log: &Log) -> Result<(), TelemetryError> {
@@ -23,15 +33,18 @@ pub fn init(log: &Log) -> Result<(), TelemetryError> {
         _ => EnvFilter::try_new(&log.level),
     }
     .map_err(|e| TelemetryError::Filter(e.to_string()))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let redact = filter_fn(|metadata| !is_secret_bearing(metadata));
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(true);
-    let result = match log.format {
-        LogFormat::Plain => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let layer = match log.format {
+        LogFormat::Plain => layer.boxed(),
+        LogFormat::Json => layer.json().flatten_event(true).boxed(),
     };
-    result.map_err(|e| TelemetryError::Init(e.to_string()))
+    tracing_subscriber::registry()
+        .with(layer.with_filter(filter).with_filter(redact))
+        .try_init()
+        .map_err(|e| TelemetryError::Init(e.to_string()))
 }
 
 /// Check a log filter without installing it (for `--check-config`).

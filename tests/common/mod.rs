@@ -1,10 +1,11 @@
 //! Test harness: a fake IdP with knobs, and the real `refresh-gate` binary started on
 //! ephemeral loopback ports.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod fake_idp;
 pub mod gate;
 
+#[allow(unused_imports)]
 pub use fake_idp::{FakeIdp, IdpMode};
 pub use gate::{GateOptions, GateProcess};
 

@@ -1,0 +1,78 @@
+//! The command-line contract: `--config`, `--check-config`, `REFRESH_GATE_CONFIG`.
+
+mod common;
+
+use std::process::Command;
+
+fn run(args: &[&str], env: Option<(&str, &str)>) -> (i32, String, String) {
+    let mut command = Command::new(common::gate::binary());
+    command.args(args).env_remove("REFRESH_GATE_CONFIG");
+    if let Some((k, v)) = env {
+        command.env(k, v);
+    }
+    let out = command.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn shipped() -> String {
+    format!("{}/conf/refresh-gate.toml", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn check_config_accepts_the_shipped_file() {
+    let (code, out, err) = run(&["--config", &shipped(), "--check-config"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("is valid"));
+}
+
+#[test]
+fn the_environment_variable_stands_in_for_the_flag() {
+    let (code, out, err) = run(
+        &["--check-config"],
+        Some(("REFRESH_GATE_CONFIG", &shipped())),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn a_bad_key_is_named_and_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    let text = std::fs::read_to_string(shipped())
+        .unwrap()
+        .replace("grace_period = \"5s\"", "grace_period = \"90s\"");
+    std::fs::write(&path, text).unwrap();
+    let (code, _, err) = run(
+        &["--config", path.to_str().unwrap(), "--check-config"],
+        None,
+    );
+    assert_eq!(code, 64);
+    assert!(err.contains("rotation.grace_period"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one clear message: {err}");
+
+    std::fs::write(&path, "[listen]\naddress = \"127.0.0.1:1\"\nport = 3\n").unwrap();
+    let (code, _, err) = run(
+        &["--config", path.to_str().unwrap(), "--check-config"],
+        None,
+    );
+    assert_eq!(code, 64);
+    assert!(err.contains("port"), "{err}");
+}
+
+#[test]
+fn a_missing_file_is_a_clear_error() {
+    let (code, _, err) = run(
+        &[
+            "--config",
+            "/nonexistent/refresh-gate.toml",
+            "--check-config",
+        ],
+        None,
+    );
+    assert_eq!(code, 64);
+    assert!(err.contains("cannot read config file"), "{err}");
+}
