@@ -34,6 +34,9 @@ async fn a_streaming_1_mib_post_arrives_byte_identical() {
         .post(gate.url("/api/v1/namespaces/default/configmaps?dryRun=All"))
         .header("host", "k8s.example.com")
         .header("x-custom", "Value With  Spaces")
+        .header("connection", "x-hop-secret")
+        .header("x-hop-secret", "for the next hop only")
+        .header("keep-alive", "timeout=5")
         .header("content-type", "application/octet-stream")
         .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
             chunks,
@@ -60,6 +63,26 @@ async fn a_streaming_1_mib_post_arrives_byte_identical() {
     assert_eq!(get("x-custom").as_deref(), Some("Value With  Spaces"));
     assert_eq!(get("x-forwarded-for").as_deref(), Some("127.0.0.1"));
     assert_eq!(get("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(
+        get("x-hop-secret"),
+        None,
+        "a header named by Connection is hop-by-hop"
+    );
+    assert_eq!(get("keep-alive"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_lived_watch_is_not_cut_by_the_token_path_timeout() {
+    let idp = FakeIdp::start().await;
+    let mut options = GateOptions::new(idp.url());
+    options.request_timeout = "200ms";
+    options.max_replay_delay = "100ms";
+    let gate = GateProcess::start(&options).await;
+    let response = client().get(gate.url("/watch")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    // Four events over ~900 ms, far beyond request_timeout: all arrive.
+    let body = response.text().await.unwrap();
+    assert_eq!(body, "event 0\nevent 1\nevent 2\nevent 3\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

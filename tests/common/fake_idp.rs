@@ -112,6 +112,7 @@ impl FakeIdp {
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/token", any(token))
             .route("/ws", get(websocket))
+            .route("/watch", get(watch))
             .fallback(echo)
             .with_state(shared.clone());
         let addr = listener.local_addr().unwrap();
@@ -326,6 +327,23 @@ async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> impl
         "body_len": body.len(),
         "body_sha256": hex::encode(Sha256::digest(&body)),
     }))
+}
+
+/// A long-lived streaming answer, like a Kubernetes watch: four lines, 300 ms apart.
+async fn watch() -> Response {
+    let lines = futures_util::stream::unfold(0u32, |n| async move {
+        if n == 4 {
+            return None;
+        }
+        if n > 0 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Some((Ok::<_, std::io::Error>(format!("event {n}\n")), n + 1))
+    });
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from_stream(lines))
+        .unwrap()
 }
 
 async fn websocket(upgrade: WebSocketUpgrade) -> Response {

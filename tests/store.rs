@@ -1,0 +1,261 @@
+//! The memory store under concurrency, driven directly (no sockets): one claim however
+//! many presentations race, waiters woken with the outcome, the reuse cap never exceeded,
+//! evictions counted.
+
+use refresh_gate::answer::Answer;
+use refresh_gate::clock::UnixMillis;
+use refresh_gate::credentials::ClientIdentity;
+use refresh_gate::envelope::SealedAnswer;
+use refresh_gate::fingerprint::{Fingerprinter, TokenFingerprint};
+use refresh_gate::policy::{Decision, Presenter, RefusalReason, Rules};
+use refresh_gate::secret::RefreshToken;
+use refresh_gate::store::{
+    ExchangeOutcome, MemoryStore, MemoryStoreLimits, Presented, Released, TokenRecord, TokenStore,
+};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+const NOW: UnixMillis = UnixMillis(1_800_000_000_000);
+
+fn store(max_tombstones: u64) -> Arc<MemoryStore> {
+    Arc::new(MemoryStore::new(&MemoryStoreLimits {
+        tombstone_ttl: Duration::from_secs(900),
+        max_tombstones,
+        max_in_flight: 1000,
+        answer_ttl: Duration::from_secs(5),
+    }))
+}
+
+fn client() -> ClientIdentity {
+    ClientIdentity {
+        client_id: "kubernetes".into(),
+        secret: None,
+    }
+}
+
+fn source() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::LOCALHOST)
+}
+
+fn fingerprint(token: &str) -> (RefreshToken, TokenFingerprint) {
+    let token = RefreshToken::new(token);
+    let fp = Fingerprinter::new(&[5u8; 32]).token(&token);
+    (token, fp)
+}
+
+fn rotated(token: &RefreshToken, fp: TokenFingerprint) -> ExchangeOutcome {
+    let answer = Answer {
+        status: 200,
+        headers: vec![("content-type".into(), b"application/json".to_vec())],
+        body: bytes::Bytes::from_static(b"{\"access_token\":\"a\"}"),
+    };
+    ExchangeOutcome::Rotated {
+        record: Arc::new(TokenRecord::new(NOW, client(), source(), None, fp)),
+        answer: Arc::new(SealedAnswer::seal(token, &answer)),
+        successor: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_presentations_make_exactly_one_claim() {
+    let store = store(1000);
+    let (_, fp) = fingerprint("rt-race");
+    let rules = Rules::default();
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let store = store.clone();
+            let rules = rules.clone();
+            tokio::spawn(async move {
+                let c = client();
+                let who = Presenter {
+                    client: &c,
+                    source: source(),
+                };
+                match store.present(&fp, &who, &rules, NOW).await.unwrap() {
+                    Presented::Claimed { .. } => (1, 0),
+                    Presented::Wait(w) => (0, w.slot),
+                    other => panic!("unexpected {other:?}"),
+                }
+            })
+        })
+        .collect();
+    let mut claims = 0;
+    let mut slots = Vec::new();
+    for task in tasks {
+        let (claim, slot) = task.await.unwrap();
+        claims += claim;
+        if claim == 0 {
+            slots.push(slot);
+        }
+    }
+    assert_eq!(claims, 1);
+    slots.sort();
+    assert_eq!(
+        slots,
+        (1..=199).collect::<Vec<_>>(),
+        "every waiter has its own slot"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waiters_are_woken_with_the_outcome_and_the_cap_holds() {
+    let store = store(1000);
+    let (token, fp) = fingerprint("rt-wake");
+    let rules = Rules {
+        max_reuses: 7,
+        ..Rules::default()
+    };
+    let c = client();
+    let who = Presenter {
+        client: &c,
+        source: source(),
+    };
+    assert!(matches!(
+        store.present(&fp, &who, &rules, NOW).await.unwrap(),
+        Presented::Claimed { .. }
+    ));
+    let mut waiters = Vec::new();
+    for _ in 0..20 {
+        match store.present(&fp, &who, &rules, NOW).await.unwrap() {
+            Presented::Wait(w) => waiters.push(w),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    store
+        .complete(&fp, rotated(&token, fp), &rules)
+        .await
+        .unwrap();
+    assert_eq!(store.in_flight_count(), 0);
+    let tasks: Vec<_> = waiters
+        .into_iter()
+        .map(|w| {
+            let store = store.clone();
+            let rules = rules.clone();
+            tokio::spawn(async move {
+                let Some(ExchangeOutcome::Rotated { record, .. }) = w.outcome.await else {
+                    panic!("not rotated")
+                };
+                let c = client();
+                let who = Presenter {
+                    client: &c,
+                    source: source(),
+                };
+                store
+                    .decide_after_wait(&fp, &record, &who, &rules, NOW)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut replays = 0;
+    let mut refused = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Decision::Replay => replays += 1,
+            Decision::Refuse(RefusalReason::ReuseLimit) => refused += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((replays, refused), (7, 13), "exactly max_reuses replays");
+    // A later presentation sees the tombstone and the exhausted cap.
+    match store.present(&fp, &who, &rules, NOW).await.unwrap() {
+        Presented::Refused { reason, .. } => assert_eq!(reason, RefusalReason::ReuseLimit),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_released_claim_lets_the_next_presentation_claim_again() {
+    let store = store(1000);
+    let (_, fp) = fingerprint("rt-release");
+    let rules = Rules::default();
+    let c = client();
+    let who = Presenter {
+        client: &c,
+        source: source(),
+    };
+    assert!(matches!(
+        store.present(&fp, &who, &rules, NOW).await.unwrap(),
+        Presented::Claimed { .. }
+    ));
+    let Presented::Wait(waiter) = store.present(&fp, &who, &rules, NOW).await.unwrap() else {
+        panic!("not waiting")
+    };
+    store
+        .complete(
+            &fp,
+            ExchangeOutcome::Released(Released::Unreachable),
+            &rules,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        waiter.outcome.await,
+        Some(ExchangeOutcome::Released(Released::Unreachable))
+    ));
+    assert!(matches!(
+        store.present(&fp, &who, &rules, NOW).await.unwrap(),
+        Presented::Claimed { .. }
+    ));
+}
+
+#[tokio::test]
+async fn replay_inside_and_after_the_window() {
+    let store = store(1000);
+    let (token, fp) = fingerprint("rt-window");
+    let rules = Rules::default();
+    let c = client();
+    let who = Presenter {
+        client: &c,
+        source: source(),
+    };
+    store.present(&fp, &who, &rules, NOW).await.unwrap();
+    store
+        .complete(&fp, rotated(&token, fp), &rules)
+        .await
+        .unwrap();
+    let inside = NOW.plus(rules.grace_period - Duration::from_millis(1));
+    let Presented::Replay { answer, .. } = store.present(&fp, &who, &rules, inside).await.unwrap()
+    else {
+        panic!("not a replay")
+    };
+    assert_eq!(answer.open(&token).unwrap().status, 200);
+    let after = NOW.plus(rules.grace_period);
+    match store.present(&fp, &who, &rules, after).await.unwrap() {
+        Presented::Refused { reason, .. } => assert_eq!(reason, RefusalReason::AfterGrace),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_full_store_evicts_the_oldest_and_counts_it() {
+    let store = store(100);
+    let rules = Rules::default();
+    let c = client();
+    let who = Presenter {
+        client: &c,
+        source: source(),
+    };
+    for n in 0..1000 {
+        let (token, fp) = fingerprint(&format!("rt-flood-{n}"));
+        store.present(&fp, &who, &rules, NOW).await.unwrap();
+        store
+            .complete(&fp, rotated(&token, fp), &rules)
+            .await
+            .unwrap();
+    }
+    store.run_maintenance();
+    assert!(
+        store.tombstone_count() <= 100,
+        "{}",
+        store.tombstone_count()
+    );
+    assert!(store.eviction_count() >= 900, "{}", store.eviction_count());
+    // The newest token is still protected.
+    let (_, newest) = fingerprint("rt-flood-999");
+    assert!(matches!(
+        store.present(&newest, &who, &rules, NOW).await.unwrap(),
+        Presented::Replay { .. }
+    ));
+}
