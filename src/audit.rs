@@ -6,84 +6,193 @@ use crate::fingerprint::DisplayFingerprint;
 use crate::metrics::{Metrics, RefreshOutcome};
 use crate::policy::RefusalReason;
 use std::net::IpAddr;
+use std::time::{Duration, UNIX_EPOCH};
 
 /// The tracing target of every audit event.
 pub const TARGET: &str = "audit";
+/// The version of the audit event fields; bumped when a field changes meaning.
+pub const SCHEMA_VERSION: u32 = 1;
 
-/// The event name of an answered replay (OpenUnison's name for the same event).
+/// An answered replay inside the window (OpenUnison's name for the same event).
 pub const EXPIRED_REFRESH_TOKEN_USED: &str = "ExpiredRefreshTokenUsed";
-/// The event name of a refused replay.
-pub const REFRESH_TOKEN_REUSE_REFUSED: &str = "RefreshTokenReuseRefused";
+/// A replay refused by the gate.
+pub const REFRESH_TOKEN_REPLAY_REFUSED: &str = "RefreshTokenReplayRefused";
+/// A successful rotation (debug level).
+pub const REFRESH_TOKEN_ROTATED: &str = "RefreshTokenRotated";
 
-/// What every replay event says about the token and the two presentations.
+/// What every audit event says about the request that caused it.
 #[derive(Debug, Clone)]
-pub struct ReplayFacts<'a> {
-    /// The display fingerprint of the token.
-    pub token: DisplayFingerprint,
-    /// The client id presenting it now.
+pub struct RequestFacts<'a> {
+    /// `X-Request-Id` as received or generated (and forwarded upstream).
+    pub request_id: &'a str,
+    /// The token endpoint URL the client used (no query).
+    pub token_url: &'a str,
+    /// The client id presenting the token now.
     pub client_id: &'a str,
     /// The address presenting it now.
     pub client_ip: IpAddr,
-    /// The client id of the first use.
-    pub first_client_id: &'a str,
-    /// The address of the first use.
-    pub first_ip: IpAddr,
-    /// The subject of the first use's id_token.
+    /// The display fingerprint of the presented token.
+    pub token: DisplayFingerprint,
+}
+
+/// What the tombstone remembers of the first use.
+#[derive(Debug, Clone)]
+pub struct FirstUse<'a> {
+    /// Its client id.
+    pub client_id: &'a str,
+    /// Its address.
+    pub client_ip: IpAddr,
+    /// The id_token's subject.
     pub subject: Option<&'a str>,
-    /// When the first use was answered.
-    pub first_use: UnixMillis,
-    /// The display fingerprint of the token family.
+    /// When the IdP answered it.
+    pub at: UnixMillis,
+    /// The token family.
     pub family: DisplayFingerprint,
-    /// Whether this request waited for the exchange (coalesced) rather than came later.
-    pub coalesced: bool,
+    /// Replays answered so far (this one included).
+    pub replays: u32,
+}
+
+fn timestamp(now: UnixMillis) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(now.0)).to_string()
+}
+
+/// The OpenUnison-compatible line of an answered replay.
+pub fn openunison_line(request: &RequestFacts<'_>, subject: Option<&str>) -> String {
+    format!(
+        "[{EXPIRED_REFRESH_TOKEN_USED}] - {} - {} - Expired token used within grace period [{}] - [{}]",
+        request.token_url,
+        subject.unwrap_or("-"),
+        request.client_ip,
+        request.token
+    )
 }
 
 /// A replay inside the window, answered with the remembered answer.
-pub fn replay_answered(metrics: &Metrics, facts: &ReplayFacts<'_>, now: UnixMillis) {
-    let outcome = if facts.coalesced {
+pub fn replay_answered(
+    metrics: &Metrics,
+    request: &RequestFacts<'_>,
+    first: &FirstUse<'_>,
+    coalesced: bool,
+    now: UnixMillis,
+) {
+    metrics.refresh_outcome(if coalesced {
         RefreshOutcome::Coalesced
     } else {
         RefreshOutcome::GraceReplay
-    };
-    metrics.refresh_outcome(outcome);
+    });
     tracing::info!(
         target: TARGET,
+        schema_version = SCHEMA_VERSION,
+        ts = %timestamp(now),
         event = EXPIRED_REFRESH_TOKEN_USED,
-        token = %facts.token,
-        family = %facts.family,
-        client_id = facts.client_id,
-        client_ip = %facts.client_ip,
-        first_client_id = facts.first_client_id,
-        first_ip = %facts.first_ip,
-        subject = facts.subject.unwrap_or(""),
-        since_first_use_ms = now.since(facts.first_use).as_millis() as u64,
-        coalesced = facts.coalesced,
-        "Expired token used within grace period"
+        request_id = request.request_id,
+        token_url = request.token_url,
+        token = %request.token,
+        family = %first.family,
+        client_id = request.client_id,
+        client_ip = %request.client_ip,
+        subject = first.subject.unwrap_or(""),
+        since_first_use_ms = now.since(first.at).as_millis() as u64,
+        replay_count = first.replays,
+        first_client_id = first.client_id,
+        first_client_ip = %first.client_ip,
+        coalesced,
+        "{}",
+        openunison_line(request, first.subject)
     );
 }
 
 /// A replay refused by the gate.
 pub fn replay_refused(
     metrics: &Metrics,
-    facts: &ReplayFacts<'_>,
+    request: &RequestFacts<'_>,
+    first: &FirstUse<'_>,
     reason: RefusalReason,
+    coalesced: bool,
     now: UnixMillis,
 ) {
     metrics.refresh_outcome(RefreshOutcome::Refused);
     metrics.refused(reason);
     tracing::warn!(
         target: TARGET,
-        event = REFRESH_TOKEN_REUSE_REFUSED,
+        schema_version = SCHEMA_VERSION,
+        ts = %timestamp(now),
+        event = REFRESH_TOKEN_REPLAY_REFUSED,
         reason = reason.label(),
-        token = %facts.token,
-        family = %facts.family,
-        client_id = facts.client_id,
-        client_ip = %facts.client_ip,
-        first_client_id = facts.first_client_id,
-        first_ip = %facts.first_ip,
-        subject = facts.subject.unwrap_or(""),
-        since_first_use_ms = now.since(facts.first_use).as_millis() as u64,
-        coalesced = facts.coalesced,
-        "Refresh token reuse refused"
+        request_id = request.request_id,
+        token_url = request.token_url,
+        token = %request.token,
+        family = %first.family,
+        client_id = request.client_id,
+        client_ip = %request.client_ip,
+        subject = first.subject.unwrap_or(""),
+        since_first_use_ms = now.since(first.at).as_millis() as u64,
+        replay_count = first.replays,
+        first_client_id = first.client_id,
+        first_client_ip = %first.client_ip,
+        coalesced,
+        "[{REFRESH_TOKEN_REPLAY_REFUSED}] - {} - {} - Refresh token replay refused ({}) [{}] - [{}]",
+        request.token_url,
+        first.subject.unwrap_or("-"),
+        reason.label(),
+        request.client_ip,
+        request.token
     );
+}
+
+/// A successful exchange: the token is now tombstoned. Log only: the request's outcome
+/// (`forwarded`, or `upstream_error` if its client had given up) is counted by the handler.
+pub fn rotated(
+    request: &RequestFacts<'_>,
+    subject: Option<&str>,
+    family: DisplayFingerprint,
+    now: UnixMillis,
+) {
+    tracing::debug!(
+        target: TARGET,
+        schema_version = SCHEMA_VERSION,
+        ts = %timestamp(now),
+        event = REFRESH_TOKEN_ROTATED,
+        request_id = request.request_id,
+        token_url = request.token_url,
+        token = %request.token,
+        family = %family,
+        client_id = request.client_id,
+        client_ip = %request.client_ip,
+        subject = subject.unwrap_or(""),
+        "[{REFRESH_TOKEN_ROTATED}] - {} - {} - Refresh token rotated [{}] - [{}]",
+        request.token_url,
+        subject.unwrap_or("-"),
+        request.client_ip,
+        request.token
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openunison_compatible_line() {
+        let request = RequestFacts {
+            request_id: "r1",
+            token_url: "https://login.example.com/auth/idp/k8sIdp/token",
+            client_id: "kubernetes",
+            client_ip: "10.1.2.3".parse().unwrap(),
+            token: DisplayFingerprint([0xab, 0xcd, 0xef, 0x01, 0x23, 0x45]),
+        };
+        assert_eq!(
+            openunison_line(&request, Some("alice")),
+            "[ExpiredRefreshTokenUsed] - https://login.example.com/auth/idp/k8sIdp/token - alice - \
+             Expired token used within grace period [10.1.2.3] - [abcdef012345]"
+        );
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(
+            timestamp(UnixMillis(1_700_000_000_123)),
+            "2023-11-14T22:13:20.123Z"
+        );
+    }
 }

@@ -68,6 +68,41 @@ pub struct Config {
     /// `[log]`.
     #[serde(default)]
     pub log: Log,
+    /// `[admin]`: the metrics and health listener (absent: no admin listener).
+    #[serde(default)]
+    pub admin: Option<Admin>,
+    /// `[audit]`.
+    #[serde(default)]
+    pub audit: Audit,
+}
+
+/// `[admin]`: `/metrics`, `/livez`, `/readyz` on their own listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// `address`, e.g. "0.0.0.0:9481" in a pod.
+    pub address: String,
+}
+
+/// `[audit]`: what audit events report.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Audit {
+    /// `subject_claim`: the id_token claim reported as the subject.
+    #[serde(default = "default_subject_claim")]
+    pub subject_claim: String,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Audit {
+            subject_claim: default_subject_claim(),
+        }
+    }
+}
+
+fn default_subject_claim() -> String {
+    "sub".to_owned()
 }
 
 /// `[listen]`: where the gate accepts clients.
@@ -76,9 +111,17 @@ pub struct Config {
 pub struct Listen {
     /// `address`, e.g. "0.0.0.0:9480".
     pub address: String,
-    /// `shutdown_grace`: how long SIGTERM waits for requests in flight.
+    /// `drain`: after SIGTERM, how long the gate keeps serving while `/readyz` says 503,
+    /// before it stops accepting connections.
+    #[serde(default = "default_drain", with = "humantime_serde")]
+    pub drain: Duration,
+    /// `shutdown_grace`: after the drain, how long requests in flight may take to finish.
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+}
+
+fn default_drain() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// `[upstream]`: the IdP.
@@ -105,6 +148,29 @@ pub struct Upstream {
     /// `tls_server_name`: the name to verify when connecting by address.
     #[serde(default)]
     pub tls_server_name: Option<String>,
+    /// `discovery_path`: the IdP's discovery document (default: the first token path's
+    /// parent plus `/.well-known/openid-configuration`).
+    #[serde(default)]
+    pub discovery_path: Option<String>,
+    /// `discovery_interval`: how often the discovery document is checked ("0s": never).
+    #[serde(default = "default_discovery_interval", with = "humantime_serde")]
+    pub discovery_interval: Duration,
+}
+
+impl Upstream {
+    /// The discovery document's path.
+    pub fn discovery_path(&self) -> String {
+        match &self.discovery_path {
+            Some(path) => path.clone(),
+            None => crate::discovery::default_discovery_path(
+                self.token_paths.first().map(String::as_str).unwrap_or("/"),
+            ),
+        }
+    }
+}
+
+fn default_discovery_interval() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// `[rotation]`: the rules.
@@ -398,6 +464,26 @@ impl Config {
                 ));
             }
         }
+        if let Some(path) = &self.upstream.discovery_path {
+            if !path.starts_with('/') {
+                return Err(invalid(
+                    "upstream.discovery_path",
+                    "must be an absolute path",
+                ));
+            }
+        }
+        if let Some(admin) = &self.admin {
+            let address = admin
+                .address
+                .parse::<SocketAddr>()
+                .map_err(|_| invalid("admin.address", "must be IP:port, e.g. 127.0.0.1:9481"))?;
+            if self.listen.address.parse::<SocketAddr>().ok() == Some(address) {
+                return Err(invalid("admin.address", "must differ from listen.address"));
+            }
+        }
+        if self.audit.subject_claim.trim().is_empty() {
+            return Err(invalid("audit.subject_claim", "must name a claim"));
+        }
         self.validate_rotation()?;
         if let Some(key) = &self.store.fingerprint_key_file {
             crate::fingerprint::Fingerprinter::from_file(key)
@@ -585,6 +671,19 @@ token_paths = ["/auth/idp/k8sIdp/token"]
             message.contains("etcd") || message.contains("backend"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn admin_and_discovery_settings() {
+        let config = with("[admin]\naddress = \"127.0.0.1:9481\"\n").unwrap();
+        assert_eq!(config.admin.unwrap().address, "127.0.0.1:9481");
+        assert_eq!(
+            config.upstream.discovery_path(),
+            "/auth/idp/k8sIdp/.well-known/openid-configuration"
+        );
+        let message = error_of(&format!("{MINIMAL}[admin]\naddress = \"127.0.0.1:9480\"\n"));
+        assert!(message.contains("admin.address"), "{message}");
+        assert_eq!(config.audit.subject_claim, "sub");
     }
 
     #[test]

@@ -23,11 +23,6 @@ struct Wire {
     id_token: Option<serde_json::Value>,
 }
 
-#[derive(Deserialize)]
-struct SubjectClaim {
-    sub: Option<String>,
-}
-
 fn is_json(content_type: Option<&[u8]>) -> bool {
     let Some(value) = content_type else {
         return false;
@@ -41,9 +36,10 @@ fn is_json(content_type: Option<&[u8]>) -> bool {
     media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
 }
 
-/// Read a 2xx answer. `None` when it is not a JSON token response with an `access_token`
-/// (then the exchange counts as failed and nothing is tombstoned).
-pub fn parse(answer: &Answer) -> Option<TokenResponse> {
+/// Read a 2xx answer, taking the subject from `subject_claim` of the id_token. `None` when
+/// it is not a JSON token response with an `access_token` (then the exchange counts as
+/// failed and nothing is tombstoned).
+pub fn parse(answer: &Answer, subject_claim: &str) -> Option<TokenResponse> {
     if !(200..300).contains(&answer.status) || !is_json(answer.header("content-type")) {
         return None;
     }
@@ -57,7 +53,7 @@ pub fn parse(answer: &Answer) -> Option<TokenResponse> {
         _ => None,
     };
     let subject = match wire.id_token {
-        Some(serde_json::Value::String(jwt)) => subject_of(&jwt),
+        Some(serde_json::Value::String(jwt)) => subject_of(&jwt, subject_claim),
         _ => None,
     };
     Some(TokenResponse {
@@ -66,7 +62,7 @@ pub fn parse(answer: &Answer) -> Option<TokenResponse> {
     })
 }
 
-fn subject_of(jwt: &str) -> Option<String> {
+fn subject_of(jwt: &str, claim: &str) -> Option<String> {
     let header = jsonwebtoken::decode_header(jwt).ok()?;
     let mut validation = Validation::new(header.alg);
     validation.insecure_disable_signature_validation();
@@ -74,10 +70,16 @@ fn subject_of(jwt: &str) -> Option<String> {
     validation.validate_aud = false;
     validation.required_spec_claims.clear();
     validation.algorithms = vec![header.alg, Algorithm::HS256];
-    let data =
-        jsonwebtoken::decode::<SubjectClaim>(jwt, &DecodingKey::from_secret(&[]), &validation)
-            .ok()?;
-    data.claims.sub
+    let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+        jwt,
+        &DecodingKey::from_secret(&[]),
+        &validation,
+    )
+    .ok()?;
+    match data.claims.get(claim)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -96,6 +98,10 @@ mod tests {
         }
     }
 
+    fn parse_sub(answer: &Answer) -> Option<TokenResponse> {
+        parse(answer, "sub")
+    }
+
     fn id_token(sub: &str) -> String {
         jsonwebtoken::encode(
             &jsonwebtoken::Header::default(),
@@ -111,26 +117,26 @@ mod tests {
             r#"{{"access_token":"a","refresh_token":"r2","id_token":"{}"}}"#,
             id_token("alice")
         );
-        let parsed = parse(&json(200, &body)).unwrap();
+        let parsed = parse_sub(&json(200, &body)).unwrap();
         assert_eq!(parsed.refresh_token, Some(RefreshToken::new("r2")));
         assert_eq!(parsed.subject.as_deref(), Some("alice"));
     }
 
     #[test]
     fn not_rotating_is_still_a_token_response() {
-        let parsed = parse(&json(200, r#"{"access_token":"a"}"#)).unwrap();
+        let parsed = parse_sub(&json(200, r#"{"access_token":"a"}"#)).unwrap();
         assert!(parsed.refresh_token.is_none());
         assert!(parsed.subject.is_none());
     }
 
     #[test]
     fn failures_are_not_token_responses() {
-        assert!(parse(&json(400, r#"{"access_token":"a"}"#)).is_none());
-        assert!(parse(&json(200, r#"{"token":"a"}"#)).is_none());
-        assert!(parse(&json(200, r#"{"access_token":""}"#)).is_none());
-        assert!(parse(&json(200, "not json")).is_none());
+        assert!(parse_sub(&json(400, r#"{"access_token":"a"}"#)).is_none());
+        assert!(parse_sub(&json(200, r#"{"token":"a"}"#)).is_none());
+        assert!(parse_sub(&json(200, r#"{"access_token":""}"#)).is_none());
+        assert!(parse_sub(&json(200, "not json")).is_none());
         let mut html = json(200, r#"{"access_token":"a"}"#);
         html.headers[0].1 = b"text/html".to_vec();
-        assert!(parse(&html).is_none());
+        assert!(parse_sub(&html).is_none());
     }
 }

@@ -61,7 +61,7 @@ async fn after_the_window_the_gate_refuses_without_asking_the_idp() {
     assert_eq!(status, 400);
     assert_eq!(oauth_error(&body), "invalid_grant");
     assert_eq!(idp.calls_for(&token), 1);
-    assert!(gate.log().contains("RefreshTokenReuseRefused"));
+    assert!(gate.log().contains("RefreshTokenReplayRefused"));
     assert!(gate.log().contains("after_grace"));
 }
 

@@ -56,9 +56,11 @@ impl Exchanger {
         http.write_request_header(Box::new(header))
             .await
             .map_err(|_| ExchangeFailure::NotSent)?;
-        http.write_body(&body)
-            .await
-            .map_err(|_| ExchangeFailure::NotSent)?;
+        if !body.is_empty() {
+            http.write_body(&body)
+                .await
+                .map_err(|_| ExchangeFailure::NotSent)?;
+        }
         http.finish_body()
             .await
             .map_err(|_| ExchangeFailure::NotSent)?;

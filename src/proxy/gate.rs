@@ -1,7 +1,7 @@
 //! The `ProxyHttp` implementation: route token paths to the grant classifier and the
 //! refresh handler, forward everything else untouched.
 
-use super::refresh::RefreshGate;
+use super::refresh::{Origin, RefreshGate};
 use super::upstream::UpstreamPeers;
 use super::write::{add_forwarded, strip_hop_by_hop, write_answer, Freshness};
 use crate::config::MAX_TOKEN_BODY_BYTES;
@@ -34,6 +34,33 @@ pub struct RequestCtx {
     route: Route,
     client_ip: Option<IpAddr>,
     upstream_started: Option<Instant>,
+    request_id: String,
+}
+
+/// The header carrying the request id, received or generated, and forwarded upstream.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// A request id the gate accepts from a client: short printable ASCII.
+fn acceptable_request_id(value: &[u8]) -> bool {
+    !value.is_empty() && value.len() <= 128 && value.iter().all(|b| b.is_ascii_graphic())
+}
+
+fn generate_request_id() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// The token endpoint URL a client used, for audit events (no query; Host as sent).
+fn token_url(header: &RequestHeader, proto: &str) -> String {
+    let host = header
+        .headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or("-");
+    format!("{proto}://{host}{}", header.uri.path())
 }
 
 /// Why a token-path body could not be read.
@@ -150,9 +177,13 @@ impl Gate {
                     .await
             }
             Classification::Refresh(grant) => {
-                self.refresh
-                    .handle(session, grant, body, ctx.client_ip, "http")
-                    .await?;
+                let origin = Origin {
+                    source: ctx.client_ip,
+                    proto: "http",
+                    request_id: ctx.request_id.clone(),
+                    token_url: token_url(session.req_header(), "http"),
+                };
+                self.refresh.handle(session, grant, body, origin).await?;
                 Ok(true)
             }
         }
@@ -168,6 +199,7 @@ impl ProxyHttp for Gate {
             route: Route::Passthrough,
             client_ip: None,
             upstream_started: None,
+            request_id: String::new(),
         }
     }
 
@@ -180,6 +212,16 @@ impl ProxyHttp for Gate {
             .client_addr()
             .and_then(|addr| addr.as_inet())
             .map(|addr| addr.ip());
+        ctx.request_id = match session.req_header().headers.get(REQUEST_ID) {
+            Some(value) if acceptable_request_id(value.as_bytes()) => {
+                String::from_utf8_lossy(value.as_bytes()).into_owned()
+            }
+            _ => {
+                let id = generate_request_id();
+                session.req_header_mut().insert_header(REQUEST_ID, &id)?;
+                id
+            }
+        };
         match match_token_path(session.req_header().uri.path(), &self.token_paths) {
             PathMatch::Other => Ok(false),
             PathMatch::Ambiguous => {

@@ -5,7 +5,7 @@
 use super::exchange::{ExchangeFailure, Exchanger};
 use super::write::{exchange_request, write_answer, Freshness};
 use crate::answer::Answer;
-use crate::audit::{self, ReplayFacts};
+use crate::audit::{self, FirstUse, RequestFacts};
 use crate::clock::Clock;
 use crate::credentials::ClientIdentity;
 use crate::envelope::SealedAnswer;
@@ -43,6 +43,8 @@ pub struct RefreshGate {
     pub request_timeout: Duration,
     /// How long an exchange may run in all.
     pub exchange_timeout: Duration,
+    /// The id_token claim reported as the subject.
+    pub subject_claim: String,
     warned_clients: moka::sync::Cache<Box<str>, ()>,
 }
 
@@ -62,6 +64,19 @@ enum FirstAnswer {
     Failed(GateReply),
 }
 
+/// Where a refresh request came from, as the glue saw it.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The client's address.
+    pub source: Option<IpAddr>,
+    /// `http` or `https`, as the client connected.
+    pub proto: &'static str,
+    /// The request id (received or generated), forwarded upstream.
+    pub request_id: String,
+    /// The token endpoint URL the client used, for audit events.
+    pub token_url: String,
+}
+
 /// The facts of one refresh request.
 struct Request<'a> {
     token: RefreshToken,
@@ -71,6 +86,20 @@ struct Request<'a> {
     header: &'a RequestHeader,
     body: Bytes,
     proto: &'static str,
+    request_id: String,
+    token_url: String,
+}
+
+impl Request<'_> {
+    fn audit_facts(&self) -> RequestFacts<'_> {
+        RequestFacts {
+            request_id: &self.request_id,
+            token_url: &self.token_url,
+            client_id: &self.client.client_id,
+            client_ip: self.source,
+            token: self.fingerprint.display(),
+        }
+    }
 }
 
 impl RefreshGate {
@@ -95,8 +124,15 @@ impl RefreshGate {
             exchanger,
             request_timeout,
             exchange_timeout,
+            subject_claim: "sub".to_owned(),
             warned_clients: moka::sync::Cache::new(10_000),
         }
+    }
+
+    /// Report `claim` of the id_token as the subject in audit events.
+    pub fn with_subject_claim(mut self, claim: &str) -> Self {
+        self.subject_claim = claim.to_owned();
+        self
     }
 
     /// Decide and answer one refresh grant. Writes the whole response.
@@ -105,18 +141,19 @@ impl RefreshGate {
         session: &mut Session,
         grant: RefreshGrant,
         body: Bytes,
-        source: Option<IpAddr>,
-        proto: &'static str,
+        origin: Origin,
     ) -> pingora::Result<()> {
         let header = session.req_header().clone();
         let request = Request {
             fingerprint: self.fingerprinter.token(&grant.token),
             client: grant.client.identity(&self.fingerprinter),
             token: grant.token,
-            source: source.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            source: origin.source.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             header: &header,
             body,
-            proto,
+            proto: origin.proto,
+            request_id: origin.request_id,
+            token_url: origin.token_url,
         };
         let who = Presenter {
             client: &request.client,
@@ -185,6 +222,8 @@ impl RefreshGate {
             family,
             header: upstream_header,
             body: request.body.clone(),
+            request_id: request.request_id.clone(),
+            token_url: request.token_url.clone(),
         };
         tokio::spawn(exchange.run(sender));
         match tokio::time::timeout(self.request_timeout, receiver).await {
@@ -281,7 +320,9 @@ impl RefreshGate {
         };
         audit::replay_answered(
             &self.metrics,
-            &facts(request, record, coalesced),
+            &request.audit_facts(),
+            &first_use(record),
+            coalesced,
             self.clock.now(),
         );
         write_answer(session, &answer, Freshness::FreshDate).await
@@ -297,8 +338,10 @@ impl RefreshGate {
     ) -> pingora::Result<()> {
         audit::replay_refused(
             &self.metrics,
-            &facts(request, record, coalesced),
+            &request.audit_facts(),
+            &first_use(record),
             reason,
+            coalesced,
             self.clock.now(),
         );
         let reply = GateReply::InvalidGrant(reason.description());
@@ -328,21 +371,14 @@ impl RefreshGate {
     }
 }
 
-fn facts<'a>(
-    request: &'a Request<'_>,
-    record: &'a TokenRecord,
-    coalesced: bool,
-) -> ReplayFacts<'a> {
-    ReplayFacts {
-        token: request.fingerprint.display(),
-        client_id: &request.client.client_id,
-        client_ip: request.source,
-        first_client_id: &record.client.client_id,
-        first_ip: record.source,
+fn first_use(record: &TokenRecord) -> FirstUse<'_> {
+    FirstUse {
+        client_id: &record.client.client_id,
+        client_ip: record.source,
         subject: record.subject.as_deref(),
-        first_use: record.first_use,
+        at: record.first_use,
         family: record.family.display(),
-        coalesced,
+        replays: record.replays(),
     }
 }
 
@@ -356,6 +392,8 @@ struct Exchange {
     family: TokenFingerprint,
     header: RequestHeader,
     body: Bytes,
+    request_id: String,
+    token_url: String,
 }
 
 impl Exchange {
@@ -397,7 +435,7 @@ impl Exchange {
 
     /// Decide what an upstream answer means: a rotation, or a release.
     fn judge(&self, answer: Answer) -> (ExchangeOutcome, FirstAnswer) {
-        let parsed = token_response::parse(&answer);
+        let parsed = token_response::parse(&answer, &self.gate.subject_claim);
         let Some(response) = parsed else {
             let sealed = Arc::new(SealedAnswer::seal(&self.token, &answer));
             return (
@@ -428,8 +466,21 @@ impl Exchange {
                 );
             }
         };
+        let now = self.gate.clock.now();
+        audit::rotated(
+            &RequestFacts {
+                request_id: &self.request_id,
+                token_url: &self.token_url,
+                client_id: &self.client.client_id,
+                client_ip: self.source,
+                token: self.fingerprint.display(),
+            },
+            response.subject.as_deref(),
+            self.family.display(),
+            now,
+        );
         let record = TokenRecord::new(
-            self.gate.clock.now(),
+            now,
             self.client.clone(),
             self.source,
             response.subject.map(String::into_boxed_str),

@@ -1,20 +1,24 @@
 //! Assembling the gate: store, fingerprints, metrics, the Pingora server and its services.
 
+use super::admin::AdminApp;
+use super::background::{self, DiscoveryCheck};
 use super::exchange::Exchanger;
 use super::gate::Gate;
 use super::refresh::RefreshGate;
+use super::signal::DrainingShutdown;
 use super::upstream::{UpstreamError, UpstreamPeers};
 use crate::clock::SystemClock;
-use crate::config::Config;
+use crate::config::{Config, UpstreamTarget};
 use crate::fingerprint::{Fingerprinter, KeyError};
 use crate::metrics::Metrics;
+use crate::readiness::Readiness;
 use crate::store::{MemoryStore, TokenStore};
 use pingora::connectors::http::v1::Connector;
 use pingora::connectors::ConnectorOptions;
 use pingora::server::configuration::ServerConf;
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
+use pingora::services::listening::Service;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Why the gate could not start.
 #[derive(Debug, thiserror::Error)]
@@ -25,10 +29,10 @@ pub enum StartError {
     /// The upstream.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// A thread could not start.
+    #[error("cannot start the background thread: {0}")]
+    Thread(#[from] std::io::Error),
 }
-
-/// How often the store gauges are published.
-const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Build every part from a validated config and serve until a signal stops the process.
 pub fn run(config: Config) -> Result<(), StartError> {
@@ -43,7 +47,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
     };
     let peers = UpstreamPeers::from_config(&config)?;
     let metrics = Metrics::new();
-    let store = Arc::new(MemoryStore::new(&config.store_limits()));
+    let readiness = Arc::new(Readiness::default());
+    let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new(&config.store_limits()));
 
     let shutdown_secs = config.listen.shutdown_grace.as_secs();
     let server_conf = ServerConf {
@@ -59,24 +64,26 @@ pub fn run(config: Config) -> Result<(), StartError> {
     };
     let mut server = Server::new_with_opt_and_conf(None, server_conf);
     server.bootstrap();
+    let server_configuration = server.configuration.clone();
+    let connector_options = || ConnectorOptions::from_server_conf(&server_configuration);
 
-    let connector = Connector::new(Some(ConnectorOptions::from_server_conf(
-        &server.configuration,
-    )));
-    let refresh = Arc::new(RefreshGate::new(
+    let refresh = RefreshGate::new(
         config.rules(),
-        store.clone() as Arc<dyn TokenStore>,
+        store.clone(),
         fingerprinter,
         Arc::new(SystemClock),
         metrics.clone(),
-        Exchanger::new(connector, peers.exchange.clone()),
+        Exchanger::new(
+            Connector::new(Some(connector_options())),
+            peers.exchange.clone(),
+        ),
         config.upstream.request_timeout,
         config.upstream.exchange_timeout,
-    ));
-    let upstream_address = peers.address;
+    )
+    .with_subject_claim(&config.audit.subject_claim);
     let gate = Gate::new(
-        refresh,
-        peers,
+        Arc::new(refresh),
+        peers.clone(),
         &config.upstream.token_paths,
         metrics.clone(),
         config.upstream.request_timeout,
@@ -86,36 +93,56 @@ pub fn run(config: Config) -> Result<(), StartError> {
     proxy.add_tcp(&config.listen.address);
     server.add_service(proxy);
 
-    spawn_gauge_publisher(store, metrics);
+    match &config.admin {
+        Some(admin) => {
+            let mut service = Service::new(
+                "refresh-gate-admin".to_owned(),
+                AdminApp::new(metrics.clone(), readiness.clone(), store.clone()),
+            );
+            service.add_tcp(&admin.address);
+            server.add_service(service);
+        }
+        None => tracing::warn!("no [admin] section: /metrics, /livez and /readyz are not served"),
+    }
+
+    let discovery = (!config.upstream.discovery_interval.is_zero()).then(|| {
+        let target = UpstreamTarget::parse(&config.upstream.url).ok();
+        let host = match (&config.upstream.tls_server_name, target) {
+            (Some(name), _) => name.clone(),
+            (None, Some(t)) if t.port == if t.tls { 443 } else { 80 } => t.host,
+            (None, Some(t)) if t.host.contains(':') => format!("[{}]:{}", t.host, t.port),
+            (None, Some(t)) => format!("{}:{}", t.host, t.port),
+            (None, None) => String::new(),
+        };
+        DiscoveryCheck {
+            exchanger: Exchanger::new(
+                Connector::new(Some(connector_options())),
+                peers.token.clone(),
+            ),
+            path: config.upstream.discovery_path(),
+            host,
+            token_paths: crate::path::normalize_all(&config.upstream.token_paths),
+            interval: config.upstream.discovery_interval,
+            timeout: config.upstream.request_timeout,
+        }
+    });
+    background::spawn(discovery, readiness.clone(), store, metrics)?;
+
     tracing::info!(
         listen = %config.listen.address,
+        admin = config.admin.as_ref().map(|a| a.address.as_str()).unwrap_or("-"),
         upstream = %config.upstream.url,
-        upstream_address = %upstream_address,
+        upstream_address = %peers.address,
         grace_period = ?config.rotation.grace_period,
         max_reuses = config.rotation.max_reuses,
         "refresh-gate starting"
     );
-    server.run_forever();
-}
-
-fn spawn_gauge_publisher(store: Arc<MemoryStore>, metrics: Metrics) {
-    std::thread::Builder::new()
-        .name("store-gauges".to_owned())
-        .spawn(move || {
-            let mut evictions_seen = 0;
-            loop {
-                std::thread::sleep(GAUGE_INTERVAL);
-                store.run_maintenance();
-                let evictions = store.eviction_count();
-                if evictions > evictions_seen {
-                    tracing::warn!(
-                        evicted = evictions - evictions_seen,
-                        "tombstones evicted before their TTL: rotation.max_tombstones is too small for the load"
-                    );
-                    evictions_seen = evictions;
-                }
-                metrics.store_gauges(store.tombstone_count(), evictions);
-            }
-        })
-        .expect("spawning a thread at start-up");
+    server.run(RunArgs {
+        shutdown_signal: Box::new(DrainingShutdown {
+            readiness,
+            drain: config.listen.drain,
+        }),
+    });
+    tracing::info!("refresh-gate stopped");
+    Ok(())
 }

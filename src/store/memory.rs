@@ -213,6 +213,7 @@ impl TokenStore for MemoryStore {
     }
 
     fn tombstone_count(&self) -> u64 {
+        self.tombstones.run_pending_tasks();
         self.tombstones.entry_count()
     }
 

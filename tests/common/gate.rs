@@ -18,6 +18,10 @@ pub struct GateOptions {
     pub max_tombstones: u64,
     pub max_in_flight: usize,
     pub log_level: &'static str,
+    pub log_format: &'static str,
+    pub token_paths: &'static str,
+    pub discovery_interval: &'static str,
+    pub drain: &'static str,
 }
 
 impl GateOptions {
@@ -34,18 +38,26 @@ impl GateOptions {
             max_tombstones: 100_000,
             max_in_flight: 10_000,
             log_level: "info",
+            log_format: "plain",
+            token_paths: r#"["/token"]"#,
+            discovery_interval: "60s",
+            drain: "1s",
         }
     }
 
-    fn toml(&self, listen: SocketAddr) -> String {
+    fn toml(&self, listen: SocketAddr, admin: SocketAddr) -> String {
         format!(
             r#"
 [listen]
 address = "{listen}"
+drain = "{drain}"
 shutdown_grace = "1s"
+[admin]
+address = "{admin}"
 [upstream]
 url = "{upstream}"
-token_paths = ["/token"]
+token_paths = {token_paths}
+discovery_interval = "{discovery_interval}"
 connect_timeout = "1s"
 request_timeout = "{request_timeout}"
 exchange_timeout = "{exchange_timeout}"
@@ -59,7 +71,12 @@ max_tombstones = {max_tombstones}
 max_in_flight = {max_in_flight}
 [log]
 level = "{log_level}"
+format = "{log_format}"
 "#,
+            drain = self.drain,
+            token_paths = self.token_paths,
+            discovery_interval = self.discovery_interval,
+            log_format = self.log_format,
             upstream = self.upstream,
             request_timeout = self.request_timeout,
             exchange_timeout = self.exchange_timeout,
@@ -77,6 +94,7 @@ level = "{log_level}"
 /// A running gate; killed on drop.
 pub struct GateProcess {
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
     child: Child,
     log_path: PathBuf,
     _dir: tempfile::TempDir,
@@ -106,8 +124,9 @@ impl GateProcess {
         for _attempt in 0..5 {
             let dir = tempfile::tempdir().unwrap();
             let addr = free_port();
+            let admin = free_port();
             let config = dir.path().join("refresh-gate.toml");
-            std::fs::write(&config, options.toml(addr)).unwrap();
+            std::fs::write(&config, options.toml(addr, admin)).unwrap();
             let log_path = dir.path().join("gate.log");
             let log = std::fs::File::create(&log_path).unwrap();
             let mut child = Command::new(binary())
@@ -120,14 +139,17 @@ impl GateProcess {
                 .expect("start refresh-gate");
             let deadline = Instant::now() + Duration::from_secs(15);
             loop {
-                if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                    // Another process may hold the port we picked: make sure ours is alive.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                let live = reqwest::get(format!("http://{admin}/livez")).await;
+                let proxy_up = tokio::net::TcpStream::connect(addr).await.is_ok();
+                if proxy_up && live.is_ok_and(|r| r.status() == 200) {
+                    // Another process may hold a port we picked: make sure ours is alive.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     if child.try_wait().unwrap().is_some() {
                         break;
                     }
                     return GateProcess {
                         addr,
+                        admin,
                         child,
                         log_path,
                         _dir: dir,
@@ -150,6 +172,34 @@ impl GateProcess {
     /// `http://127.0.0.1:port<path>`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// `http://127.0.0.1:adminport<path>`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    /// The process id (to send signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// GET an admin path: (status, body).
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        let response = reqwest::get(self.admin_url(path)).await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// The value of one series in `/metrics` (e.g. `refresh_gate_refused_total{reason="after_grace"}`).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let (_, text) = self.admin_get("/metrics").await;
+        text.lines().find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
     }
 
     /// Everything the gate logged so far.

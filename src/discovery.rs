@@ -1,0 +1,119 @@
+//! The discovery check: does the IdP's `token_endpoint` lie on a configured token path?
+//! If not, a typo has silently switched the gate off, and readiness says so.
+
+use serde::Deserialize;
+
+/// What the last discovery check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiscoveryVerdict {
+    /// Not checked yet, or the check is off.
+    Unchecked,
+    /// The token endpoint's path is one of the token paths.
+    Matches,
+    /// The IdP names a token endpoint the gate does not guard.
+    Mismatch {
+        /// The path the IdP names.
+        token_endpoint_path: String,
+    },
+    /// The document could not be fetched or read (readiness is not affected).
+    Unavailable(String),
+}
+
+impl DiscoveryVerdict {
+    /// Whether this verdict makes the gate not ready.
+    pub fn blocks_readiness(&self) -> bool {
+        matches!(self, DiscoveryVerdict::Mismatch { .. })
+    }
+}
+
+#[derive(Deserialize)]
+struct Document {
+    token_endpoint: Option<String>,
+}
+
+/// The path of a URL (`https://host:port/a/b?q` → `/a/b`).
+fn url_path(url: &str) -> &str {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    match after_scheme.find('/') {
+        Some(i) => &after_scheme[i..],
+        None => "/",
+    }
+}
+
+/// Judge a discovery document against the normalised token paths.
+pub fn judge(document: &[u8], token_paths: &[String]) -> DiscoveryVerdict {
+    let Ok(doc) = serde_json::from_slice::<Document>(document) else {
+        return DiscoveryVerdict::Unavailable("discovery document is not JSON".to_owned());
+    };
+    let Some(endpoint) = doc.token_endpoint else {
+        return DiscoveryVerdict::Unavailable(
+            "discovery document has no token_endpoint".to_owned(),
+        );
+    };
+    let path = url_path(&endpoint);
+    match crate::path::match_token_path(path, token_paths) {
+        crate::path::PathMatch::Token => DiscoveryVerdict::Matches,
+        _ => DiscoveryVerdict::Mismatch {
+            token_endpoint_path: path.split(['?', '#']).next().unwrap_or(path).to_owned(),
+        },
+    }
+}
+
+/// The discovery document's path for the first token path: its parent (the issuer) plus
+/// `/.well-known/openid-configuration` (OpenUnison: `/auth/idp/k8sIdp/token` →
+/// `/auth/idp/k8sIdp/.well-known/openid-configuration`).
+pub fn default_discovery_path(token_path: &str) -> String {
+    let trimmed = token_path.trim_end_matches('/');
+    let parent = trimmed.rsplit_once('/').map_or("", |(parent, _)| parent);
+    format!("{parent}/.well-known/openid-configuration")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths() -> Vec<String> {
+        vec!["/auth/idp/k8sIdp/token".to_owned()]
+    }
+
+    #[test]
+    fn matching_endpoint() {
+        let doc =
+            br#"{"issuer":"x","token_endpoint":"https://login.example.com/auth/idp/k8sIdp/token"}"#;
+        assert_eq!(judge(doc, &paths()), DiscoveryVerdict::Matches);
+    }
+
+    #[test]
+    fn a_typo_is_a_mismatch_that_blocks_readiness() {
+        let doc = br#"{"token_endpoint":"https://login.example.com/auth/idp/k8sidp/token"}"#;
+        let verdict = judge(doc, &paths());
+        assert_eq!(
+            verdict,
+            DiscoveryVerdict::Mismatch {
+                token_endpoint_path: "/auth/idp/k8sidp/token".to_owned()
+            }
+        );
+        assert!(verdict.blocks_readiness());
+    }
+
+    #[test]
+    fn unreadable_documents_do_not_block() {
+        for doc in [&b"<html>"[..], br#"{"issuer":"x"}"#] {
+            let verdict = judge(doc, &paths());
+            assert!(matches!(verdict, DiscoveryVerdict::Unavailable(_)));
+            assert!(!verdict.blocks_readiness());
+        }
+    }
+
+    #[test]
+    fn default_path_is_the_issuers_well_known() {
+        assert_eq!(
+            default_discovery_path("/auth/idp/k8sIdp/token"),
+            "/auth/idp/k8sIdp/.well-known/openid-configuration"
+        );
+        assert_eq!(
+            default_discovery_path("/token"),
+            "/.well-known/openid-configuration"
+        );
+    }
+}
