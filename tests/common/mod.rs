@@ -4,6 +4,7 @@
 
 pub mod fake_idp;
 pub mod gate;
+pub mod prereq;
 
 #[allow(unused_imports)]
 pub use fake_idp::{FakeIdp, IdpMode};
