@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct GateOptions {
     pub upstream: String,
+    /// Listen here (a port reserved earlier) instead of a fresh free port.
+    pub listen: Option<SocketAddr>,
     pub grace_period: &'static str,
     pub max_reuses: u32,
     pub replay_spacing: &'static str,
@@ -29,6 +31,7 @@ impl GateOptions {
     pub fn new(upstream: impl Into<String>) -> Self {
         GateOptions {
             upstream: upstream.into(),
+            listen: None,
             grace_period: "5s",
             max_reuses: 10,
             replay_spacing: "0s",
@@ -123,7 +126,7 @@ impl GateProcess {
     pub async fn start(options: &GateOptions) -> GateProcess {
         for _attempt in 0..5 {
             let dir = tempfile::tempdir().unwrap();
-            let addr = free_port();
+            let addr = options.listen.unwrap_or_else(free_port);
             let admin = free_port();
             let config = dir.path().join("refresh-gate.toml");
             std::fs::write(&config, options.toml(addr, admin)).unwrap();

@@ -2,6 +2,7 @@
 //! ephemeral loopback ports.
 #![allow(dead_code, unused_imports)]
 
+pub mod e2e;
 pub mod fake_idp;
 pub mod gate;
 pub mod prereq;

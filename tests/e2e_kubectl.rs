@@ -1,0 +1,260 @@
+//! The proof against real software: kubectl 1.20 and 1.33 racing on one kubeconfig,
+//! node-oidc-provider (a certified OpenID Provider, rotating refresh tokens and revoking the
+//! grant on reuse) as the IdP, and openid-client as a non-Go client.
+//!
+//! Run by the test command with `--test-threads=1 --nocapture`, so the races are not skewed
+//! by other tests and the reports are printed.
+
+mod common;
+
+use common::e2e::*;
+use common::{GateOptions, GateProcess};
+use std::io::Write;
+use std::time::Duration;
+
+const ROUNDS: usize = 3;
+const PROCESSES: usize = 10;
+/// The IdP's token-endpoint latency in the kubectl races: a realistic figure for OpenUnison,
+/// and long enough that the processes released together (whose start-up alone spreads over
+/// ~200 ms on 2 cores) all present the token before the first answer comes back.
+const IDP_LATENCY: Duration = Duration::from_millis(250);
+
+/// Print a line of the report and keep it in target/e2e-report.txt.
+fn report(line: &str) {
+    eprintln!("E2E | {line}");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e-report.txt");
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(file, "{line}");
+    }
+}
+
+struct Stack {
+    idp: NodeIdp,
+    gate: GateProcess,
+    api: ApiServer,
+    dir: tempfile::TempDir,
+}
+
+impl Stack {
+    fn issuer(&self) -> String {
+        format!("http://{}", self.gate.addr)
+    }
+}
+
+/// node-oidc-provider behind the gate (its issuer is the gate's URL), and the API server.
+async fn stack(latency: Duration, configure: impl FnOnce(&mut GateOptions)) -> Stack {
+    let listen = common::gate::free_port();
+    let idp = NodeIdp::start(&format!("http://{listen}"), latency).await;
+    let mut options = GateOptions::new(idp.url());
+    options.listen = Some(listen);
+    configure(&mut options);
+    let gate = GateProcess::start(&options).await;
+    let api = ApiServer::start(&idp).await;
+    Stack {
+        idp,
+        gate,
+        api,
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+fn summarize(runs: &[KubectlRun]) -> (usize, usize, usize) {
+    let ok = runs.iter().filter(|r| r.success).count();
+    let lock = runs
+        .iter()
+        .filter(|r| !r.success && r.lock_collision)
+        .count();
+    (ok, lock, runs.len() - ok - lock)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scenario_1_baseline_without_the_gate_the_session_dies() {
+    let idp = NodeIdp::start("http://127.0.0.1:1", IDP_LATENCY).await;
+    let api = ApiServer::start(&idp).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("config");
+    write_kubeconfig(&kubeconfig, api.addr, &idp.url(), &idp.mint().await);
+    let runs = kubectl_round(Kubectl::V1_33, &kubeconfig, PROCESSES).await;
+    let (ok, lock, failed) = summarize(&runs);
+    let later = kubectl(Kubectl::V1_33, &kubeconfig).await;
+    let stats = idp.stats().await;
+    report(&format!(
+        "baseline, no gate, {}: {PROCESSES} concurrent -> {ok} succeeded, {failed} refresh failures, {lock} lock collisions; \
+         grants revoked by the IdP: {}; later call: {}",
+        Kubectl::V1_33.label(),
+        stats.grants_revoked,
+        if later.success { "session alive" } else { "SESSION DEAD" }
+    ));
+    // Reported, not asserted: the point is the contrast with the gated scenarios.
+    assert_eq!(runs.len(), PROCESSES);
+}
+
+async fn race_rounds(version: Kubectl, spacing: &'static str) -> (usize, usize, usize, bool) {
+    let stack = stack(IDP_LATENCY, |o| {
+        o.grace_period = "5s";
+        o.replay_spacing = spacing;
+        o.max_reuses = 20;
+    })
+    .await;
+    let kubeconfig = stack.dir.path().join("config");
+    write_kubeconfig(
+        &kubeconfig,
+        stack.api.addr,
+        &stack.issuer(),
+        &stack.idp.mint().await,
+    );
+    let (mut ok, mut lock, mut failed) = (0, 0, 0);
+    let mut alive = true;
+    for round in 1..=ROUNDS {
+        let runs = kubectl_round(version, &kubeconfig, PROCESSES).await;
+        let (o, l, f) = summarize(&runs);
+        ok += o;
+        lock += l;
+        failed += f;
+        for run in runs.iter().filter(|r| !r.success) {
+            eprintln!("E2E |   round {round} failure: {}", run.stderr.trim());
+        }
+        // The session survives: one more call (the id_token is short-lived, so it refreshes).
+        let later = kubectl(version, &kubeconfig).await;
+        if !later.success {
+            eprintln!(
+                "E2E |   round {round}: later call failed: {}",
+                later.stderr.trim()
+            );
+            alive = false;
+        }
+    }
+    let stats = stack.idp.stats().await;
+    report(&format!(
+        "gate, grace 5s, replay_spacing {spacing}, {}: {ROUNDS} rounds x {PROCESSES} -> {ok} succeeded, {failed} refresh failures, \
+         {lock} lock collisions; session {}; IdP: {} exchanges, {} errors, {} grants revoked",
+        version.label(),
+        if alive { "alive after every round" } else { "LOST" },
+        stats.refresh_success,
+        stats.refresh_error,
+        stats.grants_revoked
+    ));
+    (ok, lock, failed, alive)
+}
+
+async fn gated_race_keeps_every_session(version: Kubectl) {
+    let (ok, lock, failed, alive) = race_rounds(version, "50ms").await;
+    assert_eq!(failed, 0, "refresh failures through the gate");
+    assert_eq!(lock, 0, "kubeconfig lock collisions despite replay_spacing");
+    assert_eq!(ok, ROUNDS * PROCESSES);
+    assert!(alive, "the session was lost");
+    // Beside it, what spacing buys: the same rounds with every answer released at once.
+    race_rounds(version, "0s").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scenario_2_kubectl_1_33_race_through_the_gate() {
+    gated_race_keeps_every_session(Kubectl::V1_33).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scenario_2_kubectl_1_20_race_through_the_gate() {
+    gated_race_keeps_every_session(Kubectl::V1_20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scenario_3_openid_client_concurrent_refreshes_get_one_token_set() {
+    let stack = stack(Duration::ZERO, |o| {
+        o.max_reuses = 25;
+        o.replay_spacing = "10ms";
+    })
+    .await;
+    let token = stack.idp.mint().await;
+    let results = openid_client_refreshes(&stack.issuer(), &token, 20).await;
+    assert_eq!(results.len(), 20);
+    for result in &results {
+        assert_eq!(result["ok"], true, "{result}");
+    }
+    let first = &results[0];
+    for result in &results {
+        assert_eq!(result["refresh_token"], first["refresh_token"]);
+        assert_eq!(result["access_token"], first["access_token"]);
+        assert_eq!(result["id_token"], first["id_token"]);
+    }
+    let stats = stack.idp.stats().await;
+    assert_eq!(stats.refresh_success, 1, "{stats:?}");
+    assert_eq!(stats.refresh_error, 0, "{stats:?}");
+    report(&format!(
+        "openid-client: 20 concurrent refreshes through the gate -> 20 identical token sets, {} IdP exchange",
+        stats.refresh_success
+    ));
+}
+
+async fn refresh_at(gate: &GateProcess, token: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(gate.url("/token"))
+        .basic_auth("kubernetes", Some("kube-secret"))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", token)])
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scenario_4_a_spent_token_after_the_window_is_refused_and_never_reaches_the_idp() {
+    let stack = stack(Duration::ZERO, |o| o.grace_period = "1s").await;
+    let token = stack.idp.mint().await;
+    let (status, first) = refresh_at(&stack.gate, &token).await;
+    assert_eq!(status, 200, "{first}");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (status, refused) = refresh_at(&stack.gate, &token).await;
+    assert_eq!(status, 400);
+    assert_eq!(refused["error"], "invalid_grant");
+    let stats = stack.idp.stats().await;
+    assert_eq!(
+        (
+            stats.refresh_success,
+            stats.refresh_error,
+            stats.grants_revoked
+        ),
+        (1, 0, 0),
+        "{stats:?}"
+    );
+    // The IdP never saw the replay, so it revoked nothing: the legitimate session goes on.
+    let next = first["refresh_token"].as_str().unwrap();
+    assert_eq!(refresh_at(&stack.gate, next).await.0, 200);
+    report("replay after the window: 400 invalid_grant from the gate, the IdP saw nothing, the session lives on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scenario_5_grace_zero_the_gate_enforces_one_time_use() {
+    let stack = stack(Duration::ZERO, |o| o.grace_period = "0s").await;
+    let token = stack.idp.mint().await;
+    let gate = std::sync::Arc::new(stack.gate);
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let gate = gate.clone();
+            let token = token.clone();
+            tokio::spawn(async move { refresh_at(&gate, &token).await })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut refused = 0;
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        match status {
+            200 => ok += 1,
+            400 if body["error"] == "invalid_grant" => refused += 1,
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!((ok, refused), (1, 9));
+    let stats = stack.idp.stats().await;
+    assert_eq!(
+        (stats.refresh_success, stats.refresh_error),
+        (1, 0),
+        "{stats:?}"
+    );
+    report("grace 0: 10 concurrent refreshes -> 1 succeeded, 9 invalid_grant from the gate, 1 IdP exchange");
+}
