@@ -19,6 +19,10 @@ pub const EXPIRED_REFRESH_TOKEN_USED: &str = "ExpiredRefreshTokenUsed";
 pub const REFRESH_TOKEN_REPLAY_REFUSED: &str = "RefreshTokenReplayRefused";
 /// A successful rotation (debug level).
 pub const REFRESH_TOKEN_ROTATED: &str = "RefreshTokenRotated";
+/// A detected replay revoked the token's family.
+pub const REFRESH_TOKEN_FAMILY_REVOKED: &str = "RefreshTokenFamilyRevoked";
+/// The gate asked the IdP to revoke a revoked family's token (RFC 7009).
+pub const IDP_REVOCATION: &str = "RefreshTokenRevokedAtIdp";
 
 /// What every audit event says about the request that caused it.
 #[derive(Debug, Clone)]
@@ -102,17 +106,18 @@ pub fn replay_answered(
     );
 }
 
-/// A replay refused by the gate.
+/// A replay refused by the gate. `first` is absent for an unseen member of a revoked family.
 pub fn replay_refused(
     metrics: &Metrics,
     request: &RequestFacts<'_>,
-    first: &FirstUse<'_>,
+    first: Option<&FirstUse<'_>>,
     reason: RefusalReason,
     coalesced: bool,
     now: UnixMillis,
 ) {
     metrics.refresh_outcome(RefreshOutcome::Refused);
     metrics.refused(reason);
+    let subject = first.and_then(|f| f.subject);
     tracing::warn!(
         target: TARGET,
         schema_version = SCHEMA_VERSION,
@@ -122,21 +127,72 @@ pub fn replay_refused(
         request_id = request.request_id,
         token_url = request.token_url,
         token = %request.token,
-        family = %first.family,
+        family = first.map(|f| f.family.to_string()).unwrap_or_default(),
         client_id = request.client_id,
         client_ip = %request.client_ip,
-        subject = first.subject.unwrap_or(""),
-        since_first_use_ms = now.since(first.at).as_millis() as u64,
-        replay_count = first.replays,
-        first_client_id = first.client_id,
-        first_client_ip = %first.client_ip,
+        subject = subject.unwrap_or(""),
+        since_first_use_ms = first.map_or(0, |f| now.since(f.at).as_millis() as u64),
+        replay_count = first.map_or(0, |f| f.replays),
+        first_client_id = first.map_or("", |f| f.client_id),
+        first_client_ip = first.map(|f| f.client_ip.to_string()).unwrap_or_default(),
         coalesced,
         "[{REFRESH_TOKEN_REPLAY_REFUSED}] - {} - {} - Refresh token replay refused ({}) [{}] - [{}]",
         request.token_url,
-        first.subject.unwrap_or("-"),
+        subject.unwrap_or("-"),
         reason.label(),
         request.client_ip,
         request.token
+    );
+}
+
+/// A refused replay revoked the whole family: every later member is refused.
+pub fn family_revoked(
+    request: &RequestFacts<'_>,
+    family: DisplayFingerprint,
+    reason: RefusalReason,
+    now: UnixMillis,
+) {
+    tracing::warn!(
+        target: TARGET,
+        schema_version = SCHEMA_VERSION,
+        ts = %timestamp(now),
+        event = REFRESH_TOKEN_FAMILY_REVOKED,
+        reason = reason.label(),
+        request_id = request.request_id,
+        token = %request.token,
+        family = %family,
+        client_id = request.client_id,
+        client_ip = %request.client_ip,
+        "[{REFRESH_TOKEN_FAMILY_REVOKED}] - {} - family [{}] revoked after a {} replay [{}] - [{}]",
+        request.token_url,
+        family,
+        reason.label(),
+        request.client_ip,
+        request.token
+    );
+}
+
+/// The result of asking the IdP to revoke a token of a revoked family.
+pub fn idp_revocation(
+    request: &RequestFacts<'_>,
+    family: DisplayFingerprint,
+    status: Option<u16>,
+    now: UnixMillis,
+) {
+    tracing::warn!(
+        target: TARGET,
+        schema_version = SCHEMA_VERSION,
+        ts = %timestamp(now),
+        event = IDP_REVOCATION,
+        request_id = request.request_id,
+        token = %request.token,
+        family = %family,
+        client_id = request.client_id,
+        idp_status = status.unwrap_or(0),
+        "[{IDP_REVOCATION}] - family [{}] revoked at the IdP with token [{}]: {}",
+        family,
+        request.token,
+        status.map_or("IdP unreachable".to_owned(), |s| format!("status {s}"))
     );
 }
 

@@ -1,9 +1,10 @@
 //! The TOML configuration: a pure parse (serde defaults, unknown keys refused) and one
 //! `validate` shared by start-up and `--check-config`.
 
-use crate::policy::Rules;
+use crate::policy::{OnReplay, Policy, Rules, SourceBinding};
 use crate::store::MemoryStoreLimits;
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -74,6 +75,63 @@ pub struct Config {
     /// `[audit]`.
     #[serde(default)]
     pub audit: Audit,
+    /// `[clients."<client_id>"]`: per-client overrides of `[rotation]`.
+    #[serde(default)]
+    pub clients: HashMap<String, ClientOverrides>,
+}
+
+/// `bind_source` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BindSource {
+    /// No binding.
+    #[default]
+    Off,
+    /// The same IP address.
+    Ip,
+    /// The same subnet (`subnet_ipv4_prefix`, `subnet_ipv6_prefix`).
+    Subnet,
+}
+
+/// `on_replay` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnReplayConfig {
+    /// Refuse the replay.
+    #[default]
+    Refuse,
+    /// Refuse and revoke the token family.
+    RevokeFamily,
+}
+
+impl From<OnReplayConfig> for OnReplay {
+    fn from(value: OnReplayConfig) -> Self {
+        match value {
+            OnReplayConfig::Refuse => OnReplay::Refuse,
+            OnReplayConfig::RevokeFamily => OnReplay::RevokeFamily,
+        }
+    }
+}
+
+/// `[clients."<client_id>"]`: any key left out keeps the `[rotation]` value.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ClientOverrides {
+    /// `grace_period`.
+    #[serde(default, with = "humantime_serde")]
+    pub grace_period: Option<Duration>,
+    /// `allow_long_grace`.
+    #[serde(default)]
+    pub allow_long_grace: Option<bool>,
+    /// `max_reuses`.
+    #[serde(default)]
+    pub max_reuses: Option<u32>,
+    /// `bind_source`.
+    #[serde(default)]
+    pub bind_source: Option<BindSource>,
+    /// `on_replay`.
+    #[serde(default)]
+    pub on_replay: Option<OnReplayConfig>,
 }
 
 /// `[admin]`: `/metrics`, `/livez`, `/readyz` on their own listener.
@@ -111,6 +169,10 @@ fn default_subject_claim() -> String {
 pub struct Listen {
     /// `address`, e.g. "0.0.0.0:9480".
     pub address: String,
+    /// `trusted_proxies`: CIDRs (or addresses) of proxies whose `X-Forwarded-For` /
+    /// `Forwarded` headers name the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     /// `drain`: after SIGTERM, how long the gate keeps serving while `/readyz` says 503,
     /// before it stops accepting connections.
     #[serde(default = "default_drain", with = "humantime_serde")]
@@ -152,6 +214,10 @@ pub struct Upstream {
     /// parent plus `/.well-known/openid-configuration`).
     #[serde(default)]
     pub discovery_path: Option<String>,
+    /// `revocation_path`: the IdP's RFC 7009 revocation endpoint, used to revoke a family
+    /// at the IdP under `on_replay = "revoke-family"`.
+    #[serde(default)]
+    pub revocation_path: Option<String>,
     /// `discovery_interval`: how often the discovery document is checked ("0s": never).
     #[serde(default = "default_discovery_interval", with = "humantime_serde")]
     pub discovery_interval: Duration,
@@ -201,6 +267,25 @@ pub struct Rotation {
     /// `max_in_flight`: exchanges in flight at once; beyond it 503.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// `on_replay`: what a refused replay does beyond the refusal.
+    #[serde(default)]
+    pub on_replay: OnReplayConfig,
+    /// `bind_source`: whether an in-window replay must come from the first use's source.
+    #[serde(default)]
+    pub bind_source: BindSource,
+    /// `subnet_ipv4_prefix`: the IPv4 prefix length of `bind_source = "subnet"`.
+    #[serde(default = "default_v4_prefix")]
+    pub subnet_ipv4_prefix: u8,
+    /// `subnet_ipv6_prefix`: the IPv6 prefix length of `bind_source = "subnet"`.
+    #[serde(default = "default_v6_prefix")]
+    pub subnet_ipv6_prefix: u8,
+}
+
+fn default_v4_prefix() -> u8 {
+    24
+}
+fn default_v6_prefix() -> u8 {
+    64
 }
 
 impl Default for Rotation {
@@ -214,6 +299,10 @@ impl Default for Rotation {
             tombstone_ttl: default_tombstone_ttl(),
             max_tombstones: default_max_tombstones(),
             max_in_flight: default_max_in_flight(),
+            on_replay: OnReplayConfig::default(),
+            bind_source: BindSource::default(),
+            subnet_ipv4_prefix: default_v4_prefix(),
+            subnet_ipv6_prefix: default_v6_prefix(),
         }
     }
 }
@@ -472,6 +561,15 @@ impl Config {
                 ));
             }
         }
+        if let Some(path) = &self.upstream.revocation_path {
+            if !path.starts_with('/') {
+                return Err(invalid(
+                    "upstream.revocation_path",
+                    "must be an absolute path",
+                ));
+            }
+        }
+        self.trusted_proxies()?;
         if let Some(admin) = &self.admin {
             let address = admin
                 .address
@@ -492,16 +590,72 @@ impl Config {
         Ok(())
     }
 
+    /// The trusted proxy networks.
+    pub fn trusted_proxies(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.listen
+            .trusted_proxies
+            .iter()
+            .map(|entry| {
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        invalid(
+                            "listen.trusted_proxies",
+                            format!("{entry:?} is not a CIDR or an IP address"),
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    fn validate_grace(
+        key: &'static str,
+        grace: Duration,
+        allow_long: bool,
+        tombstone_ttl: Duration,
+    ) -> Result<(), ConfigError> {
+        if grace > MAX_GRACE {
+            return Err(invalid(key, "must not exceed 5m"));
+        }
+        if grace > LONG_GRACE && !allow_long {
+            return Err(invalid(key, "above 60s requires allow_long_grace = true"));
+        }
+        if tombstone_ttl < grace {
+            return Err(invalid(
+                "rotation.tombstone_ttl",
+                "must be at least every grace_period (set it to at least the IdP's refresh-token lifetime)",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_rotation(&self) -> Result<(), ConfigError> {
         let r = &self.rotation;
-        if r.grace_period > MAX_GRACE {
-            return Err(invalid("rotation.grace_period", "must not exceed 5m"));
+        Self::validate_grace(
+            "rotation.grace_period",
+            r.grace_period,
+            r.allow_long_grace,
+            r.tombstone_ttl,
+        )?;
+        for (id, client) in &self.clients {
+            if let Some(grace) = client.grace_period {
+                let allow = client.allow_long_grace.unwrap_or(r.allow_long_grace);
+                Self::validate_grace("clients.<id>.grace_period", grace, allow, r.tombstone_ttl)
+                    .map_err(|e| match e {
+                        ConfigError::Invalid { key, message } => ConfigError::Invalid {
+                            key,
+                            message: format!("client {id:?}: {message}"),
+                        },
+                        other => other,
+                    })?;
+            }
         }
-        if r.grace_period > LONG_GRACE && !r.allow_long_grace {
-            return Err(invalid(
-                "rotation.grace_period",
-                "above 60s requires rotation.allow_long_grace = true",
-            ));
+        if r.subnet_ipv4_prefix > 32 {
+            return Err(invalid("rotation.subnet_ipv4_prefix", "must be 0 to 32"));
+        }
+        if r.subnet_ipv6_prefix > 128 {
+            return Err(invalid("rotation.subnet_ipv6_prefix", "must be 0 to 128"));
         }
         if r.tombstone_ttl.is_zero() || r.tombstone_ttl < r.grace_period {
             return Err(invalid(
@@ -524,11 +678,48 @@ impl Config {
         Ok(())
     }
 
-    /// The policy rules.
+    fn source_binding(&self, bind: BindSource) -> SourceBinding {
+        match bind {
+            BindSource::Off => SourceBinding::Off,
+            BindSource::Ip => SourceBinding::Ip,
+            BindSource::Subnet => SourceBinding::Subnet {
+                v4: self.rotation.subnet_ipv4_prefix,
+                v6: self.rotation.subnet_ipv6_prefix,
+            },
+        }
+    }
+
+    /// The default rules (`[rotation]`).
     pub fn rules(&self) -> Rules {
         Rules {
             grace_period: self.rotation.grace_period,
             max_reuses: self.rotation.max_reuses,
+            bind_source: self.source_binding(self.rotation.bind_source),
+            on_replay: self.rotation.on_replay.into(),
+        }
+    }
+
+    /// Every rule: defaults, per-client overrides, spacing.
+    pub fn policy(&self) -> Policy {
+        let defaults = self.rules();
+        let per_client = self
+            .clients
+            .iter()
+            .map(|(id, o)| {
+                let rules = Rules {
+                    grace_period: o.grace_period.unwrap_or(defaults.grace_period),
+                    max_reuses: o.max_reuses.unwrap_or(defaults.max_reuses),
+                    bind_source: o
+                        .bind_source
+                        .map_or(defaults.bind_source, |b| self.source_binding(b)),
+                    on_replay: o.on_replay.map_or(defaults.on_replay, Into::into),
+                };
+                (id.clone(), rules)
+            })
+            .collect();
+        Policy {
+            defaults,
+            per_client,
             replay_spacing: self.rotation.replay_spacing,
             max_replay_delay: self.rotation.max_replay_delay,
         }
@@ -540,7 +731,7 @@ impl Config {
             tombstone_ttl: self.rotation.tombstone_ttl,
             max_tombstones: self.rotation.max_tombstones,
             max_in_flight: self.rotation.max_in_flight,
-            answer_ttl: self.rotation.grace_period,
+            answer_ttl: self.policy().longest_grace(),
         }
     }
 }
@@ -583,10 +774,12 @@ token_paths = ["/auth/idp/k8sIdp/token"]
     #[test]
     fn minimal_config_gets_documented_defaults() {
         let config = with("").unwrap();
-        let rules = config.rules();
-        assert_eq!(rules.grace_period, Duration::from_secs(5));
-        assert_eq!(rules.max_reuses, 10);
-        assert_eq!(rules.replay_spacing, Duration::from_millis(50));
+        let policy = config.policy();
+        assert_eq!(policy.defaults.grace_period, Duration::from_secs(5));
+        assert_eq!(policy.defaults.max_reuses, 10);
+        assert_eq!(policy.defaults.bind_source, SourceBinding::Off);
+        assert_eq!(policy.defaults.on_replay, OnReplay::Refuse);
+        assert_eq!(policy.replay_spacing, Duration::from_millis(50));
         assert_eq!(config.rotation.tombstone_ttl, Duration::from_secs(900));
         assert_eq!(config.store.backend, Backend::Memory);
     }
@@ -684,6 +877,59 @@ token_paths = ["/auth/idp/k8sIdp/token"]
         let message = error_of(&format!("{MINIMAL}[admin]\naddress = \"127.0.0.1:9480\"\n"));
         assert!(message.contains("admin.address"), "{message}");
         assert_eq!(config.audit.subject_claim, "sub");
+    }
+
+    #[test]
+    fn per_client_overrides_and_binding() {
+        let config = with(
+            "[rotation]\nbind_source = \"subnet\"\nsubnet_ipv4_prefix = 16\non_replay = \"revoke-family\"\n\
+             [clients.k9s]\ngrace_period = \"30s\"\nbind_source = \"ip\"\n\
+             [clients.\"ci-bot\"]\non_replay = \"refuse\"\nmax_reuses = 0\n",
+        )
+        .unwrap();
+        let policy = config.policy();
+        assert_eq!(
+            policy.defaults.bind_source,
+            SourceBinding::Subnet { v4: 16, v6: 64 }
+        );
+        assert_eq!(policy.defaults.on_replay, OnReplay::RevokeFamily);
+        let k9s = policy.rules_for("k9s");
+        assert_eq!(k9s.grace_period, Duration::from_secs(30));
+        assert_eq!(k9s.bind_source, SourceBinding::Ip);
+        assert_eq!(k9s.on_replay, OnReplay::RevokeFamily);
+        let bot = policy.rules_for("ci-bot");
+        assert_eq!((bot.max_reuses, bot.on_replay), (0, OnReplay::Refuse));
+        assert_eq!(config.store_limits().answer_ttl, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn per_client_grace_is_validated_like_the_default() {
+        let message = error_of(&format!("{MINIMAL}[clients.k9s]\ngrace_period = \"2m\"\n"));
+        assert!(
+            message.contains("k9s") && message.contains("allow_long_grace"),
+            "{message}"
+        );
+        let message = error_of(&format!("{MINIMAL}[clients.k9s]\ngrace_perod = \"2s\"\n"));
+        assert!(message.contains("grace_perod"), "{message}");
+        let message = error_of(&format!("{MINIMAL}[rotation]\non_replay = \"revoke\"\n"));
+        assert!(message.contains("revoke"), "{message}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs_or_addresses() {
+        let config = with("").unwrap();
+        assert!(config.trusted_proxies().unwrap().is_empty());
+        let config = Config::parse(&MINIMAL.replace(
+            "address = \"127.0.0.1:9480\"",
+            "address = \"127.0.0.1:9480\"\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]",
+        ))
+        .unwrap();
+        assert_eq!(config.trusted_proxies().unwrap().len(), 2);
+        let message = error_of(&MINIMAL.replace(
+            "address = \"127.0.0.1:9480\"",
+            "address = \"127.0.0.1:9480\"\ntrusted_proxies = [\"10.0.0.0/33\"]",
+        ));
+        assert!(message.contains("listen.trusted_proxies"), "{message}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod answer;
 pub mod audit;
+pub mod client_ip;
 pub mod clock;
 pub mod config;
 pub mod credentials;

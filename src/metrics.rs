@@ -19,6 +19,8 @@ pub const REQUESTS_TOTAL: &str = "refresh_gate_requests_total";
 pub const TOMBSTONES: &str = "refresh_gate_tombstones";
 /// `refresh_gate_tombstone_evictions_total`.
 pub const TOMBSTONE_EVICTIONS_TOTAL: &str = "refresh_gate_tombstone_evictions_total";
+/// `refresh_gate_upstream_not_rotating_total`.
+pub const UPSTREAM_NOT_ROTATING_TOTAL: &str = "refresh_gate_upstream_not_rotating_total";
 /// `refresh_gate_build_info{version}`.
 pub const BUILD_INFO: &str = "refresh_gate_build_info";
 
@@ -112,6 +114,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     tombstones: IntGauge,
     evictions: IntCounter,
+    not_rotating: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -170,6 +173,10 @@ impl Metrics {
             TOMBSTONE_EVICTIONS_TOTAL,
             "Tombstones evicted before their TTL because the store was full.",
         ));
+        let not_rotating = must(IntCounter::new(
+            UPSTREAM_NOT_ROTATING_TOTAL,
+            "Successful refresh answers without a new refresh token (nothing tombstoned).",
+        ));
         let build_info = must(IntGaugeVec::new(
             Opts::new(BUILD_INFO, "Build information."),
             &["version"],
@@ -181,6 +188,7 @@ impl Metrics {
             Box::new(requests.clone()),
             Box::new(tombstones.clone()),
             Box::new(evictions.clone()),
+            Box::new(not_rotating.clone()),
             Box::new(build_info.clone()),
         ] {
             must(registry.register(collector));
@@ -210,7 +218,13 @@ impl Metrics {
             requests,
             tombstones,
             evictions,
+            not_rotating,
         }
+    }
+
+    /// Count a success answer that did not rotate the refresh token.
+    pub fn not_rotating(&self) {
+        self.not_rotating.inc();
     }
 
     /// Count one refresh request's outcome.

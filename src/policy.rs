@@ -4,10 +4,65 @@
 
 use crate::clock::UnixMillis;
 use crate::credentials::ClientIdentity;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-/// The rotation rules in force (from `[rotation]`).
+/// How strictly a replay inside the window must come from the first use's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceBinding {
+    /// Any address.
+    Off,
+    /// The same address.
+    Ip,
+    /// The same network: IPv4 addresses sharing `v4` leading bits, IPv6 sharing `v6`.
+    Subnet {
+        /// IPv4 prefix length.
+        v4: u8,
+        /// IPv6 prefix length.
+        v6: u8,
+    },
+}
+
+impl SourceBinding {
+    /// Whether `now` counts as the same source as `first`.
+    pub fn same_source(&self, first: IpAddr, now: IpAddr) -> bool {
+        let first = canonical(first);
+        let now = canonical(now);
+        match self {
+            SourceBinding::Off => true,
+            SourceBinding::Ip => first == now,
+            SourceBinding::Subnet { v4, v6 } => match (first, now) {
+                (IpAddr::V4(a), IpAddr::V4(b)) => {
+                    ipnet::Ipv4Net::new(a, *v4).is_ok_and(|net| net.contains(&b))
+                }
+                (IpAddr::V6(a), IpAddr::V6(b)) => {
+                    ipnet::Ipv6Net::new(a, *v6).is_ok_and(|net| net.contains(&b))
+                }
+                _ => false,
+            },
+        }
+    }
+}
+
+/// An IPv4-mapped IPv6 address is the IPv4 address it maps.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// What a refused replay does beyond the refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnReplay {
+    /// Refuse the replay only.
+    Refuse,
+    /// Also revoke the whole token family (RFC 9700 §4.14.2).
+    RevokeFamily,
+}
+
+/// The rules for one client (the defaults of `[rotation]`, or `[clients."id"]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rules {
     /// How long after the first successful exchange a replay may get the same answer.
@@ -15,10 +70,10 @@ pub struct Rules {
     pub grace_period: Duration,
     /// Replays allowed per token inside the window, waiters included.
     pub max_reuses: u32,
-    /// Delay between the answers to waiters released by one exchange.
-    pub replay_spacing: Duration,
-    /// Cap on the delay any one waiter gets from spacing.
-    pub max_replay_delay: Duration,
+    /// Whether an in-window replay must come from the first use's source.
+    pub bind_source: SourceBinding,
+    /// What a refused replay does to the family.
+    pub on_replay: OnReplay,
 }
 
 impl Default for Rules {
@@ -26,9 +81,63 @@ impl Default for Rules {
         Rules {
             grace_period: Duration::from_secs(5),
             max_reuses: 10,
+            bind_source: SourceBinding::Off,
+            on_replay: OnReplay::Refuse,
+        }
+    }
+}
+
+/// Every rule in force: per-client rules and the waiter spacing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Rules of clients without their own.
+    pub defaults: Rules,
+    /// Rules by client id.
+    pub per_client: HashMap<String, Rules>,
+    /// Delay between the answers to waiters released by one exchange.
+    pub replay_spacing: Duration,
+    /// Cap on the delay any one waiter gets from spacing.
+    pub max_replay_delay: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy::uniform(Rules::default())
+    }
+}
+
+impl Policy {
+    /// The same rules for every client, default spacing.
+    pub fn uniform(rules: Rules) -> Self {
+        Policy {
+            defaults: rules,
+            per_client: HashMap::new(),
             replay_spacing: Duration::from_millis(50),
             max_replay_delay: Duration::from_secs(2),
         }
+    }
+
+    /// The rules of `client_id`.
+    pub fn rules_for(&self, client_id: &str) -> &Rules {
+        self.per_client.get(client_id).unwrap_or(&self.defaults)
+    }
+
+    /// The longest grace period of any client (how long answers must be kept).
+    pub fn longest_grace(&self) -> Duration {
+        self.per_client
+            .values()
+            .map(|r| r.grace_period)
+            .chain([self.defaults.grace_period])
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// How long the waiter in `slot` (1 for the first waiter) is held after the exchange
+    /// ends, so that kubectl processes sharing a kubeconfig do not all write it at once.
+    pub fn release_delay(&self, slot: u32) -> Duration {
+        self.replay_spacing
+            .saturating_mul(slot)
+            .min(self.max_replay_delay)
     }
 }
 
@@ -48,6 +157,8 @@ pub struct Rotation<'a> {
     pub first_use: UnixMillis,
     /// The client that made the exchange.
     pub client: &'a ClientIdentity,
+    /// The address the exchange came from.
+    pub source: IpAddr,
     /// Replays answered so far.
     pub replays: u32,
     /// Whether the remembered answer is still held.
@@ -63,6 +174,8 @@ pub enum TokenState<'a> {
     InFlight,
     /// The token was rotated: its tombstone lives.
     Rotated(Rotation<'a>),
+    /// The token's family was revoked.
+    FamilyRevoked,
 }
 
 /// Why a presentation was refused. The label is a metric label value and an audit field.
@@ -74,14 +187,20 @@ pub enum RefusalReason {
     ClientMismatch,
     /// The token was replayed `max_reuses` times already.
     ReuseLimit,
+    /// The replay came from another source than the first use (`bind_source`).
+    SourceMismatch,
+    /// The token's family was revoked after a detected replay.
+    FamilyRevoked,
 }
 
 impl RefusalReason {
     /// Every reason, for pre-registering metric series.
-    pub const ALL: [RefusalReason; 3] = [
+    pub const ALL: [RefusalReason; 5] = [
         RefusalReason::AfterGrace,
         RefusalReason::ClientMismatch,
         RefusalReason::ReuseLimit,
+        RefusalReason::SourceMismatch,
+        RefusalReason::FamilyRevoked,
     ];
 
     /// The stable label of this reason.
@@ -90,6 +209,8 @@ impl RefusalReason {
             RefusalReason::AfterGrace => "after_grace",
             RefusalReason::ClientMismatch => "client_mismatch",
             RefusalReason::ReuseLimit => "reuse_limit",
+            RefusalReason::SourceMismatch => "source_mismatch",
+            RefusalReason::FamilyRevoked => "family_revoked",
         }
     }
 
@@ -99,7 +220,21 @@ impl RefusalReason {
             RefusalReason::AfterGrace => "refresh token has already been used",
             RefusalReason::ClientMismatch => "refresh token was issued to another client",
             RefusalReason::ReuseLimit => "refresh token reuse limit reached",
+            RefusalReason::SourceMismatch => "refresh token replayed from another source",
+            RefusalReason::FamilyRevoked => "refresh token family revoked after a detected replay",
         }
+    }
+
+    /// Whether this refusal signals a stolen token (and so revokes the family under
+    /// `on_replay = "revoke-family"`). Exceeding the reuse cap from the right client and
+    /// source is a misbehaving tool, not theft.
+    pub fn signals_theft(&self) -> bool {
+        matches!(
+            self,
+            RefusalReason::AfterGrace
+                | RefusalReason::ClientMismatch
+                | RefusalReason::SourceMismatch
+        )
     }
 }
 
@@ -112,11 +247,26 @@ pub enum Decision {
     Wait,
     /// Answer with the remembered answer (and count the replay).
     Replay,
-    /// Refuse with `400 invalid_grant`.
-    Refuse(RefusalReason),
+    /// Refuse with `400 invalid_grant`; `revoke_family` when the family must be revoked.
+    Refuse {
+        /// Why.
+        reason: RefusalReason,
+        /// Whether this refusal revokes the token's family.
+        revoke_family: bool,
+    },
 }
 
-/// Decide one presentation of a token in `state`.
+impl Decision {
+    fn refuse(reason: RefusalReason, rules: &Rules) -> Decision {
+        Decision::Refuse {
+            reason,
+            revoke_family: rules.on_replay == OnReplay::RevokeFamily && reason.signals_theft(),
+        }
+    }
+}
+
+/// Decide one presentation of a token in `state`, under the rules of the client that owns
+/// the token (the first use's client; for an unknown token, the presenter's).
 pub fn decide(
     rules: &Rules,
     state: &TokenState<'_>,
@@ -126,12 +276,17 @@ pub fn decide(
     match state {
         TokenState::Unknown => Decision::Forward,
         TokenState::InFlight => Decision::Wait,
+        TokenState::FamilyRevoked => Decision::Refuse {
+            reason: RefusalReason::FamilyRevoked,
+            revoke_family: false,
+        },
         TokenState::Rotated(rotation) => decide_replay(rules, rotation, who, now),
     }
 }
 
 /// Decide a replay of a rotated token (also used for waiters once the exchange succeeded).
 /// The window is `[first_use, first_use + grace_period)`: exactly at its end it has passed.
+/// Checks in order: window, client, source, reuse cap.
 pub fn decide_replay(
     rules: &Rules,
     rotation: &Rotation<'_>,
@@ -140,24 +295,18 @@ pub fn decide_replay(
 ) -> Decision {
     let window_end = rotation.first_use.plus(rules.grace_period);
     if now >= window_end || !rotation.answer_available {
-        return Decision::Refuse(RefusalReason::AfterGrace);
+        return Decision::refuse(RefusalReason::AfterGrace, rules);
     }
     if who.client != rotation.client {
-        return Decision::Refuse(RefusalReason::ClientMismatch);
+        return Decision::refuse(RefusalReason::ClientMismatch, rules);
+    }
+    if !rules.bind_source.same_source(rotation.source, who.source) {
+        return Decision::refuse(RefusalReason::SourceMismatch, rules);
     }
     if rotation.replays >= rules.max_reuses {
-        return Decision::Refuse(RefusalReason::ReuseLimit);
+        return Decision::refuse(RefusalReason::ReuseLimit, rules);
     }
     Decision::Replay
-}
-
-/// How long the waiter in `slot` (1 for the first waiter) is held after the exchange ends,
-/// so that kubectl processes sharing a kubeconfig do not all write it at the same instant.
-pub fn release_delay(rules: &Rules, slot: u32) -> Duration {
-    rules
-        .replay_spacing
-        .saturating_mul(slot)
-        .min(rules.max_replay_delay)
 }
 
 #[cfg(test)]
@@ -174,10 +323,21 @@ mod tests {
         }
     }
 
+    fn localhost() -> IpAddr {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    }
+
     fn who(c: &ClientIdentity) -> Presenter<'_> {
         Presenter {
             client: c,
-            source: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            source: localhost(),
+        }
+    }
+
+    fn from<'a>(c: &'a ClientIdentity, ip: &str) -> Presenter<'a> {
+        Presenter {
+            client: c,
+            source: ip.parse().unwrap(),
         }
     }
 
@@ -185,13 +345,21 @@ mod tests {
         Rotation {
             first_use: T0,
             client: c,
+            source: localhost(),
             replays,
             answer_available: true,
         }
     }
 
+    fn refused(reason: RefusalReason) -> Decision {
+        Decision::Refuse {
+            reason,
+            revoke_family: false,
+        }
+    }
+
     #[test]
-    fn unknown_is_forwarded_and_in_flight_waits() {
+    fn unknown_is_forwarded_in_flight_waits_revoked_is_refused() {
         let k = client("k");
         let rules = Rules::default();
         assert_eq!(
@@ -201,6 +369,10 @@ mod tests {
         assert_eq!(
             decide(&rules, &TokenState::InFlight, &who(&k), T0),
             Decision::Wait
+        );
+        assert_eq!(
+            decide(&rules, &TokenState::FamilyRevoked, &who(&k), T0),
+            refused(RefusalReason::FamilyRevoked)
         );
     }
 
@@ -217,7 +389,7 @@ mod tests {
         let at_end = T0.plus(rules.grace_period);
         assert_eq!(
             decide(&rules, &state, &who(&k), at_end),
-            Decision::Refuse(RefusalReason::AfterGrace)
+            refused(RefusalReason::AfterGrace)
         );
     }
 
@@ -231,7 +403,7 @@ mod tests {
         let state = TokenState::Rotated(rotated(&k, 0));
         assert_eq!(
             decide(&rules, &state, &who(&k), T0),
-            Decision::Refuse(RefusalReason::AfterGrace)
+            refused(RefusalReason::AfterGrace)
         );
     }
 
@@ -248,7 +420,7 @@ mod tests {
         );
         assert_eq!(
             decide_replay(&rules, &rotated(&k, 3), &who(&k), T0),
-            Decision::Refuse(RefusalReason::ReuseLimit)
+            refused(RefusalReason::ReuseLimit)
         );
     }
 
@@ -258,7 +430,7 @@ mod tests {
         let other = client("other");
         assert_eq!(
             decide_replay(&Rules::default(), &rotated(&k, 0), &who(&other), T0),
-            Decision::Refuse(RefusalReason::ClientMismatch)
+            refused(RefusalReason::ClientMismatch)
         );
     }
 
@@ -270,7 +442,7 @@ mod tests {
         let late = T0.plus(Duration::from_secs(60));
         assert_eq!(
             decide_replay(&rules, &rotated(&k, 99), &who(&other), late),
-            Decision::Refuse(RefusalReason::AfterGrace)
+            refused(RefusalReason::AfterGrace)
         );
     }
 
@@ -281,31 +453,150 @@ mod tests {
         rotation.answer_available = false;
         assert_eq!(
             decide_replay(&Rules::default(), &rotation, &who(&k), T0),
-            Decision::Refuse(RefusalReason::AfterGrace)
+            refused(RefusalReason::AfterGrace)
         );
     }
 
     #[test]
-    fn release_delay_spaces_and_caps() {
+    fn source_binding_by_ip() {
+        let k = client("k");
         let rules = Rules {
-            replay_spacing: Duration::from_millis(50),
-            max_replay_delay: Duration::from_millis(120),
+            bind_source: SourceBinding::Ip,
             ..Rules::default()
         };
-        assert_eq!(release_delay(&rules, 0), Duration::ZERO);
-        assert_eq!(release_delay(&rules, 1), Duration::from_millis(50));
-        assert_eq!(release_delay(&rules, 2), Duration::from_millis(100));
-        assert_eq!(release_delay(&rules, 3), Duration::from_millis(120));
-        let none = Rules {
-            replay_spacing: Duration::ZERO,
-            ..rules
+        let mut rotation = rotated(&k, 0);
+        rotation.source = "10.0.0.5".parse().unwrap();
+        assert_eq!(
+            decide_replay(&rules, &rotation, &from(&k, "10.0.0.5"), T0),
+            Decision::Replay
+        );
+        assert_eq!(
+            decide_replay(&rules, &rotation, &from(&k, "10.0.0.6"), T0),
+            refused(RefusalReason::SourceMismatch)
+        );
+        // An IPv4-mapped IPv6 address is the same source.
+        assert_eq!(
+            decide_replay(&rules, &rotation, &from(&k, "::ffff:10.0.0.5"), T0),
+            Decision::Replay
+        );
+    }
+
+    #[test]
+    fn source_binding_by_subnet_v4_and_v6() {
+        let binding = SourceBinding::Subnet { v4: 24, v6: 64 };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(binding.same_source(ip("192.168.1.10"), ip("192.168.1.200")));
+        assert!(!binding.same_source(ip("192.168.1.10"), ip("192.168.2.10")));
+        assert!(binding.same_source(ip("2001:db8:1:2::1"), ip("2001:db8:1:2:ffff::9")));
+        assert!(!binding.same_source(ip("2001:db8:1:2::1"), ip("2001:db8:1:3::1")));
+        assert!(!binding.same_source(ip("192.168.1.10"), ip("2001:db8::1")));
+        assert!(SourceBinding::Off.same_source(ip("1.1.1.1"), ip("2001:db8::1")));
+    }
+
+    #[test]
+    fn source_is_checked_after_client_and_before_the_cap() {
+        let k = client("k");
+        let other = client("other");
+        let rules = Rules {
+            bind_source: SourceBinding::Ip,
+            max_reuses: 0,
+            ..Rules::default()
         };
-        assert_eq!(release_delay(&none, 7), Duration::ZERO);
+        let rotation = rotated(&k, 0);
+        assert_eq!(
+            decide_replay(&rules, &rotation, &from(&other, "10.9.9.9"), T0),
+            refused(RefusalReason::ClientMismatch)
+        );
+        assert_eq!(
+            decide_replay(&rules, &rotation, &from(&k, "10.9.9.9"), T0),
+            refused(RefusalReason::SourceMismatch)
+        );
+    }
+
+    #[test]
+    fn revoke_family_only_for_theft_signals() {
+        let k = client("k");
+        let other = client("other");
+        let rules = Rules {
+            on_replay: OnReplay::RevokeFamily,
+            max_reuses: 1,
+            ..Rules::default()
+        };
+        let late = T0.plus(Duration::from_secs(60));
+        assert_eq!(
+            decide_replay(&rules, &rotated(&k, 0), &who(&k), late),
+            Decision::Refuse {
+                reason: RefusalReason::AfterGrace,
+                revoke_family: true
+            }
+        );
+        assert_eq!(
+            decide_replay(&rules, &rotated(&k, 0), &who(&other), T0),
+            Decision::Refuse {
+                reason: RefusalReason::ClientMismatch,
+                revoke_family: true
+            }
+        );
+        assert_eq!(
+            decide_replay(&rules, &rotated(&k, 1), &who(&k), T0),
+            Decision::Refuse {
+                reason: RefusalReason::ReuseLimit,
+                revoke_family: false
+            }
+        );
+    }
+
+    #[test]
+    fn per_client_rules_and_longest_grace() {
+        let mut policy = Policy::default();
+        policy.per_client.insert(
+            "k9s".to_owned(),
+            Rules {
+                grace_period: Duration::from_secs(30),
+                ..Rules::default()
+            },
+        );
+        assert_eq!(
+            policy.rules_for("k9s").grace_period,
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            policy.rules_for("kubectl").grace_period,
+            Duration::from_secs(5)
+        );
+        assert_eq!(policy.longest_grace(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn release_delay_spaces_and_caps() {
+        let policy = Policy {
+            replay_spacing: Duration::from_millis(50),
+            max_replay_delay: Duration::from_millis(120),
+            ..Policy::default()
+        };
+        assert_eq!(policy.release_delay(0), Duration::ZERO);
+        assert_eq!(policy.release_delay(1), Duration::from_millis(50));
+        assert_eq!(policy.release_delay(2), Duration::from_millis(100));
+        assert_eq!(policy.release_delay(3), Duration::from_millis(120));
+        let none = Policy {
+            replay_spacing: Duration::ZERO,
+            ..policy
+        };
+        assert_eq!(none.release_delay(7), Duration::ZERO);
     }
 
     #[test]
     fn reason_labels_are_the_metric_contract() {
         let labels: Vec<_> = RefusalReason::ALL.iter().map(|r| r.label()).collect();
-        assert_eq!(labels, ["after_grace", "client_mismatch", "reuse_limit"]);
+        assert_eq!(
+            labels,
+            [
+                "after_grace",
+                "client_mismatch",
+                "reuse_limit",
+                "source_mismatch",
+                "family_revoked"
+            ]
+        );
     }
 }

@@ -7,7 +7,7 @@ use refresh_gate::clock::UnixMillis;
 use refresh_gate::credentials::ClientIdentity;
 use refresh_gate::envelope::SealedAnswer;
 use refresh_gate::fingerprint::{Fingerprinter, TokenFingerprint};
-use refresh_gate::policy::{Decision, Presenter, RefusalReason, Rules};
+use refresh_gate::policy::{OnReplay, Policy, Presenter, RefusalReason, Rules};
 use refresh_gate::secret::RefreshToken;
 use refresh_gate::store::{
     ExchangeOutcome, MemoryStore, MemoryStoreLimits, Presented, Released, TokenRecord, TokenStore,
@@ -45,15 +45,23 @@ fn fingerprint(token: &str) -> (RefreshToken, TokenFingerprint) {
 }
 
 fn rotated(token: &RefreshToken, fp: TokenFingerprint) -> ExchangeOutcome {
+    rotated_into(token, fp, None)
+}
+
+fn rotated_into(
+    token: &RefreshToken,
+    family: TokenFingerprint,
+    successor: Option<TokenFingerprint>,
+) -> ExchangeOutcome {
     let answer = Answer {
         status: 200,
         headers: vec![("content-type".into(), b"application/json".to_vec())],
         body: bytes::Bytes::from_static(b"{\"access_token\":\"a\"}"),
     };
     ExchangeOutcome::Rotated {
-        record: Arc::new(TokenRecord::new(NOW, client(), source(), None, fp)),
+        record: Arc::new(TokenRecord::new(NOW, client(), source(), None, family)),
         answer: Arc::new(SealedAnswer::seal(token, &answer)),
-        successor: None,
+        successor,
     }
 }
 
@@ -61,18 +69,18 @@ fn rotated(token: &RefreshToken, fp: TokenFingerprint) -> ExchangeOutcome {
 async fn racing_presentations_make_exactly_one_claim() {
     let store = store(1000);
     let (_, fp) = fingerprint("rt-race");
-    let rules = Rules::default();
+    let policy = Policy::default();
     let tasks: Vec<_> = (0..200)
         .map(|_| {
             let store = store.clone();
-            let rules = rules.clone();
+            let policy = policy.clone();
             tokio::spawn(async move {
                 let c = client();
                 let who = Presenter {
                     client: &c,
                     source: source(),
                 };
-                match store.present(&fp, &who, &rules, NOW).await.unwrap() {
+                match store.present(&fp, &who, &policy, NOW).await.unwrap() {
                     Presented::Claimed { .. } => (1, 0),
                     Presented::Wait(w) => (0, w.slot),
                     other => panic!("unexpected {other:?}"),
@@ -102,28 +110,28 @@ async fn racing_presentations_make_exactly_one_claim() {
 async fn waiters_are_woken_with_the_outcome_and_the_cap_holds() {
     let store = store(1000);
     let (token, fp) = fingerprint("rt-wake");
-    let rules = Rules {
+    let policy = Policy::uniform(Rules {
         max_reuses: 7,
         ..Rules::default()
-    };
+    });
     let c = client();
     let who = Presenter {
         client: &c,
         source: source(),
     };
     assert!(matches!(
-        store.present(&fp, &who, &rules, NOW).await.unwrap(),
+        store.present(&fp, &who, &policy, NOW).await.unwrap(),
         Presented::Claimed { .. }
     ));
     let mut waiters = Vec::new();
     for _ in 0..20 {
-        match store.present(&fp, &who, &rules, NOW).await.unwrap() {
+        match store.present(&fp, &who, &policy, NOW).await.unwrap() {
             Presented::Wait(w) => waiters.push(w),
             other => panic!("unexpected {other:?}"),
         }
     }
     store
-        .complete(&fp, rotated(&token, fp), &rules)
+        .complete(&fp, rotated(&token, fp), &policy)
         .await
         .unwrap();
     assert_eq!(store.in_flight_count(), 0);
@@ -131,7 +139,7 @@ async fn waiters_are_woken_with_the_outcome_and_the_cap_holds() {
         .into_iter()
         .map(|w| {
             let store = store.clone();
-            let rules = rules.clone();
+            let policy = policy.clone();
             tokio::spawn(async move {
                 let Some(ExchangeOutcome::Rotated { record, .. }) = w.outcome.await else {
                     panic!("not rotated")
@@ -142,7 +150,7 @@ async fn waiters_are_woken_with_the_outcome_and_the_cap_holds() {
                     source: source(),
                 };
                 store
-                    .decide_after_wait(&fp, &record, &who, &rules, NOW)
+                    .decide_after_wait(&fp, &record, &who, &policy, NOW)
                     .await
                     .unwrap()
             })
@@ -152,15 +160,15 @@ async fn waiters_are_woken_with_the_outcome_and_the_cap_holds() {
     let mut refused = 0;
     for task in tasks {
         match task.await.unwrap() {
-            Decision::Replay => replays += 1,
-            Decision::Refuse(RefusalReason::ReuseLimit) => refused += 1,
+            None => replays += 1,
+            Some(refusal) if refusal.reason == RefusalReason::ReuseLimit => refused += 1,
             other => panic!("unexpected {other:?}"),
         }
     }
     assert_eq!((replays, refused), (7, 13), "exactly max_reuses replays");
     // A later presentation sees the tombstone and the exhausted cap.
-    match store.present(&fp, &who, &rules, NOW).await.unwrap() {
-        Presented::Refused { reason, .. } => assert_eq!(reason, RefusalReason::ReuseLimit),
+    match store.present(&fp, &who, &policy, NOW).await.unwrap() {
+        Presented::Refused(refusal) => assert_eq!(refusal.reason, RefusalReason::ReuseLimit),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -169,24 +177,24 @@ async fn waiters_are_woken_with_the_outcome_and_the_cap_holds() {
 async fn a_released_claim_lets_the_next_presentation_claim_again() {
     let store = store(1000);
     let (_, fp) = fingerprint("rt-release");
-    let rules = Rules::default();
+    let policy = Policy::default();
     let c = client();
     let who = Presenter {
         client: &c,
         source: source(),
     };
     assert!(matches!(
-        store.present(&fp, &who, &rules, NOW).await.unwrap(),
+        store.present(&fp, &who, &policy, NOW).await.unwrap(),
         Presented::Claimed { .. }
     ));
-    let Presented::Wait(waiter) = store.present(&fp, &who, &rules, NOW).await.unwrap() else {
+    let Presented::Wait(waiter) = store.present(&fp, &who, &policy, NOW).await.unwrap() else {
         panic!("not waiting")
     };
     store
         .complete(
             &fp,
             ExchangeOutcome::Released(Released::Unreachable),
-            &rules,
+            &policy,
         )
         .await
         .unwrap();
@@ -195,7 +203,7 @@ async fn a_released_claim_lets_the_next_presentation_claim_again() {
         Some(ExchangeOutcome::Released(Released::Unreachable))
     ));
     assert!(matches!(
-        store.present(&fp, &who, &rules, NOW).await.unwrap(),
+        store.present(&fp, &who, &policy, NOW).await.unwrap(),
         Presented::Claimed { .. }
     ));
 }
@@ -204,26 +212,26 @@ async fn a_released_claim_lets_the_next_presentation_claim_again() {
 async fn replay_inside_and_after_the_window() {
     let store = store(1000);
     let (token, fp) = fingerprint("rt-window");
-    let rules = Rules::default();
+    let policy = Policy::default();
     let c = client();
     let who = Presenter {
         client: &c,
         source: source(),
     };
-    store.present(&fp, &who, &rules, NOW).await.unwrap();
+    store.present(&fp, &who, &policy, NOW).await.unwrap();
     store
-        .complete(&fp, rotated(&token, fp), &rules)
+        .complete(&fp, rotated(&token, fp), &policy)
         .await
         .unwrap();
-    let inside = NOW.plus(rules.grace_period - Duration::from_millis(1));
-    let Presented::Replay { answer, .. } = store.present(&fp, &who, &rules, inside).await.unwrap()
+    let inside = NOW.plus(policy.defaults.grace_period - Duration::from_millis(1));
+    let Presented::Replay { answer, .. } = store.present(&fp, &who, &policy, inside).await.unwrap()
     else {
         panic!("not a replay")
     };
     assert_eq!(answer.open(&token).unwrap().status, 200);
-    let after = NOW.plus(rules.grace_period);
-    match store.present(&fp, &who, &rules, after).await.unwrap() {
-        Presented::Refused { reason, .. } => assert_eq!(reason, RefusalReason::AfterGrace),
+    let after = NOW.plus(policy.defaults.grace_period);
+    match store.present(&fp, &who, &policy, after).await.unwrap() {
+        Presented::Refused(refusal) => assert_eq!(refusal.reason, RefusalReason::AfterGrace),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -231,7 +239,7 @@ async fn replay_inside_and_after_the_window() {
 #[tokio::test]
 async fn a_full_store_evicts_the_oldest_and_counts_it() {
     let store = store(100);
-    let rules = Rules::default();
+    let policy = Policy::default();
     let c = client();
     let who = Presenter {
         client: &c,
@@ -239,9 +247,9 @@ async fn a_full_store_evicts_the_oldest_and_counts_it() {
     };
     for n in 0..1000 {
         let (token, fp) = fingerprint(&format!("rt-flood-{n}"));
-        store.present(&fp, &who, &rules, NOW).await.unwrap();
+        store.present(&fp, &who, &policy, NOW).await.unwrap();
         store
-            .complete(&fp, rotated(&token, fp), &rules)
+            .complete(&fp, rotated(&token, fp), &policy)
             .await
             .unwrap();
     }
@@ -255,7 +263,92 @@ async fn a_full_store_evicts_the_oldest_and_counts_it() {
     // The newest token is still protected.
     let (_, newest) = fingerprint("rt-flood-999");
     assert!(matches!(
-        store.present(&newest, &who, &rules, NOW).await.unwrap(),
+        store.present(&newest, &who, &policy, NOW).await.unwrap(),
         Presented::Replay { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_late_replay_under_revoke_family_blocks_every_member() {
+    let store = store(1000);
+    let policy = Policy::uniform(Rules {
+        on_replay: OnReplay::RevokeFamily,
+        ..Rules::default()
+    });
+    let c = client();
+    let who = Presenter {
+        client: &c,
+        source: source(),
+    };
+    let (t0, fp0) = fingerprint("rt-family-0");
+    let (t1, fp1) = fingerprint("rt-family-1");
+    let (_, fp2) = fingerprint("rt-family-2");
+    // t0 -> t1 -> t2: one family rooted at t0.
+    let Presented::Claimed { family } = store.present(&fp0, &who, &policy, NOW).await.unwrap()
+    else {
+        panic!("not claimed")
+    };
+    assert_eq!(family, fp0);
+    store
+        .complete(&fp0, rotated_into(&t0, fp0, Some(fp1)), &policy)
+        .await
+        .unwrap();
+    let Presented::Claimed { family } = store.present(&fp1, &who, &policy, NOW).await.unwrap()
+    else {
+        panic!("not claimed")
+    };
+    assert_eq!(family, fp0, "the successor joined the family");
+    store
+        .complete(&fp1, rotated_into(&t1, fp0, Some(fp2)), &policy)
+        .await
+        .unwrap();
+
+    // t0 replayed after the window: refused, and the family is revoked.
+    let late = NOW.plus(std::time::Duration::from_secs(60));
+    let Presented::Refused(refusal) = store.present(&fp0, &who, &policy, late).await.unwrap()
+    else {
+        panic!("not refused")
+    };
+    assert_eq!(refusal.reason, RefusalReason::AfterGrace);
+    assert!(refusal.revoked_family);
+    // The newest token, never presented yet, is refused without an exchange.
+    let Presented::Refused(refusal) = store.present(&fp2, &who, &policy, late).await.unwrap()
+    else {
+        panic!("the newest member was not refused")
+    };
+    assert_eq!(refusal.reason, RefusalReason::FamilyRevoked);
+    assert!(refusal.record.is_none());
+    // And t1, inside its own window, is refused too.
+    let Presented::Refused(refusal) = store.present(&fp1, &who, &policy, NOW).await.unwrap() else {
+        panic!("not refused")
+    };
+    assert_eq!(refusal.reason, RefusalReason::FamilyRevoked);
+}
+
+#[tokio::test]
+async fn under_refuse_a_late_replay_revokes_nothing() {
+    let store = store(1000);
+    let policy = Policy::default();
+    let c = client();
+    let who = Presenter {
+        client: &c,
+        source: source(),
+    };
+    let (t0, fp0) = fingerprint("rt-keep-0");
+    let (_, fp1) = fingerprint("rt-keep-1");
+    store.present(&fp0, &who, &policy, NOW).await.unwrap();
+    store
+        .complete(&fp0, rotated_into(&t0, fp0, Some(fp1)), &policy)
+        .await
+        .unwrap();
+    let late = NOW.plus(std::time::Duration::from_secs(60));
+    let Presented::Refused(refusal) = store.present(&fp0, &who, &policy, late).await.unwrap()
+    else {
+        panic!("not refused")
+    };
+    assert!(!refusal.revoked_family);
+    assert!(matches!(
+        store.present(&fp1, &who, &policy, late).await.unwrap(),
+        Presented::Claimed { .. }
     ));
 }

@@ -4,6 +4,7 @@
 use super::refresh::{Origin, RefreshGate};
 use super::upstream::UpstreamPeers;
 use super::write::{add_forwarded, strip_hop_by_hop, write_answer, Freshness};
+use crate::client_ip;
 use crate::config::MAX_TOKEN_BODY_BYTES;
 use crate::grant::{self, Classification, TokenPathRequest};
 use crate::metrics::{Metrics, RefreshOutcome, Route, UpstreamKind};
@@ -26,6 +27,7 @@ pub struct Gate {
     token_paths: Vec<String>,
     metrics: Metrics,
     request_timeout: Duration,
+    trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Per-request state.
@@ -33,6 +35,8 @@ pub struct Gate {
 pub struct RequestCtx {
     route: Route,
     client_ip: Option<IpAddr>,
+    /// The scheme the client used: the gate's own, or a trusted proxy's `X-Forwarded-Proto`.
+    proto: &'static str,
     upstream_started: Option<Instant>,
     request_id: String,
 }
@@ -85,7 +89,46 @@ impl Gate {
             token_paths: crate::path::normalize_all(token_paths),
             metrics,
             request_timeout,
+            trusted_proxies: Vec::new(),
         }
+    }
+
+    /// Believe `X-Forwarded-For` / `Forwarded` / `X-Forwarded-Proto` from these peers.
+    pub fn with_trusted_proxies(mut self, proxies: Vec<ipnet::IpNet>) -> Self {
+        self.trusted_proxies = proxies;
+        self
+    }
+
+    /// The client's address and scheme, believing forwarding headers only from trusted
+    /// proxies.
+    fn client_of(&self, session: &Session) -> (Option<IpAddr>, &'static str) {
+        let Some(peer) = session
+            .client_addr()
+            .and_then(|addr| addr.as_inet())
+            .map(|addr| addr.ip())
+        else {
+            return (None, "http");
+        };
+        let headers = &session.req_header().headers;
+        let joined = |name: &str| {
+            let values: Vec<&str> = headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            (!values.is_empty()).then(|| values.join(","))
+        };
+        let ip = client_ip::client_ip(
+            peer,
+            &self.trusted_proxies,
+            joined("forwarded").as_deref(),
+            joined("x-forwarded-for").as_deref(),
+        );
+        let forwarded_https = client_ip::is_trusted_proxy(peer, &self.trusted_proxies)
+            && headers
+                .get("x-forwarded-proto")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+        (Some(ip), if forwarded_https { "https" } else { "http" })
     }
 
     async fn reply(&self, session: &mut Session, reply: GateReply) -> pingora::Result<bool> {
@@ -179,9 +222,13 @@ impl Gate {
             Classification::Refresh(grant) => {
                 let origin = Origin {
                     source: ctx.client_ip,
-                    proto: "http",
+                    peer: session
+                        .client_addr()
+                        .and_then(|addr| addr.as_inet())
+                        .map(|addr| addr.ip()),
+                    proto: ctx.proto,
                     request_id: ctx.request_id.clone(),
-                    token_url: token_url(session.req_header(), "http"),
+                    token_url: token_url(session.req_header(), ctx.proto),
                 };
                 self.refresh.handle(session, grant, body, origin).await?;
                 Ok(true)
@@ -198,6 +245,7 @@ impl ProxyHttp for Gate {
         RequestCtx {
             route: Route::Passthrough,
             client_ip: None,
+            proto: "http",
             upstream_started: None,
             request_id: String::new(),
         }
@@ -208,10 +256,7 @@ impl ProxyHttp for Gate {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
-        ctx.client_ip = session
-            .client_addr()
-            .and_then(|addr| addr.as_inet())
-            .map(|addr| addr.ip());
+        (ctx.client_ip, ctx.proto) = self.client_of(session);
         ctx.request_id = match session.req_header().headers.get(REQUEST_ID) {
             Some(value) if acceptable_request_id(value.as_bytes()) => {
                 String::from_utf8_lossy(value.as_bytes()).into_owned()
@@ -259,7 +304,11 @@ impl ProxyHttp for Gate {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         strip_hop_by_hop(upstream_request, session.is_upgrade_req());
-        add_forwarded(upstream_request, ctx.client_ip, "http")?;
+        let peer = session
+            .client_addr()
+            .and_then(|addr| addr.as_inet())
+            .map(|addr| addr.ip());
+        add_forwarded(upstream_request, peer, ctx.proto)?;
         ctx.upstream_started = Some(Instant::now());
         Ok(())
     }

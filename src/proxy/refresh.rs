@@ -7,15 +7,17 @@ use super::write::{exchange_request, write_answer, Freshness};
 use crate::answer::Answer;
 use crate::audit::{self, FirstUse, RequestFacts};
 use crate::clock::Clock;
-use crate::credentials::ClientIdentity;
+use crate::credentials::{ClientCredentials, ClientIdentity};
 use crate::envelope::SealedAnswer;
 use crate::fingerprint::{Fingerprinter, TokenFingerprint};
 use crate::grant::RefreshGrant;
 use crate::metrics::{Metrics, RefreshOutcome, UpstreamKind};
-use crate::policy::{self, Decision, Presenter, RefusalReason, Rules};
+use crate::policy::{Policy, Presenter, RefusalReason};
 use crate::respond::{replayable, GateReply};
 use crate::secret::RefreshToken;
-use crate::store::{ExchangeOutcome, Presented, Released, StoreError, TokenRecord, TokenStore};
+use crate::store::{
+    ExchangeOutcome, Presented, Refusal, Released, StoreError, TokenRecord, TokenStore,
+};
 use crate::token_response;
 use bytes::Bytes;
 use pingora::http::RequestHeader;
@@ -28,7 +30,7 @@ use tokio::sync::oneshot;
 /// Everything a refresh grant needs, shared by all requests.
 pub struct RefreshGate {
     /// The rotation rules.
-    pub rules: Rules,
+    pub policy: Policy,
     /// The state of every fingerprint.
     pub store: Arc<dyn TokenStore>,
     /// Keys the fingerprints.
@@ -45,13 +47,16 @@ pub struct RefreshGate {
     pub exchange_timeout: Duration,
     /// The id_token claim reported as the subject.
     pub subject_claim: String,
+    /// The IdP's RFC 7009 revocation path, for revoking families there.
+    pub revocation_path: Option<String>,
+    revoked_at_idp: moka::sync::Cache<TokenFingerprint, ()>,
     warned_clients: moka::sync::Cache<Box<str>, ()>,
 }
 
 impl std::fmt::Debug for RefreshGate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RefreshGate")
-            .field("rules", &self.rules)
+            .field("policy", &self.policy)
             .finish()
     }
 }
@@ -67,8 +72,10 @@ enum FirstAnswer {
 /// Where a refresh request came from, as the glue saw it.
 #[derive(Debug, Clone)]
 pub struct Origin {
-    /// The client's address.
+    /// The client's address (through trusted proxies).
     pub source: Option<IpAddr>,
+    /// The socket peer (appended to `X-Forwarded-For`).
+    pub peer: Option<IpAddr>,
     /// `http` or `https`, as the client connected.
     pub proto: &'static str,
     /// The request id (received or generated), forwarded upstream.
@@ -80,9 +87,11 @@ pub struct Origin {
 /// The facts of one refresh request.
 struct Request<'a> {
     token: RefreshToken,
+    credentials: ClientCredentials,
     fingerprint: TokenFingerprint,
     client: ClientIdentity,
     source: IpAddr,
+    peer: Option<IpAddr>,
     header: &'a RequestHeader,
     body: Bytes,
     proto: &'static str,
@@ -106,7 +115,7 @@ impl RefreshGate {
     /// A refresh gate with these parts.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        rules: Rules,
+        policy: Policy,
         store: Arc<dyn TokenStore>,
         fingerprinter: Fingerprinter,
         clock: Arc<dyn Clock>,
@@ -116,7 +125,7 @@ impl RefreshGate {
         exchange_timeout: Duration,
     ) -> Self {
         RefreshGate {
-            rules,
+            policy,
             store,
             fingerprinter,
             clock,
@@ -125,6 +134,11 @@ impl RefreshGate {
             request_timeout,
             exchange_timeout,
             subject_claim: "sub".to_owned(),
+            revocation_path: None,
+            revoked_at_idp: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
             warned_clients: moka::sync::Cache::new(10_000),
         }
     }
@@ -132,6 +146,12 @@ impl RefreshGate {
     /// Report `claim` of the id_token as the subject in audit events.
     pub fn with_subject_claim(mut self, claim: &str) -> Self {
         self.subject_claim = claim.to_owned();
+        self
+    }
+
+    /// Revoke families at the IdP too, through its RFC 7009 endpoint at `path`.
+    pub fn with_revocation_path(mut self, path: Option<String>) -> Self {
+        self.revocation_path = path;
         self
     }
 
@@ -147,8 +167,10 @@ impl RefreshGate {
         let request = Request {
             fingerprint: self.fingerprinter.token(&grant.token),
             client: grant.client.identity(&self.fingerprinter),
+            credentials: grant.client,
             token: grant.token,
             source: origin.source.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            peer: origin.peer,
             header: &header,
             body,
             proto: origin.proto,
@@ -161,7 +183,7 @@ impl RefreshGate {
         };
         let presented = self
             .store
-            .present(&request.fingerprint, &who, &self.rules, self.clock.now())
+            .present(&request.fingerprint, &who, &self.policy, self.clock.now())
             .await;
         match presented {
             Err(error) => self.store_failure(session, error).await,
@@ -175,8 +197,8 @@ impl RefreshGate {
                 self.replay(session, &request, &answer, &record, false)
                     .await
             }
-            Ok(Presented::Refused { reason, record }) => {
-                self.refuse(session, &request, reason, &record, false).await
+            Ok(Presented::Refused(refusal)) => {
+                self.refuse(session, &request, &refusal, false).await
             }
         }
     }
@@ -199,7 +221,7 @@ impl RefreshGate {
         let upstream_header = match exchange_request(
             request.header,
             request.body.len(),
-            Some(request.source),
+            request.peer,
             request.proto,
         ) {
             Ok(header) => header,
@@ -243,7 +265,7 @@ impl RefreshGate {
     }
 
     async fn after_wait(
-        &self,
+        self: &Arc<Self>,
         session: &mut Session,
         request: &Request<'_>,
         slot: u32,
@@ -256,7 +278,7 @@ impl RefreshGate {
         };
         match outcome {
             ExchangeOutcome::Rotated { record, answer, .. } => {
-                tokio::time::sleep(policy::release_delay(&self.rules, slot)).await;
+                tokio::time::sleep(self.policy.release_delay(slot)).await;
                 let who = Presenter {
                     client: &request.client,
                     source: request.source,
@@ -267,20 +289,13 @@ impl RefreshGate {
                         &request.fingerprint,
                         &record,
                         &who,
-                        &self.rules,
+                        &self.policy,
                         self.clock.now(),
                     )
                     .await;
                 match decision {
-                    Ok(Decision::Replay) => {
-                        self.replay(session, request, &answer, &record, true).await
-                    }
-                    Ok(Decision::Refuse(reason)) => {
-                        self.refuse(session, request, reason, &record, true).await
-                    }
-                    Ok(Decision::Forward | Decision::Wait) => {
-                        self.fail(session, GateReply::Internal).await
-                    }
+                    Ok(None) => self.replay(session, request, &answer, &record, true).await,
+                    Ok(Some(refusal)) => self.refuse(session, request, &refusal, true).await,
                     Err(error) => self.store_failure(session, error).await,
                 }
             }
@@ -329,23 +344,99 @@ impl RefreshGate {
     }
 
     async fn refuse(
-        &self,
+        self: &Arc<Self>,
         session: &mut Session,
         request: &Request<'_>,
-        reason: RefusalReason,
-        record: &TokenRecord,
+        refusal: &Refusal,
         coalesced: bool,
     ) -> pingora::Result<()> {
+        let now = self.clock.now();
+        let facts = request.audit_facts();
+        let first = refusal.record.as_deref().map(first_use);
         audit::replay_refused(
             &self.metrics,
-            &request.audit_facts(),
-            &first_use(record),
-            reason,
+            &facts,
+            first.as_ref(),
+            refusal.reason,
             coalesced,
-            self.clock.now(),
+            now,
         );
-        let reply = GateReply::InvalidGrant(reason.description());
+        if refusal.revoked_family {
+            audit::family_revoked(&facts, refusal.family.display(), refusal.reason, now);
+        }
+        if refusal.revoked_family || refusal.reason == RefusalReason::FamilyRevoked {
+            self.revoke_at_idp(request, refusal.family);
+        }
+        let reply = GateReply::InvalidGrant(refusal.reason.description());
         write_answer(session, &reply.to_answer(), Freshness::FreshDate).await
+    }
+
+    /// Ask the IdP (RFC 7009) to revoke the presented token of a revoked family, with the
+    /// presenting client's own credentials (the gate holds no client secrets). Each token is
+    /// sent once; revoking any live member revokes the grant at IdPs that tie tokens to it.
+    fn revoke_at_idp(self: &Arc<Self>, request: &Request<'_>, family: TokenFingerprint) {
+        let Some(path) = self.revocation_path.clone() else {
+            return;
+        };
+        if self.revoked_at_idp.contains_key(&request.fingerprint) {
+            return;
+        }
+        self.revoked_at_idp.insert(request.fingerprint, ());
+        let encode = |v: &[u8]| {
+            percent_encoding::percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        let mut body = format!(
+            "token={}&token_type_hint=refresh_token",
+            encode(request.token.expose())
+        );
+        let authorization = request.header.headers.get("authorization").cloned();
+        if authorization.is_none() {
+            body.push_str("&client_id=");
+            body.push_str(&encode(request.credentials.client_id.as_bytes()));
+            if let Some(secret) = &request.credentials.secret {
+                body.push_str("&client_secret=");
+                body.push_str(&encode(secret.expose()));
+            }
+        }
+        let header = RequestHeader::build("POST", path.as_bytes(), None).and_then(|mut h| {
+            if let Some(host) = request.header.headers.get("host") {
+                h.insert_header("host", host.clone())?;
+            }
+            if let Some(authorization) = authorization {
+                h.insert_header("authorization", authorization)?;
+            }
+            h.insert_header("content-type", "application/x-www-form-urlencoded")?;
+            h.insert_header("content-length", body.len().to_string())?;
+            h.insert_header("x-request-id", request.request_id.as_str())?;
+            Ok(h)
+        });
+        let Ok(header) = header else {
+            return;
+        };
+        let gate = self.clone();
+        let request_id = request.request_id.clone();
+        let token_url = request.token_url.clone();
+        let client_id = request.client.client_id.clone();
+        let (source, fingerprint) = (request.source, request.fingerprint);
+        tokio::spawn(async move {
+            let result = tokio::time::timeout(
+                gate.request_timeout,
+                gate.exchanger.send(header, Bytes::from(body)),
+            )
+            .await;
+            let status = match result {
+                Ok(Ok(answer)) => Some(answer.status),
+                _ => None,
+            };
+            let facts = RequestFacts {
+                request_id: &request_id,
+                token_url: &token_url,
+                client_id: &client_id,
+                client_ip: source,
+                token: fingerprint.display(),
+            };
+            audit::idp_revocation(&facts, family.display(), status, gate.clock.now());
+        });
     }
 
     async fn fail(&self, session: &mut Session, reply: GateReply) -> pingora::Result<()> {
@@ -354,7 +445,11 @@ impl RefreshGate {
     }
 
     async fn complete(&self, fingerprint: &TokenFingerprint, outcome: ExchangeOutcome) {
-        if let Err(error) = self.store.complete(fingerprint, outcome, &self.rules).await {
+        if let Err(error) = self
+            .store
+            .complete(fingerprint, outcome, &self.policy)
+            .await
+        {
             tracing::error!(%error, token = %fingerprint.display(), "could not record the end of an exchange");
         }
     }
@@ -452,6 +547,7 @@ impl Exchange {
         let successor = match &response.refresh_token {
             Some(next) if *next != self.token => next,
             _ => {
+                self.gate.metrics.not_rotating();
                 self.gate.warn_not_rotating(&self.client);
                 let sealed = Arc::new(SealedAnswer::seal(&self.token, &replayable(&answer)));
                 return (

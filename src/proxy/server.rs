@@ -68,7 +68,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let connector_options = || ConnectorOptions::from_server_conf(&server_configuration);
 
     let refresh = RefreshGate::new(
-        config.rules(),
+        config.policy(),
         store.clone(),
         fingerprinter,
         Arc::new(SystemClock),
@@ -80,14 +80,16 @@ pub fn run(config: Config) -> Result<(), StartError> {
         config.upstream.request_timeout,
         config.upstream.exchange_timeout,
     )
-    .with_subject_claim(&config.audit.subject_claim);
+    .with_subject_claim(&config.audit.subject_claim)
+    .with_revocation_path(config.upstream.revocation_path.clone());
     let gate = Gate::new(
         Arc::new(refresh),
         peers.clone(),
         &config.upstream.token_paths,
         metrics.clone(),
         config.upstream.request_timeout,
-    );
+    )
+    .with_trusted_proxies(config.trusted_proxies().unwrap_or_default());
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gate, "refresh-gate");
     proxy.add_tcp(&config.listen.address);

@@ -2,11 +2,11 @@
 //! answers and family links in moka caches with LRU eviction (moka's default TinyLFU
 //! admission would silently refuse new tombstones when full).
 
-use super::{ExchangeOutcome, Presented, StoreError, TokenRecord, TokenStore, Waiter};
+use super::{ExchangeOutcome, Presented, Refusal, StoreError, TokenRecord, TokenStore, Waiter};
 use crate::clock::UnixMillis;
 use crate::envelope::SealedAnswer;
 use crate::fingerprint::TokenFingerprint;
-use crate::policy::{Decision, Presenter, Rules};
+use crate::policy::{Decision, Policy, Presenter, RefusalReason};
 use async_trait::async_trait;
 use moka::notification::RemovalCause;
 use moka::policy::EvictionPolicy;
@@ -45,6 +45,7 @@ pub struct MemoryStore {
     tombstones: Cache<TokenFingerprint, Arc<TokenRecord>>,
     answers: Cache<TokenFingerprint, Arc<SealedAnswer>>,
     families: Cache<TokenFingerprint, TokenFingerprint>,
+    revoked_families: Cache<TokenFingerprint, ()>,
     evictions: Arc<AtomicU64>,
 }
 
@@ -82,8 +83,14 @@ impl MemoryStore {
             .time_to_live(limits.tombstone_ttl)
             .eviction_policy(EvictionPolicy::lru())
             .build();
+        let revoked_families = Cache::builder()
+            .max_capacity(limits.max_tombstones)
+            .time_to_live(limits.tombstone_ttl)
+            .eviction_policy(EvictionPolicy::lru())
+            .build();
         MemoryStore {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            revoked_families,
             in_flight: AtomicUsize::new(0),
             max_in_flight: limits.max_in_flight,
             tombstones,
@@ -110,6 +117,28 @@ impl MemoryStore {
         self.tombstones.run_pending_tasks();
         self.answers.run_pending_tasks();
         self.families.run_pending_tasks();
+        self.revoked_families.run_pending_tasks();
+    }
+
+    fn family_of(&self, token: &TokenFingerprint) -> TokenFingerprint {
+        self.families.get(token).unwrap_or(*token)
+    }
+
+    /// Apply a replay decision: mark the family when the refusal revokes it.
+    fn settle(&self, decision: Decision, record: &Arc<TokenRecord>) -> Option<Refusal> {
+        let refusal = Refusal::from_decision(decision, record)?;
+        if refusal.revoked_family {
+            self.revoked_families.insert(refusal.family, ());
+        }
+        Some(refusal)
+    }
+
+    fn family_revoked(
+        &self,
+        family: TokenFingerprint,
+        record: Option<Arc<TokenRecord>>,
+    ) -> Presented {
+        Presented::Refused(refusal(RefusalReason::FamilyRevoked, family, record))
     }
 
     /// Exchanges in flight now.
@@ -124,7 +153,7 @@ impl TokenStore for MemoryStore {
         &self,
         token: &TokenFingerprint,
         who: &Presenter<'_>,
-        rules: &Rules,
+        policy: &Policy,
         now: UnixMillis,
     ) -> Result<Presented, StoreError> {
         let mut shard = self.shard(token);
@@ -144,22 +173,29 @@ impl TokenStore for MemoryStore {
             }));
         }
         if let Some(record) = self.tombstones.get(token) {
+            if self.revoked_families.contains_key(&record.family) {
+                return Ok(self.family_revoked(record.family, Some(record)));
+            }
             let answer = self.answers.get(token);
-            return Ok(
-                match record.decide_and_count(rules, answer.is_some(), who, now) {
-                    Decision::Replay => match answer {
-                        Some(answer) => Presented::Replay { answer, record },
-                        None => unreachable_replay(record),
-                    },
-                    Decision::Refuse(reason) => Presented::Refused { reason, record },
-                    Decision::Forward | Decision::Wait => unreachable_replay(record),
-                },
-            );
+            let decision = record.decide_and_count(policy, answer.is_some(), who, now);
+            return Ok(match (self.settle(decision, &record), answer) {
+                (Some(refusal), _) => Presented::Refused(refusal),
+                (None, Some(answer)) => Presented::Replay { answer, record },
+                // The policy replays only when the answer is held; never answer without one.
+                (None, None) => Presented::Refused(refusal(
+                    RefusalReason::AfterGrace,
+                    record.family,
+                    Some(record),
+                )),
+            });
+        }
+        let family = self.family_of(token);
+        if self.revoked_families.contains_key(&family) {
+            return Ok(self.family_revoked(family, None));
         }
         if self.in_flight.load(Ordering::SeqCst) >= self.max_in_flight {
             return Err(StoreError::InFlightFull);
         }
-        let family = self.families.get(token).unwrap_or(*token);
         let (sender, _) = watch::channel(None);
         shard.insert(
             *token,
@@ -176,7 +212,7 @@ impl TokenStore for MemoryStore {
         &self,
         token: &TokenFingerprint,
         outcome: ExchangeOutcome,
-        rules: &Rules,
+        policy: &Policy,
     ) -> Result<(), StoreError> {
         let mut shard = self.shard(token);
         if let ExchangeOutcome::Rotated {
@@ -186,7 +222,11 @@ impl TokenStore for MemoryStore {
         } = &outcome
         {
             self.tombstones.insert(*token, record.clone());
-            if !rules.grace_period.is_zero() {
+            if !policy
+                .rules_for(&record.client.client_id)
+                .grace_period
+                .is_zero()
+            {
                 self.answers.insert(*token, answer.clone());
             }
             if let Some(successor) = successor {
@@ -205,11 +245,19 @@ impl TokenStore for MemoryStore {
         _token: &TokenFingerprint,
         record: &Arc<TokenRecord>,
         who: &Presenter<'_>,
-        rules: &Rules,
+        policy: &Policy,
         now: UnixMillis,
-    ) -> Result<Decision, StoreError> {
+    ) -> Result<Option<Refusal>, StoreError> {
+        if self.revoked_families.contains_key(&record.family) {
+            return Ok(Some(refusal(
+                RefusalReason::FamilyRevoked,
+                record.family,
+                Some(record.clone()),
+            )));
+        }
         // The waiter holds the answer from the outcome it was woken with.
-        Ok(record.decide_and_count(rules, true, who, now))
+        let decision = record.decide_and_count(policy, true, who, now);
+        Ok(self.settle(decision, record))
     }
 
     fn tombstone_count(&self) -> u64 {
@@ -222,11 +270,15 @@ impl TokenStore for MemoryStore {
     }
 }
 
-/// The policy only answers Replay when the answer is held; refuse rather than panic if a
-/// future change ever broke that.
-fn unreachable_replay(record: Arc<TokenRecord>) -> Presented {
-    Presented::Refused {
-        reason: crate::policy::RefusalReason::AfterGrace,
+fn refusal(
+    reason: RefusalReason,
+    family: TokenFingerprint,
+    record: Option<Arc<TokenRecord>>,
+) -> Refusal {
+    Refusal {
+        reason,
         record,
+        family,
+        revoked_family: false,
     }
 }

@@ -9,7 +9,7 @@ use crate::clock::UnixMillis;
 use crate::credentials::ClientIdentity;
 use crate::envelope::SealedAnswer;
 use crate::fingerprint::TokenFingerprint;
-use crate::policy::{self, Decision, Presenter, RefusalReason, Rotation, Rules};
+use crate::policy::{self, Decision, Policy, Presenter, RefusalReason, Rotation};
 use async_trait::async_trait;
 use std::future::Future;
 use std::net::IpAddr;
@@ -58,20 +58,23 @@ impl TokenRecord {
         self.replays.load(Ordering::SeqCst)
     }
 
-    /// Decide a replay with the pure policy and count it, atomically: two replays racing
-    /// for the last allowed reuse cannot both get it.
+    /// Decide a replay with the pure policy, under the rules of the client that made the
+    /// first use, and count it, atomically: two replays racing for the last allowed reuse
+    /// cannot both get it.
     pub fn decide_and_count(
         &self,
-        rules: &Rules,
+        policy: &Policy,
         answer_available: bool,
         who: &Presenter<'_>,
         now: UnixMillis,
     ) -> Decision {
+        let rules = policy.rules_for(&self.client.client_id);
         let mut current = self.replays.load(Ordering::SeqCst);
         loop {
             let rotation = Rotation {
                 first_use: self.first_use,
                 client: &self.client,
+                source: self.source,
                 replays: current,
                 answer_available,
             };
@@ -157,12 +160,39 @@ pub enum Presented {
         record: Arc<TokenRecord>,
     },
     /// Refuse with `400 invalid_grant`.
-    Refused {
-        /// Why.
-        reason: RefusalReason,
-        /// The tombstone.
-        record: Arc<TokenRecord>,
-    },
+    Refused(Refusal),
+}
+
+/// A refusal, with what the audit event and the family revocation need.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// Why.
+    pub reason: RefusalReason,
+    /// The tombstone, when the token itself was seen before (not for an unseen member of a
+    /// revoked family).
+    pub record: Option<Arc<TokenRecord>>,
+    /// The token's family.
+    pub family: TokenFingerprint,
+    /// This refusal revoked the family (the store has marked it).
+    pub revoked_family: bool,
+}
+
+impl Refusal {
+    /// The refusal a decision implies (the store marks the family when it says so).
+    pub fn from_decision(decision: Decision, record: &Arc<TokenRecord>) -> Option<Refusal> {
+        match decision {
+            Decision::Refuse {
+                reason,
+                revoke_family,
+            } => Some(Refusal {
+                reason,
+                record: Some(record.clone()),
+                family: record.family,
+                revoked_family: revoke_family,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// Why the store could not decide.
@@ -182,11 +212,12 @@ pub enum StoreError {
 pub trait TokenStore: Send + Sync + 'static {
     /// Present a token: claim it if unknown, join the exchange under way, or decide a replay
     /// of a rotated token (counting it).
+    /// A member of a revoked family is refused; a refusal that revokes the family marks it.
     async fn present(
         &self,
         token: &TokenFingerprint,
         who: &Presenter<'_>,
-        rules: &Rules,
+        policy: &Policy,
         now: UnixMillis,
     ) -> Result<Presented, StoreError>;
 
@@ -196,18 +227,19 @@ pub trait TokenStore: Send + Sync + 'static {
         &self,
         token: &TokenFingerprint,
         outcome: ExchangeOutcome,
-        rules: &Rules,
+        policy: &Policy,
     ) -> Result<(), StoreError>;
 
-    /// Decide a waiter's request once the exchange it waited for rotated the token.
+    /// Decide a waiter's request once the exchange it waited for rotated the token
+    /// (`Ok(None)`: replay it; `Ok(Some(refusal))`: refuse it).
     async fn decide_after_wait(
         &self,
         token: &TokenFingerprint,
         record: &Arc<TokenRecord>,
         who: &Presenter<'_>,
-        rules: &Rules,
+        policy: &Policy,
         now: UnixMillis,
-    ) -> Result<Decision, StoreError>;
+    ) -> Result<Option<Refusal>, StoreError>;
 
     /// Tombstones held now (approximate).
     fn tombstone_count(&self) -> u64;
