@@ -258,3 +258,52 @@ async fn scenario_5_grace_zero_the_gate_enforces_one_time_use() {
     );
     report("grace 0: 10 concurrent refreshes -> 1 succeeded, 9 invalid_grant from the gate, 1 IdP exchange");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scenario_6_revoke_family_ends_the_grant_at_the_idp() {
+    let stack = stack(Duration::ZERO, |o| {
+        o.grace_period = "1s";
+        o.rotation_extra = "on_replay = \"revoke-family\"".to_owned();
+        o.upstream_extra = "revocation_path = \"/token/revocation\"".to_owned();
+    })
+    .await;
+    let t0 = stack.idp.mint().await;
+    let (status, first) = refresh_at(&stack.gate, &t0).await;
+    assert_eq!(status, 200, "{first}");
+    let t1 = first["refresh_token"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // A late replay of the spent t0: refused, and the family is revoked.
+    assert_eq!(refresh_at(&stack.gate, &t0).await.0, 400);
+    // The legitimate holder's next refresh is refused by the gate...
+    let (status, body) = refresh_at(&stack.gate, &t1).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    // ...and the grant is revoked at the IdP itself: t1 no longer works there either.
+    let mut stats = stack.idp.stats().await;
+    for _ in 0..50 {
+        if stats.grants_revoked > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stats = stack.idp.stats().await;
+    }
+    assert!(stats.grants_revoked >= 1, "{stats:?}");
+    let direct = reqwest::Client::new()
+        .post(format!("{}/token", stack.idp.url()))
+        .basic_auth("kubernetes", Some("kube-secret"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", t1.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), 400, "the IdP still honours t1");
+    report(&format!(
+        "revoke-family: late replay -> family refused at the gate, grant revoked at node-oidc-provider ({} revocation(s)), t1 dead at the IdP",
+        stats.grants_revoked
+    ));
+}

@@ -50,6 +50,7 @@ pub struct TokenCall {
 #[derive(Debug, Default)]
 struct Record {
     calls: Vec<TokenCall>,
+    revocations: Vec<TokenCall>,
     used: HashSet<String>,
     issued: Vec<String>,
     answers: HashMap<String, String>,
@@ -111,6 +112,7 @@ impl FakeIdp {
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/token", any(token))
+            .route("/revoke", axum::routing::post(revoke))
             .route("/ws", get(websocket))
             .route("/watch", get(watch))
             .fallback(echo)
@@ -150,6 +152,11 @@ impl FakeIdp {
 
     pub fn fail_next(&self, count: u32) {
         self.shared.knobs.lock().unwrap().fail_next = count;
+    }
+
+    /// Every RFC 7009 revocation call so far (`refresh_token` holds the revoked token).
+    pub fn revocations(&self) -> Vec<TokenCall> {
+        self.shared.record.lock().unwrap().revocations.clone()
     }
 
     /// Every token-endpoint call so far.
@@ -314,6 +321,23 @@ async fn token(
             json_response(200, body)
         }
     }
+}
+
+async fn revoke(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    s.record.lock().unwrap().revocations.push(TokenCall {
+        refresh_token: form_value(&body, "token"),
+        body: body.to_vec(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+    });
+    StatusCode::OK
 }
 
 async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {

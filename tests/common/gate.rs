@@ -24,6 +24,11 @@ pub struct GateOptions {
     pub token_paths: &'static str,
     pub discovery_interval: &'static str,
     pub drain: &'static str,
+    /// Extra lines for `[listen]`, `[upstream]`, `[rotation]`, and extra tables at the end.
+    pub listen_extra: String,
+    pub upstream_extra: String,
+    pub rotation_extra: String,
+    pub extra: String,
 }
 
 impl GateOptions {
@@ -45,6 +50,10 @@ impl GateOptions {
             token_paths: r#"["/token"]"#,
             discovery_interval: "60s",
             drain: "1s",
+            listen_extra: String::new(),
+            upstream_extra: String::new(),
+            rotation_extra: String::new(),
+            extra: String::new(),
         }
     }
 
@@ -55,12 +64,14 @@ impl GateOptions {
 address = "{listen}"
 drain = "{drain}"
 shutdown_grace = "1s"
+{listen_extra}
 [admin]
 address = "{admin}"
 [upstream]
 url = "{upstream}"
 token_paths = {token_paths}
 discovery_interval = "{discovery_interval}"
+{upstream_extra}
 connect_timeout = "1s"
 request_timeout = "{request_timeout}"
 exchange_timeout = "{exchange_timeout}"
@@ -72,10 +83,16 @@ max_replay_delay = "{max_delay}"
 tombstone_ttl = "15m"
 max_tombstones = {max_tombstones}
 max_in_flight = {max_in_flight}
+{rotation_extra}
 [log]
 level = "{log_level}"
 format = "{log_format}"
+{extra}
 "#,
+            listen_extra = self.listen_extra,
+            upstream_extra = self.upstream_extra,
+            rotation_extra = self.rotation_extra,
+            extra = self.extra,
             drain = self.drain,
             token_paths = self.token_paths,
             discovery_interval = self.discovery_interval,

@@ -45,7 +45,7 @@ const provider = new Provider(issuer, {
   claims: { openid: ['sub'] },
   rotateRefreshToken: true,
   ttl: { IdToken: idTokenTtl, AccessToken: 60, RefreshToken: 900, Grant: 3600 },
-  features: { devInteractions: { enabled: true } },
+  features: { devInteractions: { enabled: true }, revocation: { enabled: true } },
   findAccount: async (ctx, id) => ({ accountId: id, claims: async () => ({ sub: id }) }),
   // Token requests arrive through the gate, so the request's Host is the gate's: the
   // discovery document then names the gate's token endpoint, as in production.
