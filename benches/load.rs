@@ -340,10 +340,7 @@ fn table(report: &mut Report, title: &str, targets: &[(&str, SocketAddr)], resul
     report.line("| target | req/s | p50 ms | p99 ms |");
     report.line("|---|---:|---:|---:|");
     for ((name, _), sample) in targets.iter().zip(results) {
-        report.line(&format!(
-            "| {name} | {} |",
-            fmt(*sample).replace(" | ", " | ")
-        ));
+        report.line(&format!("| {name} | {} |", fmt(*sample)));
     }
 }
 
