@@ -40,10 +40,13 @@ fn main() -> ExitCode {
         println!("refresh-gate: {} is valid", cli.config.display());
         return ExitCode::SUCCESS;
     }
-    if let Err(e) = telemetry::init(&config.log) {
-        eprintln!("refresh-gate: {e}");
-        return ExitCode::from(EXIT_USAGE);
-    }
+    let _log_guard = match telemetry::init(&config.log) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("refresh-gate: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     match server::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -16,11 +16,32 @@ pub struct TokenResponse {
     pub subject: Option<String>,
 }
 
+/// Only the fields the gate reads, borrowed from the body where possible.
 #[derive(Deserialize)]
-struct Wire {
-    access_token: Option<serde_json::Value>,
-    refresh_token: Option<serde_json::Value>,
-    id_token: Option<serde_json::Value>,
+struct Wire<'a> {
+    #[serde(borrow, default)]
+    access_token: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    refresh_token: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    id_token: Option<Field<'a>>,
+}
+
+/// A JSON value that is a string (borrowed, or owned when it had escapes) or anything else.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Field<'a> {
+    Text(#[serde(borrow)] std::borrow::Cow<'a, str>),
+    Other(serde::de::IgnoredAny),
+}
+
+impl Field<'_> {
+    fn text(&self) -> Option<&str> {
+        match self {
+            Field::Text(s) if !s.is_empty() => Some(s),
+            _ => None,
+        }
+    }
 }
 
 fn is_json(content_type: Option<&[u8]>) -> bool {
@@ -44,18 +65,17 @@ pub fn parse(answer: &Answer, subject_claim: &str) -> Option<TokenResponse> {
         return None;
     }
     let wire: Wire = serde_json::from_slice(&answer.body).ok()?;
-    match wire.access_token {
-        Some(serde_json::Value::String(ref s)) if !s.is_empty() => {}
-        _ => return None,
-    }
-    let refresh_token = match wire.refresh_token {
-        Some(serde_json::Value::String(s)) if !s.is_empty() => Some(RefreshToken::new(s)),
-        _ => None,
-    };
-    let subject = match wire.id_token {
-        Some(serde_json::Value::String(jwt)) => subject_of(&jwt, subject_claim),
-        _ => None,
-    };
+    wire.access_token.as_ref().and_then(Field::text)?;
+    let refresh_token = wire
+        .refresh_token
+        .as_ref()
+        .and_then(Field::text)
+        .map(RefreshToken::new);
+    let subject = wire
+        .id_token
+        .as_ref()
+        .and_then(Field::text)
+        .and_then(|jwt| subject_of(jwt, subject_claim));
     Some(TokenResponse {
         refresh_token,
         subject,
@@ -138,5 +158,31 @@ mod tests {
         let mut html = json(200, r#"{"access_token":"a"}"#);
         html.headers[0].1 = b"text/html".to_vec();
         assert!(parse_sub(&html).is_none());
+    }
+
+    #[test]
+    fn escaped_and_non_string_fields() {
+        let parsed = parse_sub(&json(
+            200,
+            r#"{"access_token":"a\u0041","refresh_token":"r\/2"}"#,
+        ))
+        .unwrap();
+        assert_eq!(parsed.refresh_token, Some(RefreshToken::new("r/2")));
+        assert!(parse_sub(&json(200, r#"{"access_token":5}"#)).is_none());
+        let parsed = parse_sub(&json(200, r#"{"access_token":"a","refresh_token":null}"#)).unwrap();
+        assert!(parsed.refresh_token.is_none());
+    }
+
+    #[test]
+    fn a_configured_claim_is_the_subject() {
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &serde_json::json!({"sub": "x1", "preferred_username": "alice"}),
+            &jsonwebtoken::EncodingKey::from_secret(b"k"),
+        )
+        .unwrap();
+        let body = format!(r#"{{"access_token":"a","id_token":"{token}"}}"#);
+        let parsed = parse(&json(200, &body), "preferred_username").unwrap();
+        assert_eq!(parsed.subject.as_deref(), Some("alice"));
     }
 }

@@ -27,15 +27,24 @@ pub fn is_secret_bearing(metadata: &Metadata<'_>) -> bool {
 
 /// Install the global subscriber (which also captures the `log` records Pingora writes).
 /// `RUST_LOG`, when set, overrides `log.level`.
-pub fn init(log: &Log) -> Result<(), TelemetryError> {
+pub fn init(log: &Log) -> Result<LogGuard, TelemetryError> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(value) if !value.trim().is_empty() => EnvFilter::try_new(value),
         _ => EnvFilter::try_new(&log.level),
     }
     .map_err(|e| TelemetryError::Filter(e.to_string()))?;
     let redact = filter_fn(|metadata| !is_secret_bearing(metadata));
+    // Lines are formatted on the request path but written by a dedicated thread, so a burst
+    // of audit events does not stall requests on write(2). Not lossy: when the queue is
+    // full, the request waits rather than drop an audit line.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(65_536)
+        .thread_name("refresh-gate-log")
+        .finish(std::io::stderr());
     let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(true);
     let layer = match log.format {
         LogFormat::Plain => layer.boxed(),
@@ -44,7 +53,14 @@ pub fn init(log: &Log) -> Result<(), TelemetryError> {
     tracing_subscriber::registry()
         .with(layer.with_filter(filter).with_filter(redact))
         .try_init()
-        .map_err(|e| TelemetryError::Init(e.to_string()))
+        .map_err(|e| TelemetryError::Init(e.to_string()))?;
+    Ok(LogGuard { _writer: guard })
+}
+
+/// Keeps the log writer thread alive; dropping it flushes every pending line.
+#[must_use = "logs stop when the guard is dropped"]
+pub struct LogGuard {
+    _writer: tracing_appender::non_blocking::WorkerGuard,
 }
 
 /// Check a log filter without installing it (for `--check-config`).

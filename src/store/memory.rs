@@ -5,7 +5,7 @@
 use super::{ExchangeOutcome, Presented, Refusal, StoreError, TokenRecord, TokenStore, Waiter};
 use crate::clock::UnixMillis;
 use crate::envelope::SealedAnswer;
-use crate::fingerprint::TokenFingerprint;
+use crate::fingerprint::{FingerprintHashing, TokenFingerprint};
 use crate::policy::{Decision, Policy, Presenter, RefusalReason};
 use async_trait::async_trait;
 use moka::notification::RemovalCause;
@@ -39,13 +39,13 @@ struct InFlight {
 
 /// The embedded, per-process store.
 pub struct MemoryStore {
-    shards: Box<[Mutex<HashMap<TokenFingerprint, InFlight>>]>,
+    shards: Box<[Mutex<HashMap<TokenFingerprint, InFlight, FingerprintHashing>>]>,
     in_flight: AtomicUsize,
     max_in_flight: usize,
-    tombstones: Cache<TokenFingerprint, Arc<TokenRecord>>,
-    answers: Cache<TokenFingerprint, Arc<SealedAnswer>>,
-    families: Cache<TokenFingerprint, TokenFingerprint>,
-    revoked_families: Cache<TokenFingerprint, ()>,
+    tombstones: Cache<TokenFingerprint, Arc<TokenRecord>, FingerprintHashing>,
+    answers: Cache<TokenFingerprint, Arc<SealedAnswer>, FingerprintHashing>,
+    families: Cache<TokenFingerprint, TokenFingerprint, FingerprintHashing>,
+    revoked_families: Cache<TokenFingerprint, (), FingerprintHashing>,
     evictions: Arc<AtomicU64>,
 }
 
@@ -72,24 +72,26 @@ impl MemoryStore {
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
             })
-            .build();
+            .build_with_hasher(FingerprintHashing);
         let answers = Cache::builder()
             .max_capacity(limits.max_tombstones)
             .time_to_live(limits.answer_ttl.max(Duration::from_millis(1)))
             .eviction_policy(EvictionPolicy::lru())
-            .build();
+            .build_with_hasher(FingerprintHashing);
         let families = Cache::builder()
             .max_capacity(limits.max_tombstones)
             .time_to_live(limits.tombstone_ttl)
             .eviction_policy(EvictionPolicy::lru())
-            .build();
+            .build_with_hasher(FingerprintHashing);
         let revoked_families = Cache::builder()
             .max_capacity(limits.max_tombstones)
             .time_to_live(limits.tombstone_ttl)
             .eviction_policy(EvictionPolicy::lru())
-            .build();
+            .build_with_hasher(FingerprintHashing);
         MemoryStore {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::with_hasher(FingerprintHashing)))
+                .collect(),
             revoked_families,
             in_flight: AtomicUsize::new(0),
             max_in_flight: limits.max_in_flight,
@@ -103,7 +105,7 @@ impl MemoryStore {
     fn shard(
         &self,
         token: &TokenFingerprint,
-    ) -> MutexGuard<'_, HashMap<TokenFingerprint, InFlight>> {
+    ) -> MutexGuard<'_, HashMap<TokenFingerprint, InFlight, FingerprintHashing>> {
         let index = token.0[0] as usize % SHARDS;
         // A poisoned shard only means a panic elsewhere mid-update of a plain map entry;
         // the map itself stays consistent, so keep serving.

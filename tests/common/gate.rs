@@ -222,8 +222,10 @@ impl GateProcess {
         })
     }
 
-    /// Everything the gate logged so far.
+    /// Everything the gate logged so far (its log lines are written by a background
+    /// thread, so give it a moment first).
     pub fn log(&self) -> String {
+        std::thread::sleep(Duration::from_millis(100));
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 }
