@@ -198,7 +198,20 @@ impl Gate {
                     session.set_keepalive(None);
                     return self.reply(session, GateReply::BodyTimeout).await;
                 }
-                Err(BodyError::Client(error)) => return Err(error),
+                Err(BodyError::Client(error)) => {
+                    // A malformed or truncated body (bad chunk framing, a client that went
+                    // away): answer 400 if anyone is still listening.
+                    tracing::debug!(%error, "unreadable token-path body");
+                    session.set_keepalive(None);
+                    self.metrics.refresh_outcome(RefreshOutcome::InvalidRequest);
+                    let reply = GateReply::InvalidRequest("malformed request body".to_owned());
+                    return match write_answer(session, &reply.to_answer(), Freshness::FreshDate)
+                        .await
+                    {
+                        Ok(()) => Ok(true),
+                        Err(_) => Err(error),
+                    };
+                }
             }
         } else {
             Bytes::new()
@@ -257,6 +270,9 @@ impl ProxyHttp for Gate {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
         (ctx.client_ip, ctx.proto) = self.client_of(session);
+        // Serve pipelined HTTP/1.1 requests in order instead of dropping the ones after the
+        // first (RFC 9112 9.3.2).
+        session.set_pipelining_enabled(true);
         ctx.request_id = match session.req_header().headers.get(REQUEST_ID) {
             Some(value) if acceptable_request_id(value.as_bytes()) => {
                 String::from_utf8_lossy(value.as_bytes()).into_owned()

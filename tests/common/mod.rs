@@ -4,6 +4,7 @@
 
 pub mod e2e;
 pub mod fake_idp;
+pub mod fault_idp;
 pub mod gate;
 pub mod prereq;
 
