@@ -10,7 +10,8 @@ use refresh_gate::fingerprint::{Fingerprinter, TokenFingerprint};
 use refresh_gate::policy::{OnReplay, Policy, Presenter, RefusalReason, Rules};
 use refresh_gate::secret::RefreshToken;
 use refresh_gate::store::{
-    ExchangeOutcome, MemoryStore, MemoryStoreLimits, Presented, Released, TokenRecord, TokenStore,
+    AfterWait, ExchangeOutcome, MemoryStore, MemoryStoreLimits, Presented, Released, TokenRecord,
+    TokenStore,
 };
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -160,8 +161,10 @@ async fn waiters_are_woken_with_the_outcome_and_the_cap_holds() {
     let mut refused = 0;
     for task in tasks {
         match task.await.unwrap() {
-            None => replays += 1,
-            Some(refusal) if refusal.reason == RefusalReason::ReuseLimit => refused += 1,
+            AfterWait::Replay(_) => replays += 1,
+            AfterWait::Refuse(refusal) if refusal.reason == RefusalReason::ReuseLimit => {
+                refused += 1
+            }
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -16,7 +16,7 @@ use crate::policy::{Policy, Presenter, RefusalReason};
 use crate::respond::{replayable, GateReply};
 use crate::secret::RefreshToken;
 use crate::store::{
-    ExchangeOutcome, Presented, Refusal, Released, StoreError, TokenRecord, TokenStore,
+    AfterWait, ExchangeOutcome, Presented, Refusal, Released, StoreError, TokenRecord, TokenStore,
 };
 use crate::token_response;
 use bytes::Bytes;
@@ -294,8 +294,12 @@ impl RefreshGate {
                     )
                     .await;
                 match decision {
-                    Ok(None) => self.replay(session, request, &answer, &record, true).await,
-                    Ok(Some(refusal)) => self.refuse(session, request, &refusal, true).await,
+                    Ok(AfterWait::Replay(record)) => {
+                        self.replay(session, request, &answer, &record, true).await
+                    }
+                    Ok(AfterWait::Refuse(refusal)) => {
+                        self.refuse(session, request, &refusal, true).await
+                    }
                     Err(error) => self.store_failure(session, error).await,
                 }
             }

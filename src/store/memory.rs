@@ -1,30 +1,30 @@
-//! The embedded store: in-flight claims in a bounded, sharded map; tombstones, remembered
-//! answers and family links in moka caches with LRU eviction (moka's default TinyLFU
-//! admission would silently refuse new tombstones when full).
+//! The embedded store: in-flight claims and tombstones (with family links) in one compact,
+//! bounded structure under one short lock; remembered answers and revoked families in moka
+//! caches with LRU eviction (moka's default TinyLFU admission would silently refuse new
+//! entries when full).
 
-use super::{ExchangeOutcome, Presented, Refusal, StoreError, TokenRecord, TokenStore, Waiter};
+use super::tombstones::Tombstones;
+use super::{
+    AfterWait, ExchangeOutcome, Presented, Refusal, StoreError, TokenRecord, TokenStore, Waiter,
+};
 use crate::clock::UnixMillis;
 use crate::envelope::SealedAnswer;
 use crate::fingerprint::{FingerprintHashing, TokenFingerprint};
 use crate::policy::{Decision, Policy, Presenter, RefusalReason};
 use async_trait::async_trait;
-use moka::notification::RemovalCause;
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
-
-const SHARDS: usize = 64;
 
 /// Capacity and lifetime limits of the memory store.
 #[derive(Debug, Clone)]
 pub struct MemoryStoreLimits {
     /// How long a tombstone (and a family link) lives.
     pub tombstone_ttl: Duration,
-    /// The most tombstones held; the least recently used is evicted beyond it.
+    /// The most tombstones held; the oldest is evicted beyond it.
     pub max_tombstones: u64,
     /// The most exchanges in flight at once.
     pub max_in_flight: usize,
@@ -37,50 +37,48 @@ struct InFlight {
     waiters: u32,
 }
 
+struct State {
+    in_flight: HashMap<TokenFingerprint, InFlight, FingerprintHashing>,
+    tombstones: Tombstones,
+}
+
 /// The embedded, per-process store.
 pub struct MemoryStore {
-    shards: Box<[Mutex<HashMap<TokenFingerprint, InFlight, FingerprintHashing>>]>,
-    in_flight: AtomicUsize,
+    state: Mutex<State>,
     max_in_flight: usize,
-    tombstones: Cache<TokenFingerprint, Arc<TokenRecord>, FingerprintHashing>,
     answers: Cache<TokenFingerprint, Arc<SealedAnswer>, FingerprintHashing>,
-    families: Cache<TokenFingerprint, TokenFingerprint, FingerprintHashing>,
     revoked_families: Cache<TokenFingerprint, (), FingerprintHashing>,
-    evictions: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.state();
         f.debug_struct("MemoryStore")
-            .field("in_flight", &self.in_flight.load(Ordering::Relaxed))
-            .field("tombstones", &self.tombstones.entry_count())
+            .field("in_flight", &state.in_flight.len())
+            .field("tombstones", &state.tombstones.len())
             .finish()
+    }
+}
+
+fn refusal(
+    reason: RefusalReason,
+    family: TokenFingerprint,
+    record: Option<Arc<TokenRecord>>,
+) -> Refusal {
+    Refusal {
+        reason,
+        record,
+        family,
+        revoked_family: false,
     }
 }
 
 impl MemoryStore {
     /// A store with these limits.
     pub fn new(limits: &MemoryStoreLimits) -> Self {
-        let evictions = Arc::new(AtomicU64::new(0));
-        let counter = evictions.clone();
-        let tombstones = Cache::builder()
-            .max_capacity(limits.max_tombstones)
-            .time_to_live(limits.tombstone_ttl)
-            .eviction_policy(EvictionPolicy::lru())
-            .eviction_listener(move |_key, _value, cause| {
-                if cause == RemovalCause::Size {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-            .build_with_hasher(FingerprintHashing);
         let answers = Cache::builder()
             .max_capacity(limits.max_tombstones)
             .time_to_live(limits.answer_ttl.max(Duration::from_millis(1)))
-            .eviction_policy(EvictionPolicy::lru())
-            .build_with_hasher(FingerprintHashing);
-        let families = Cache::builder()
-            .max_capacity(limits.max_tombstones)
-            .time_to_live(limits.tombstone_ttl)
             .eviction_policy(EvictionPolicy::lru())
             .build_with_hasher(FingerprintHashing);
         let revoked_families = Cache::builder()
@@ -89,63 +87,42 @@ impl MemoryStore {
             .eviction_policy(EvictionPolicy::lru())
             .build_with_hasher(FingerprintHashing);
         MemoryStore {
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(HashMap::with_hasher(FingerprintHashing)))
-                .collect(),
-            revoked_families,
-            in_flight: AtomicUsize::new(0),
+            state: Mutex::new(State {
+                in_flight: HashMap::with_hasher(FingerprintHashing),
+                tombstones: Tombstones::new(limits.max_tombstones, limits.tombstone_ttl),
+            }),
             max_in_flight: limits.max_in_flight,
-            tombstones,
             answers,
-            families,
-            evictions,
+            revoked_families,
         }
     }
 
-    fn shard(
-        &self,
-        token: &TokenFingerprint,
-    ) -> MutexGuard<'_, HashMap<TokenFingerprint, InFlight, FingerprintHashing>> {
-        let index = token.0[0] as usize % SHARDS;
-        // A poisoned shard only means a panic elsewhere mid-update of a plain map entry;
-        // the map itself stays consistent, so keep serving.
-        self.shards[index]
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means a panic elsewhere mid-update of plain maps that stay
+        // consistent at every step: keep serving.
+        self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Run pending cache maintenance now (evictions, expiry): for tests and the gauges.
+    /// Run pending cache maintenance now (expiry of answers and revocations).
     pub fn run_maintenance(&self) {
-        self.tombstones.run_pending_tasks();
         self.answers.run_pending_tasks();
-        self.families.run_pending_tasks();
         self.revoked_families.run_pending_tasks();
     }
 
-    fn family_of(&self, token: &TokenFingerprint) -> TokenFingerprint {
-        self.families.get(token).unwrap_or(*token)
+    /// Exchanges in flight now.
+    pub fn in_flight_count(&self) -> usize {
+        self.state().in_flight.len()
     }
 
-    /// Apply a replay decision: mark the family when the refusal revokes it.
+    /// Apply a refusing decision: mark the family when the refusal revokes it.
     fn settle(&self, decision: Decision, record: &Arc<TokenRecord>) -> Option<Refusal> {
         let refusal = Refusal::from_decision(decision, record)?;
         if refusal.revoked_family {
             self.revoked_families.insert(refusal.family, ());
         }
         Some(refusal)
-    }
-
-    fn family_revoked(
-        &self,
-        family: TokenFingerprint,
-        record: Option<Arc<TokenRecord>>,
-    ) -> Presented {
-        Presented::Refused(refusal(RefusalReason::FamilyRevoked, family, record))
-    }
-
-    /// Exchanges in flight now.
-    pub fn in_flight_count(&self) -> usize {
-        self.in_flight.load(Ordering::SeqCst)
     }
 }
 
@@ -158,8 +135,8 @@ impl TokenStore for MemoryStore {
         policy: &Policy,
         now: UnixMillis,
     ) -> Result<Presented, StoreError> {
-        let mut shard = self.shard(token);
-        if let Some(entry) = shard.get_mut(token) {
+        let mut state = self.state();
+        if let Some(entry) = state.in_flight.get_mut(token) {
             entry.waiters += 1;
             let mut receiver = entry.outcome.subscribe();
             let outcome = Box::pin(async move {
@@ -174,39 +151,62 @@ impl TokenStore for MemoryStore {
                 outcome,
             }));
         }
-        if let Some(record) = self.tombstones.get(token) {
-            if self.revoked_families.contains_key(&record.family) {
-                return Ok(self.family_revoked(record.family, Some(record)));
+        state.tombstones.expire(now);
+        if let Some(record) = state.tombstones.get(token, now) {
+            let family = record.family;
+            if self.revoked_families.contains_key(&family) {
+                let record = Some(Arc::new(record));
+                return Ok(Presented::Refused(refusal(
+                    RefusalReason::FamilyRevoked,
+                    family,
+                    record,
+                )));
             }
             let answer = self.answers.get(token);
-            let decision = record.decide_and_count(policy, answer.is_some(), who, now);
-            return Ok(match (self.settle(decision, &record), answer) {
-                (Some(refusal), _) => Presented::Refused(refusal),
-                (None, Some(answer)) => Presented::Replay { answer, record },
-                // The policy replays only when the answer is held; never answer without one.
-                (None, None) => Presented::Refused(refusal(
-                    RefusalReason::AfterGrace,
-                    record.family,
-                    Some(record),
-                )),
+            let decision = record.decide(policy, answer.is_some(), who, now);
+            return Ok(match (decision, answer) {
+                (Decision::Replay, Some(answer)) => {
+                    state.tombstones.count_replay(token, now);
+                    let replays = record.replays() + 1;
+                    Presented::Replay {
+                        answer,
+                        record: Arc::new(record.with_replays(replays)),
+                    }
+                }
+                (decision, _) => {
+                    let record = Arc::new(record);
+                    match self.settle(decision, &record) {
+                        Some(refusal) => Presented::Refused(refusal),
+                        // The policy replays only when the answer is held; never answer
+                        // without one.
+                        None => Presented::Refused(refusal(
+                            RefusalReason::AfterGrace,
+                            family,
+                            Some(record),
+                        )),
+                    }
+                }
             });
         }
-        let family = self.family_of(token);
+        let family = state.tombstones.family_of(token, now).unwrap_or(*token);
         if self.revoked_families.contains_key(&family) {
-            return Ok(self.family_revoked(family, None));
+            return Ok(Presented::Refused(refusal(
+                RefusalReason::FamilyRevoked,
+                family,
+                None,
+            )));
         }
-        if self.in_flight.load(Ordering::SeqCst) >= self.max_in_flight {
+        if state.in_flight.len() >= self.max_in_flight {
             return Err(StoreError::InFlightFull);
         }
         let (sender, _) = watch::channel(None);
-        shard.insert(
+        state.in_flight.insert(
             *token,
             InFlight {
                 outcome: sender,
                 waiters: 0,
             },
         );
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
         Ok(Presented::Claimed { family })
     }
 
@@ -216,14 +216,14 @@ impl TokenStore for MemoryStore {
         outcome: ExchangeOutcome,
         policy: &Policy,
     ) -> Result<(), StoreError> {
-        let mut shard = self.shard(token);
+        let mut state = self.state();
         if let ExchangeOutcome::Rotated {
             record,
             answer,
             successor,
         } = &outcome
         {
-            self.tombstones.insert(*token, record.clone());
+            state.tombstones.insert(token, record, successor.as_ref());
             if !policy
                 .rules_for(&record.client.client_id)
                 .grace_period
@@ -231,12 +231,8 @@ impl TokenStore for MemoryStore {
             {
                 self.answers.insert(*token, answer.clone());
             }
-            if let Some(successor) = successor {
-                self.families.insert(*successor, record.family);
-            }
         }
-        if let Some(entry) = shard.remove(token) {
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if let Some(entry) = state.in_flight.remove(token) {
             entry.outcome.send_replace(Some(outcome));
         }
         Ok(())
@@ -244,43 +240,47 @@ impl TokenStore for MemoryStore {
 
     async fn decide_after_wait(
         &self,
-        _token: &TokenFingerprint,
+        token: &TokenFingerprint,
         record: &Arc<TokenRecord>,
         who: &Presenter<'_>,
         policy: &Policy,
         now: UnixMillis,
-    ) -> Result<Option<Refusal>, StoreError> {
+    ) -> Result<AfterWait, StoreError> {
         if self.revoked_families.contains_key(&record.family) {
-            return Ok(Some(refusal(
+            return Ok(AfterWait::Refuse(refusal(
                 RefusalReason::FamilyRevoked,
                 record.family,
                 Some(record.clone()),
             )));
         }
+        let mut state = self.state();
+        let Some(current) = state.tombstones.get(token, now) else {
+            // Evicted already (a store far too small for the load): never a second exchange.
+            return Ok(AfterWait::Refuse(refusal(
+                RefusalReason::AfterGrace,
+                record.family,
+                Some(record.clone()),
+            )));
+        };
         // The waiter holds the answer from the outcome it was woken with.
-        let decision = record.decide_and_count(policy, true, who, now);
-        Ok(self.settle(decision, record))
+        let decision = current.decide(policy, true, who, now);
+        if decision == Decision::Replay {
+            state.tombstones.count_replay(token, now);
+            let replays = current.replays() + 1;
+            return Ok(AfterWait::Replay(Arc::new(current.with_replays(replays))));
+        }
+        let current = Arc::new(current);
+        Ok(match self.settle(decision, &current) {
+            Some(refusal) => AfterWait::Refuse(refusal),
+            None => AfterWait::Replay(current),
+        })
     }
 
     fn tombstone_count(&self) -> u64 {
-        self.tombstones.run_pending_tasks();
-        self.tombstones.entry_count()
+        self.state().tombstones.len() as u64
     }
 
     fn eviction_count(&self) -> u64 {
-        self.evictions.load(Ordering::Relaxed)
-    }
-}
-
-fn refusal(
-    reason: RefusalReason,
-    family: TokenFingerprint,
-    record: Option<Arc<TokenRecord>>,
-) -> Refusal {
-    Refusal {
-        reason,
-        record,
-        family,
-        revoked_family: false,
+        self.state().tombstones.evictions()
     }
 }

@@ -2,8 +2,10 @@
 //! the embedded memory store and a shared store (Redis) are interchangeable.
 
 mod memory;
+mod tombstones;
 
 pub use memory::{MemoryStore, MemoryStoreLimits};
+pub use tombstones::Tombstones;
 
 use crate::clock::UnixMillis;
 use crate::credentials::ClientIdentity;
@@ -14,7 +16,6 @@ use async_trait::async_trait;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 /// What the tombstone of a rotated token keeps: what later decisions and audit events need.
@@ -31,7 +32,7 @@ pub struct TokenRecord {
     /// The first token the gate saw in this chain.
     pub family: TokenFingerprint,
     /// Replays answered so far.
-    replays: AtomicU32,
+    replays: u32,
 }
 
 impl TokenRecord {
@@ -49,49 +50,43 @@ impl TokenRecord {
             source,
             subject,
             family,
-            replays: AtomicU32::new(0),
+            replays: 0,
         }
+    }
+
+    /// The same record with `replays` replays answered.
+    pub fn with_replays(mut self, replays: u32) -> Self {
+        self.replays = replays;
+        self
     }
 
     /// Replays answered so far.
     pub fn replays(&self) -> u32 {
-        self.replays.load(Ordering::SeqCst)
+        self.replays
     }
 
     /// Decide a replay with the pure policy, under the rules of the client that made the
-    /// first use, and count it, atomically: two replays racing for the last allowed reuse
-    /// cannot both get it.
-    pub fn decide_and_count(
+    /// first use. The store applies the decision (counts it) under its own lock.
+    pub fn decide(
         &self,
         policy: &Policy,
         answer_available: bool,
         who: &Presenter<'_>,
         now: UnixMillis,
     ) -> Decision {
-        let rules = policy.rules_for(&self.client.client_id);
-        let mut current = self.replays.load(Ordering::SeqCst);
-        loop {
-            let rotation = Rotation {
-                first_use: self.first_use,
-                client: &self.client,
-                source: self.source,
-                replays: current,
-                answer_available,
-            };
-            let decision = policy::decide_replay(rules, &rotation, who, now);
-            if decision != Decision::Replay {
-                return decision;
-            }
-            match self.replays.compare_exchange(
-                current,
-                current + 1,
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            ) {
-                Ok(_) => return Decision::Replay,
-                Err(actual) => current = actual,
-            }
-        }
+        let rotation = Rotation {
+            first_use: self.first_use,
+            client: &self.client,
+            source: self.source,
+            replays: self.replays,
+            answer_available,
+        };
+        policy::decide_replay(
+            policy.rules_for(&self.client.client_id),
+            &rotation,
+            who,
+            now,
+        )
     }
 }
 
@@ -195,6 +190,15 @@ impl Refusal {
     }
 }
 
+/// A waiter's fate once the exchange it joined rotated the token.
+#[derive(Debug)]
+pub enum AfterWait {
+    /// Replay the exchange's answer; the record carries the replay count, this one included.
+    Replay(Arc<TokenRecord>),
+    /// Refuse.
+    Refuse(Refusal),
+}
+
 /// Why the store could not decide.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -230,8 +234,8 @@ pub trait TokenStore: Send + Sync + 'static {
         policy: &Policy,
     ) -> Result<(), StoreError>;
 
-    /// Decide a waiter's request once the exchange it waited for rotated the token
-    /// (`Ok(None)`: replay it; `Ok(Some(refusal))`: refuse it).
+    /// Decide a waiter's request once the exchange it waited for rotated the token, and
+    /// count it when it is replayed.
     async fn decide_after_wait(
         &self,
         token: &TokenFingerprint,
@@ -239,7 +243,7 @@ pub trait TokenStore: Send + Sync + 'static {
         who: &Presenter<'_>,
         policy: &Policy,
         now: UnixMillis,
-    ) -> Result<Option<Refusal>, StoreError>;
+    ) -> Result<AfterWait, StoreError>;
 
     /// Tombstones held now (approximate).
     fn tombstone_count(&self) -> u64;
