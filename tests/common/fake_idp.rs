@@ -97,9 +97,54 @@ impl FakeIdp {
         FakeIdp::serve(socket.listen(1024).unwrap())
     }
 
-    fn serve(listener: tokio::net::TcpListener) -> FakeIdp {
-        let prefix = format!("{:016x}", rand_u64());
-        let shared = Arc::new(Shared {
+    /// Start on 127.0.0.1 port 0 over TLS, with a certificate for `names` signed by itself;
+    /// returns the IdP and the certificate's PEM (to trust it as a CA).
+    pub async fn start_tls(names: &[&str]) -> (FakeIdp, String) {
+        let certified = rcgen::generate_simple_self_signed(
+            names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let pem = certified.cert.pem();
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = FakeIdp::shared();
+        let app = FakeIdp::app(shared.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let app = app.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+                });
+            }
+        });
+        (FakeIdp { addr, shared, task }, pem)
+    }
+
+    fn shared() -> Arc<Shared> {
+        Arc::new(Shared {
             knobs: Mutex::new(Knobs {
                 mode: IdpMode::Rotate,
                 latency: Duration::ZERO,
@@ -107,16 +152,24 @@ impl FakeIdp {
             }),
             record: Mutex::new(Record::default()),
             counter: AtomicU64::new(0),
-            prefix,
-        });
-        let app = Router::new()
+            prefix: format!("{:016x}", rand_u64()),
+        })
+    }
+
+    fn app(shared: Arc<Shared>) -> Router {
+        Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/token", any(token))
             .route("/revoke", axum::routing::post(revoke))
             .route("/ws", get(websocket))
             .route("/watch", get(watch))
             .fallback(echo)
-            .with_state(shared.clone());
+            .with_state(shared)
+    }
+
+    fn serve(listener: tokio::net::TcpListener) -> FakeIdp {
+        let shared = FakeIdp::shared();
+        let app = FakeIdp::app(shared.clone());
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
