@@ -169,6 +169,12 @@ fn default_subject_claim() -> String {
 pub struct Listen {
     /// `address`, e.g. "0.0.0.0:9480".
     pub address: String,
+    /// `tls_cert_file`: PEM certificate chain; with `tls_key_file`, the gate terminates TLS.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// `tls_key_file`: PEM private key of `tls_cert_file`.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
     /// `trusted_proxies`: CIDRs (or addresses) of proxies whose `X-Forwarded-For` /
     /// `Forwarded` headers name the client.
     #[serde(default)]
@@ -570,6 +576,35 @@ impl Config {
             }
         }
         self.trusted_proxies()?;
+        match (&self.listen.tls_cert_file, &self.listen.tls_key_file) {
+            (None, None) => {}
+            (Some(cert), Some(key)) => {
+                for (name, path) in [("listen.tls_cert_file", cert), ("listen.tls_key_file", key)] {
+                    if !path.is_file() {
+                        return Err(invalid(
+                            if name.ends_with("cert_file") {
+                                "listen.tls_cert_file"
+                            } else {
+                                "listen.tls_key_file"
+                            },
+                            format!("{} is not a readable file", path.display()),
+                        ));
+                    }
+                }
+            }
+            (Some(_), None) => {
+                return Err(invalid(
+                    "listen.tls_key_file",
+                    "is required with listen.tls_cert_file",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "listen.tls_cert_file",
+                    "is required with listen.tls_key_file",
+                ))
+            }
+        }
         if let Some(admin) = &self.admin {
             let address = admin
                 .address

@@ -31,7 +31,10 @@ async fn a_refresh_in_flight_at_sigterm_completes() {
     assert_eq!(gate.admin_get("/readyz").await.0, 503);
 
     let (status, body) = in_flight.await.unwrap();
-    assert_eq!(status, 200, "the refresh in flight at SIGTERM was lost: {body}");
+    assert_eq!(
+        status, 200,
+        "the refresh in flight at SIGTERM was lost: {body}"
+    );
     assert_eq!(Some(body), idp.answer_for(&token));
     assert!(signalled.elapsed() >= Duration::from_millis(1000));
 

@@ -2,6 +2,7 @@
 //! gauges.
 
 use super::exchange::Exchanger;
+use super::tls::ReloadingCert;
 use crate::discovery::{self, DiscoveryVerdict};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
@@ -74,9 +75,39 @@ fn report(verdict: &DiscoveryVerdict, previous: &DiscoveryVerdict, path: &str) {
     }
 }
 
+/// How often a TLS certificate's files are checked for a change.
+const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Reload the TLS certificate on SIGHUP and when its files change (a renewed Secret).
+async fn watch_certificate(certificate: Arc<ReloadingCert>) {
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        let signalled = async {
+            match hangup.as_mut() {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let result = tokio::select! {
+            _ = signalled => Some(certificate.reload()),
+            _ = tokio::time::sleep(CERT_CHECK_INTERVAL) => certificate.reload_if_changed(),
+        };
+        match result {
+            Some(Ok(())) => tracing::info!("TLS certificate reloaded"),
+            Some(Err(error)) => {
+                tracing::error!(%error, "TLS certificate not reloaded; still serving the previous one")
+            }
+            None => {}
+        }
+    }
+}
+
 /// Start the background thread.
 pub fn spawn(
     discovery: Option<DiscoveryCheck>,
+    certificate: Option<Arc<ReloadingCert>>,
     readiness: Arc<Readiness>,
     store: Arc<dyn TokenStore>,
     metrics: Metrics,
@@ -89,6 +120,9 @@ pub fn spawn(
         .spawn(move || {
             runtime.block_on(async move {
                 let gauges = tokio::spawn(publish_gauges(store, metrics));
+                if let Some(certificate) = certificate {
+                    tokio::spawn(watch_certificate(certificate));
+                }
                 if let Some(check) = discovery {
                     tokio::spawn(async move {
                         let mut previous = DiscoveryVerdict::Unchecked;

@@ -128,7 +128,17 @@ impl Gate {
             && headers
                 .get("x-forwarded-proto")
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
-        (Some(ip), if forwarded_https { "https" } else { "http" })
+        let own_tls = session
+            .digest()
+            .is_some_and(|digest| digest.ssl_digest.is_some());
+        (
+            Some(ip),
+            if forwarded_https || own_tls {
+                "https"
+            } else {
+                "http"
+            },
+        )
     }
 
     async fn reply(&self, session: &mut Session, reply: GateReply) -> pingora::Result<bool> {

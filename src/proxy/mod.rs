@@ -9,5 +9,6 @@ pub mod refresh;
 pub mod server;
 pub mod signal;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 pub mod write;

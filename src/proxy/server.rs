@@ -6,6 +6,7 @@ use super::exchange::Exchanger;
 use super::gate::Gate;
 use super::refresh::RefreshGate;
 use super::signal::DrainingShutdown;
+use super::tls::{CertError, ReloadingCert};
 use super::upstream::{UpstreamError, UpstreamPeers};
 use crate::clock::SystemClock;
 use crate::config::{Config, UpstreamTarget};
@@ -29,6 +30,9 @@ pub enum StartError {
     /// The upstream.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The TLS certificate.
+    #[error(transparent)]
+    Tls(#[from] CertError),
     /// A thread could not start.
     #[error("cannot start the background thread: {0}")]
     Thread(#[from] std::io::Error),
@@ -92,7 +96,21 @@ pub fn run(config: Config) -> Result<(), StartError> {
     .with_trusted_proxies(config.trusted_proxies().unwrap_or_default());
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gate, "refresh-gate");
-    proxy.add_tcp(&config.listen.address);
+    let certificate = match (&config.listen.tls_cert_file, &config.listen.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let certificate = ReloadingCert::load(cert, key)?;
+            proxy.add_tls_with_settings(
+                &config.listen.address,
+                None,
+                super::tls::settings(certificate.clone()),
+            );
+            Some(certificate)
+        }
+        _ => {
+            proxy.add_tcp(&config.listen.address);
+            None
+        }
+    };
     server.add_service(proxy);
 
     match &config.admin {
@@ -128,7 +146,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
             timeout: config.upstream.request_timeout,
         }
     });
-    background::spawn(discovery, readiness.clone(), store, metrics)?;
+    background::spawn(discovery, certificate, readiness.clone(), store, metrics)?;
 
     tracing::info!(
         listen = %config.listen.address,
