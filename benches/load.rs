@@ -459,7 +459,6 @@ fn p5(
         tombstone_ttl: Duration::from_secs(900),
         max_tombstones: N + 1000,
         max_in_flight: 10_000,
-        answer_ttl: Duration::from_millis(1),
     });
     let policy = Policy::uniform(Rules {
         grace_period: Duration::ZERO,

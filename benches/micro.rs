@@ -93,7 +93,6 @@ fn bench_store(c: &mut Criterion) {
         tombstone_ttl: Duration::from_secs(900),
         max_tombstones: 1_000_000,
         max_in_flight: 10_000,
-        answer_ttl: Duration::from_secs(60),
     });
     let policy = Policy::uniform(Rules {
         grace_period: Duration::from_secs(60),

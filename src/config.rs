@@ -53,7 +53,7 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
 }
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `[listen]`.
@@ -114,7 +114,7 @@ impl From<OnReplayConfig> for OnReplay {
 }
 
 /// `[clients."<client_id>"]`: any key left out keeps the `[rotation]` value.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ClientOverrides {
     /// `grace_period`.
@@ -135,7 +135,7 @@ pub struct ClientOverrides {
 }
 
 /// `[admin]`: `/metrics`, `/livez`, `/readyz` on their own listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     /// `address`, e.g. "0.0.0.0:9481" in a pod.
@@ -143,7 +143,7 @@ pub struct Admin {
 }
 
 /// `[audit]`: what audit events report.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Audit {
     /// `subject_claim`: the id_token claim reported as the subject.
@@ -164,7 +164,7 @@ fn default_subject_claim() -> String {
 }
 
 /// `[listen]`: where the gate accepts clients.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
     /// `address`, e.g. "0.0.0.0:9480".
@@ -193,7 +193,7 @@ fn default_drain() -> Duration {
 }
 
 /// `[upstream]`: the IdP.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     /// `url`: "http://host:port" or "https://host:port".
@@ -246,7 +246,7 @@ fn default_discovery_interval() -> Duration {
 }
 
 /// `[rotation]`: the rules.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rotation {
     /// `grace_period`.
@@ -323,7 +323,7 @@ pub enum Backend {
 }
 
 /// `[store]`.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Store {
     /// `backend`.
@@ -346,7 +346,7 @@ pub enum LogFormat {
 }
 
 /// `[log]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Log {
     /// `format`.
@@ -760,13 +760,42 @@ impl Config {
         }
     }
 
+    /// The keys that differ between `self` (running) and `new` and need a restart to change:
+    /// listeners, upstream, store, admin, audit and the store's capacities.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let mut check = |key, differs: bool| {
+            if differs {
+                changed.push(key);
+            }
+        };
+        check("listen", self.listen != new.listen);
+        check("upstream", self.upstream != new.upstream);
+        check("store", self.store != new.store);
+        check("admin", self.admin != new.admin);
+        check("audit", self.audit != new.audit);
+        check("log.format", self.log.format != new.log.format);
+        check(
+            "rotation.tombstone_ttl",
+            self.rotation.tombstone_ttl != new.rotation.tombstone_ttl,
+        );
+        check(
+            "rotation.max_tombstones",
+            self.rotation.max_tombstones != new.rotation.max_tombstones,
+        );
+        check(
+            "rotation.max_in_flight",
+            self.rotation.max_in_flight != new.rotation.max_in_flight,
+        );
+        changed
+    }
+
     /// The memory store's limits.
     pub fn store_limits(&self) -> MemoryStoreLimits {
         MemoryStoreLimits {
             tombstone_ttl: self.rotation.tombstone_ttl,
             max_tombstones: self.rotation.max_tombstones,
             max_in_flight: self.rotation.max_in_flight,
-            answer_ttl: self.policy().longest_grace(),
         }
     }
 }
@@ -934,7 +963,7 @@ token_paths = ["/auth/idp/k8sIdp/token"]
         assert_eq!(k9s.on_replay, OnReplay::RevokeFamily);
         let bot = policy.rules_for("ci-bot");
         assert_eq!((bot.max_reuses, bot.on_replay), (0, OnReplay::Refuse));
-        assert_eq!(config.store_limits().answer_ttl, Duration::from_secs(30));
+        assert_eq!(policy.longest_grace(), Duration::from_secs(30));
     }
 
     #[test]
@@ -965,6 +994,20 @@ token_paths = ["/auth/idp/k8sIdp/token"]
             "address = \"127.0.0.1:9480\"\ntrusted_proxies = [\"10.0.0.0/33\"]",
         ));
         assert!(message.contains("listen.trusted_proxies"), "{message}");
+    }
+
+    #[test]
+    fn reload_tells_safe_changes_from_restart_only_ones() {
+        let running = with("").unwrap();
+        let safe = with("[rotation]\ngrace_period = \"10s\"\nmax_reuses = 3\n[clients.k9s]\nmax_reuses = 1\n[log]\nlevel = \"warn\"\n").unwrap();
+        assert!(running.restart_only_changes(&safe).is_empty());
+        let unsafe_change = with("[rotation]\nmax_tombstones = 5\n").unwrap();
+        assert_eq!(
+            running.restart_only_changes(&unsafe_change),
+            ["rotation.max_tombstones"]
+        );
+        let moved = Config::parse(&MINIMAL.replace("9480", "9490")).unwrap();
+        assert_eq!(running.restart_only_changes(&moved), ["listen"]);
     }
 
     #[test]

@@ -40,14 +40,14 @@ fn main() -> ExitCode {
         println!("refresh-gate: {} is valid", cli.config.display());
         return ExitCode::SUCCESS;
     }
-    let _log_guard = match telemetry::init(&config.log) {
+    let log_guard = match telemetry::init(&config.log) {
         Ok(guard) => guard,
         Err(e) => {
             eprintln!("refresh-gate: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    match server::run(config) {
+    match server::run(config, cli.config.clone(), Some(log_guard.level_control())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("refresh-gate: {e}");

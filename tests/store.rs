@@ -24,7 +24,6 @@ fn store(max_tombstones: u64) -> Arc<MemoryStore> {
         tombstone_ttl: Duration::from_secs(900),
         max_tombstones,
         max_in_flight: 1000,
-        answer_ttl: Duration::from_secs(5),
     }))
 }
 

@@ -2,7 +2,7 @@
 //! gauges.
 
 use super::exchange::Exchanger;
-use super::tls::ReloadingCert;
+use super::reload::Reloader;
 use crate::discovery::{self, DiscoveryVerdict};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
@@ -75,11 +75,12 @@ fn report(verdict: &DiscoveryVerdict, previous: &DiscoveryVerdict, path: &str) {
     }
 }
 
-/// How often a TLS certificate's files are checked for a change.
-const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the configuration file and the TLS certificate are checked for a change.
+const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Reload the TLS certificate on SIGHUP and when its files change (a renewed Secret).
-async fn watch_certificate(certificate: Arc<ReloadingCert>) {
+/// Reload on SIGHUP, and when the configuration or certificate files change (a ConfigMap
+/// or Secret updated by Kubernetes).
+async fn watch_reloads(reloader: Arc<Reloader>) {
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
         let signalled = async {
@@ -90,16 +91,12 @@ async fn watch_certificate(certificate: Arc<ReloadingCert>) {
                 None => std::future::pending::<()>().await,
             }
         };
-        let result = tokio::select! {
-            _ = signalled => Some(certificate.reload()),
-            _ = tokio::time::sleep(CERT_CHECK_INTERVAL) => certificate.reload_if_changed(),
-        };
-        match result {
-            Some(Ok(())) => tracing::info!("TLS certificate reloaded"),
-            Some(Err(error)) => {
-                tracing::error!(%error, "TLS certificate not reloaded; still serving the previous one")
+        tokio::select! {
+            _ = signalled => {
+                tracing::info!("SIGHUP: reloading the configuration and the TLS certificate");
+                reloader.reload();
             }
-            None => {}
+            _ = tokio::time::sleep(RELOAD_CHECK_INTERVAL) => reloader.reload_if_changed(),
         }
     }
 }
@@ -107,7 +104,7 @@ async fn watch_certificate(certificate: Arc<ReloadingCert>) {
 /// Start the background thread.
 pub fn spawn(
     discovery: Option<DiscoveryCheck>,
-    certificate: Option<Arc<ReloadingCert>>,
+    reloader: Arc<Reloader>,
     readiness: Arc<Readiness>,
     store: Arc<dyn TokenStore>,
     metrics: Metrics,
@@ -120,9 +117,7 @@ pub fn spawn(
         .spawn(move || {
             runtime.block_on(async move {
                 let gauges = tokio::spawn(publish_gauges(store, metrics));
-                if let Some(certificate) = certificate {
-                    tokio::spawn(watch_certificate(certificate));
-                }
+                tokio::spawn(watch_reloads(reloader));
                 if let Some(check) = discovery {
                     tokio::spawn(async move {
                         let mut previous = DiscoveryVerdict::Unchecked;

@@ -6,6 +6,7 @@ pub mod background;
 pub mod exchange;
 pub mod gate;
 pub mod refresh;
+pub mod reload;
 pub mod server;
 pub mod signal;
 pub mod telemetry;

@@ -29,8 +29,8 @@ use tokio::sync::oneshot;
 
 /// Everything a refresh grant needs, shared by all requests.
 pub struct RefreshGate {
-    /// The rotation rules.
-    pub policy: Policy,
+    /// The rotation rules; replaced whole on a configuration reload.
+    policy: arc_swap::ArcSwap<Policy>,
     /// The state of every fingerprint.
     pub store: Arc<dyn TokenStore>,
     /// Keys the fingerprints.
@@ -56,7 +56,7 @@ pub struct RefreshGate {
 impl std::fmt::Debug for RefreshGate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RefreshGate")
-            .field("policy", &self.policy)
+            .field("policy", &self.policy.load())
             .finish()
     }
 }
@@ -125,7 +125,7 @@ impl RefreshGate {
         exchange_timeout: Duration,
     ) -> Self {
         RefreshGate {
-            policy,
+            policy: arc_swap::ArcSwap::from_pointee(policy),
             store,
             fingerprinter,
             clock,
@@ -147,6 +147,16 @@ impl RefreshGate {
     pub fn with_subject_claim(mut self, claim: &str) -> Self {
         self.subject_claim = claim.to_owned();
         self
+    }
+
+    /// The rules in force now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// Replace the rules (configuration reload); requests already deciding keep theirs.
+    pub fn set_policy(&self, policy: Policy) {
+        self.policy.store(Arc::new(policy));
     }
 
     /// Revoke families at the IdP too, through its RFC 7009 endpoint at `path`.
@@ -183,7 +193,7 @@ impl RefreshGate {
         };
         let presented = self
             .store
-            .present(&request.fingerprint, &who, &self.policy, self.clock.now())
+            .present(&request.fingerprint, &who, &self.policy(), self.clock.now())
             .await;
         match presented {
             Err(error) => self.store_failure(session, error).await,
@@ -278,7 +288,8 @@ impl RefreshGate {
         };
         match outcome {
             ExchangeOutcome::Rotated { record, answer, .. } => {
-                tokio::time::sleep(self.policy.release_delay(slot)).await;
+                let policy = self.policy();
+                tokio::time::sleep(policy.release_delay(slot)).await;
                 let who = Presenter {
                     client: &request.client,
                     source: request.source,
@@ -289,7 +300,7 @@ impl RefreshGate {
                         &request.fingerprint,
                         &record,
                         &who,
-                        &self.policy,
+                        &policy,
                         self.clock.now(),
                     )
                     .await;
@@ -451,7 +462,7 @@ impl RefreshGate {
     async fn complete(&self, fingerprint: &TokenFingerprint, outcome: ExchangeOutcome) {
         if let Err(error) = self
             .store
-            .complete(fingerprint, outcome, &self.policy)
+            .complete(fingerprint, outcome, &self.policy())
             .await
         {
             tracing::error!(%error, token = %fingerprint.display(), "could not record the end of an exchange");

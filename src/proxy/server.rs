@@ -5,7 +5,9 @@ use super::background::{self, DiscoveryCheck};
 use super::exchange::Exchanger;
 use super::gate::Gate;
 use super::refresh::RefreshGate;
+use super::reload::Reloader;
 use super::signal::DrainingShutdown;
+use super::telemetry::LogLevel;
 use super::tls::{CertError, ReloadingCert};
 use super::upstream::{UpstreamError, UpstreamPeers};
 use crate::clock::SystemClock;
@@ -19,6 +21,7 @@ use pingora::connectors::ConnectorOptions;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Why the gate could not start.
@@ -38,8 +41,13 @@ pub enum StartError {
     Thread(#[from] std::io::Error),
 }
 
-/// Build every part from a validated config and serve until a signal stops the process.
-pub fn run(config: Config) -> Result<(), StartError> {
+/// Build every part from a validated config (read from `config_path`, for reloads) and
+/// serve until a signal stops the process.
+pub fn run(
+    config: Config,
+    config_path: PathBuf,
+    log_level: Option<LogLevel>,
+) -> Result<(), StartError> {
     let fingerprinter = match &config.store.fingerprint_key_file {
         Some(path) => Fingerprinter::from_file(path)?,
         None => {
@@ -86,8 +94,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
     )
     .with_subject_claim(&config.audit.subject_claim)
     .with_revocation_path(config.upstream.revocation_path.clone());
+    let refresh = Arc::new(refresh);
     let gate = Gate::new(
-        Arc::new(refresh),
+        refresh.clone(),
         peers.clone(),
         &config.upstream.token_paths,
         metrics.clone(),
@@ -146,7 +155,14 @@ pub fn run(config: Config) -> Result<(), StartError> {
             timeout: config.upstream.request_timeout,
         }
     });
-    background::spawn(discovery, certificate, readiness.clone(), store, metrics)?;
+    let reloader = Arc::new(Reloader::new(
+        config_path,
+        config.clone(),
+        refresh,
+        log_level,
+        certificate,
+    ));
+    background::spawn(discovery, reloader, readiness.clone(), store, metrics)?;
 
     tracing::info!(
         listen = %config.listen.address,

@@ -28,8 +28,29 @@ pub struct MemoryStoreLimits {
     pub max_tombstones: u64,
     /// The most exchanges in flight at once.
     pub max_in_flight: usize,
-    /// The longest grace period the store must keep answers for.
-    pub answer_ttl: Duration,
+}
+
+/// A remembered answer and how long it is kept (its client's grace period when stored).
+#[derive(Clone)]
+struct TimedAnswer {
+    answer: Arc<SealedAnswer>,
+    keep_for: Duration,
+}
+
+/// Each answer expires after its own client's grace period, whatever the configuration
+/// was at start-up (a reload may lengthen it). Expiry only cleans up: the policy decides
+/// the window from timestamps.
+struct AnswerExpiry;
+
+impl moka::Expiry<TokenFingerprint, TimedAnswer> for AnswerExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &TokenFingerprint,
+        value: &TimedAnswer,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.keep_for)
+    }
 }
 
 struct InFlight {
@@ -46,7 +67,7 @@ struct State {
 pub struct MemoryStore {
     state: Mutex<State>,
     max_in_flight: usize,
-    answers: Cache<TokenFingerprint, Arc<SealedAnswer>, FingerprintHashing>,
+    answers: Cache<TokenFingerprint, TimedAnswer, FingerprintHashing>,
     revoked_families: Cache<TokenFingerprint, (), FingerprintHashing>,
 }
 
@@ -78,7 +99,7 @@ impl MemoryStore {
     pub fn new(limits: &MemoryStoreLimits) -> Self {
         let answers = Cache::builder()
             .max_capacity(limits.max_tombstones)
-            .time_to_live(limits.answer_ttl.max(Duration::from_millis(1)))
+            .expire_after(AnswerExpiry)
             .eviction_policy(EvictionPolicy::lru())
             .build_with_hasher(FingerprintHashing);
         let revoked_families = Cache::builder()
@@ -162,7 +183,7 @@ impl TokenStore for MemoryStore {
                     record,
                 )));
             }
-            let answer = self.answers.get(token);
+            let answer = self.answers.get(token).map(|timed| timed.answer);
             let decision = record.decide(policy, answer.is_some(), who, now);
             return Ok(match (decision, answer) {
                 (Decision::Replay, Some(answer)) => {
@@ -224,12 +245,15 @@ impl TokenStore for MemoryStore {
         } = &outcome
         {
             state.tombstones.insert(token, record, successor.as_ref());
-            if !policy
-                .rules_for(&record.client.client_id)
-                .grace_period
-                .is_zero()
-            {
-                self.answers.insert(*token, answer.clone());
+            let grace = policy.rules_for(&record.client.client_id).grace_period;
+            if !grace.is_zero() {
+                self.answers.insert(
+                    *token,
+                    TimedAnswer {
+                        answer: answer.clone(),
+                        keep_for: grace,
+                    },
+                );
             }
         }
         if let Some(entry) = state.in_flight.remove(token) {

@@ -117,6 +117,7 @@ pub struct GateProcess {
     pub admin: SocketAddr,
     child: Child,
     log_path: PathBuf,
+    config_path: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -172,6 +173,7 @@ impl GateProcess {
                         admin,
                         child,
                         log_path,
+                        config_path: config.clone(),
                         _dir: dir,
                     };
                 }
@@ -197,6 +199,33 @@ impl GateProcess {
     /// `http://127.0.0.1:adminport<path>`.
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{}", self.admin, path)
+    }
+
+    /// Rewrite the gate's configuration file with `edit` (then send SIGHUP to reload).
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        std::fs::write(&self.config_path, edit(text)).unwrap();
+    }
+
+    /// Send a signal (`"HUP"`, `"TERM"`) to the gate.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Wait until the log contains `needle` (up to 5 s); the whole log.
+    pub async fn wait_for_log(&self, needle: &str) -> String {
+        for _ in 0..50 {
+            let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+            if log.contains(needle) {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the gate never logged {needle:?}:\n{}", self.log());
     }
 
     /// The process id (to send signals).

@@ -1,0 +1,116 @@
+//! Configuration reload (SIGHUP, or a changed file as when Kubernetes updates a mounted
+//! ConfigMap): what can change safely (grace, reuse caps, binding, on_replay, per-client
+//! policy, spacing, log level) is applied at once, keeping every remembered token; what
+//! needs a restart is refused with a clear log line.
+
+use super::refresh::RefreshGate;
+use super::telemetry::LogLevel;
+use super::tls::ReloadingCert;
+use crate::config::Config;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+/// Re-reads the configuration file and the TLS certificate.
+pub struct Reloader {
+    path: PathBuf,
+    running: Mutex<(Config, Option<SystemTime>)>,
+    refresh: Arc<RefreshGate>,
+    log_level: Option<LogLevel>,
+    certificate: Option<Arc<ReloadingCert>>,
+}
+
+fn modified(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl Reloader {
+    /// A reloader for the gate started from `config` read at `path`.
+    pub fn new(
+        path: PathBuf,
+        config: Config,
+        refresh: Arc<RefreshGate>,
+        log_level: Option<LogLevel>,
+        certificate: Option<Arc<ReloadingCert>>,
+    ) -> Self {
+        let stamp = modified(&path);
+        Reloader {
+            path,
+            running: Mutex::new((config, stamp)),
+            refresh,
+            log_level,
+            certificate,
+        }
+    }
+
+    /// Reload everything (SIGHUP).
+    pub fn reload(&self) {
+        self.reload_config();
+        if let Some(certificate) = &self.certificate {
+            match certificate.reload() {
+                Ok(()) => tracing::info!("TLS certificate reloaded"),
+                Err(error) => {
+                    tracing::error!(%error, "TLS certificate not reloaded; still serving the previous one")
+                }
+            }
+        }
+    }
+
+    /// Reload what changed on disk (the periodic check).
+    pub fn reload_if_changed(&self) {
+        let changed = {
+            let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            modified(&self.path) != running.1
+        };
+        if changed {
+            self.reload_config();
+        }
+        if let Some(result) = self
+            .certificate
+            .as_ref()
+            .and_then(|c| c.reload_if_changed())
+        {
+            match result {
+                Ok(()) => tracing::info!("TLS certificate reloaded"),
+                Err(error) => {
+                    tracing::error!(%error, "TLS certificate not reloaded; still serving the previous one")
+                }
+            }
+        }
+    }
+
+    fn reload_config(&self) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.1 = modified(&self.path);
+        let new = match Config::load(&self.path) {
+            Ok(new) => new,
+            Err(error) => {
+                tracing::error!(%error, "configuration not reloaded; the running configuration stays in force");
+                return;
+            }
+        };
+        let refused = running.0.restart_only_changes(&new);
+        if !refused.is_empty() {
+            tracing::error!(
+                keys = refused.join(", "),
+                "configuration reload: these keys changed but need a restart; their running values stay in force"
+            );
+        }
+        self.refresh.set_policy(new.policy());
+        if let Some(level) = &self.log_level {
+            if let Err(error) = level.set(&new.log.level) {
+                tracing::error!(%error, "configuration reload: log level not changed");
+            }
+        }
+        tracing::info!(
+            grace_period = ?new.rotation.grace_period,
+            max_reuses = new.rotation.max_reuses,
+            clients = new.clients.len(),
+            log_level = new.log.level.as_str(),
+            "configuration reloaded"
+        );
+        running.0.rotation = new.rotation;
+        running.0.clients = new.clients;
+        running.0.log.level = new.log.level;
+    }
+}

@@ -1,0 +1,81 @@
+//! Configuration reload on SIGHUP: safe changes apply at once and keep every remembered
+//! token; changes that need a restart are refused with a clear log line.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_longer_grace_period_applies_on_sighup_and_keeps_the_tombstones() {
+    let idp = FakeIdp::start().await;
+    let mut options = GateOptions::new(idp.url());
+    options.grace_period = "300ms";
+    let gate = GateProcess::start(&options).await;
+    let before = idp.mint();
+    assert_eq!(refresh(&gate, &before, "k").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        refresh(&gate, &before, "k").await.0,
+        400,
+        "the 300 ms window passed"
+    );
+
+    gate.edit_config(|text| text.replace("grace_period = \"300ms\"", "grace_period = \"3s\""));
+    gate.signal("HUP");
+    gate.wait_for_log("configuration reloaded").await;
+
+    let after = idp.mint();
+    assert_eq!(refresh(&gate, &after, "k").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        refresh(&gate, &after, "k").await.0,
+        200,
+        "the new 3 s window applies"
+    );
+    // The tombstone from before the reload still refuses its token: nothing was forgotten.
+    assert_eq!(refresh(&gate, &before, "k").await.0, 400);
+    assert_eq!(idp.calls_for(&before), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changes_that_need_a_restart_are_refused_with_a_clear_line() {
+    let idp = FakeIdp::start().await;
+    let gate = GateProcess::start(&GateOptions::new(idp.url())).await;
+    gate.edit_config(|text| {
+        text.replace("max_tombstones = 100000", "max_tombstones = 5")
+            .replace(
+                &format!("address = \"{}\"", gate.addr),
+                "address = \"127.0.0.1:1\"",
+            )
+    });
+    gate.signal("HUP");
+    let log = gate.wait_for_log("need a restart").await;
+    let line = log.lines().find(|l| l.contains("need a restart")).unwrap();
+    assert!(
+        line.contains("listen") && line.contains("rotation.max_tombstones"),
+        "{line}"
+    );
+    assert_eq!(
+        refresh(&gate, &idp.mint(), "k").await.0,
+        200,
+        "still serving where it was"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_invalid_file_on_reload_keeps_the_running_configuration() {
+    let idp = FakeIdp::start().await;
+    let gate = GateProcess::start(&GateOptions::new(idp.url())).await;
+    gate.edit_config(|text| text.replace("grace_period = \"5s\"", "grace_period = \"1h\""));
+    gate.signal("HUP");
+    let log = gate.wait_for_log("configuration not reloaded").await;
+    assert!(log.contains("rotation.grace_period"), "{log}");
+    let token = idp.mint();
+    assert_eq!(refresh(&gate, &token, "k").await.0, 200);
+    assert_eq!(
+        refresh(&gate, &token, "k").await.0,
+        200,
+        "the 5 s window still applies"
+    );
+}
