@@ -79,3 +79,32 @@ async fn an_invalid_file_on_reload_keeps_the_running_configuration() {
         "the 5 s window still applies"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_changed_file_is_reloaded_without_a_signal() {
+    let idp = FakeIdp::start().await;
+    let mut options = GateOptions::new(idp.url());
+    options.grace_period = "300ms";
+    let gate = GateProcess::start(&options).await;
+    // Kubernetes updates a mounted ConfigMap in place; the gate notices within ~10 s.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    gate.edit_config(|text| text.replace("grace_period = \"300ms\"", "grace_period = \"3s\""));
+    for _ in 0..150 {
+        if gate.log().contains("configuration reloaded") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        gate.log().contains("configuration reloaded"),
+        "not reloaded within 15 s"
+    );
+    let token = idp.mint();
+    assert_eq!(refresh(&gate, &token, "k").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        refresh(&gate, &token, "k").await.0,
+        200,
+        "the new window applies"
+    );
+}

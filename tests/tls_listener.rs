@@ -31,6 +31,14 @@ async fn handshake(
     gate: &GateProcess,
     trusted: &rcgen::CertifiedKey,
 ) -> (Vec<u8>, Option<Vec<u8>>) {
+    try_handshake(gate, trusted).await.expect("TLS handshake")
+}
+
+/// A handshake that trusts only `trusted`: fails while the gate serves another certificate.
+async fn try_handshake(
+    gate: &GateProcess,
+    trusted: &rcgen::CertifiedKey,
+) -> std::io::Result<(Vec<u8>, Option<Vec<u8>>)> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(trusted.cert.der().clone()).unwrap();
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -44,13 +52,10 @@ async fn handshake(
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let stream = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from(NAME).unwrap();
-    let tls = connector
-        .connect(name, stream)
-        .await
-        .expect("TLS handshake");
+    let tls = connector.connect(name, stream).await?;
     let (_, connection) = tls.get_ref();
     let served = connection.peer_certificates().unwrap()[0].to_vec();
-    (served, connection.alpn_protocol().map(<[u8]>::to_vec))
+    Ok((served, connection.alpn_protocol().map(<[u8]>::to_vec)))
 }
 
 fn https_client(trusted: &rcgen::CertifiedKey, gate: &GateProcess) -> reqwest::Client {
@@ -129,7 +134,10 @@ async fn a_renewed_certificate_is_served_after_sighup_without_a_restart() {
         .success());
     let mut now_served = Vec::new();
     for _ in 0..40 {
-        now_served = handshake(&gate, &renewed).await.0;
+        now_served = try_handshake(&gate, &renewed)
+            .await
+            .map(|h| h.0)
+            .unwrap_or_default();
         if now_served == renewed.cert.der().to_vec() {
             break;
         }
@@ -145,5 +153,33 @@ async fn a_renewed_certificate_is_served_after_sighup_without_a_restart() {
         gate.admin_get("/livez").await.0,
         200,
         "still running: no restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_renewed_certificate_file_is_picked_up_without_a_signal() {
+    let idp = FakeIdp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let old = write_certificate(dir.path());
+    let gate = tls_gate(&idp, dir.path()).await;
+    assert_eq!(handshake(&gate, &old).await.0, old.cert.der().to_vec());
+    // A renewed Secret: the files change in place; the gate checks every 10 s.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let renewed = write_certificate(dir.path());
+    let mut served = Vec::new();
+    for _ in 0..150 {
+        served = try_handshake(&gate, &renewed)
+            .await
+            .map(|h| h.0)
+            .unwrap_or_default();
+        if served == renewed.cert.der().to_vec() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        served,
+        renewed.cert.der().to_vec(),
+        "not picked up within 15 s"
     );
 }
