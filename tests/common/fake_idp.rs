@@ -115,31 +115,10 @@ impl FakeIdp {
         .with_no_client_auth()
         .with_single_cert(vec![certified.cert.der().clone()], key)
         .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = FakeIdp::shared();
-        let app = FakeIdp::app(shared.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let acceptor = acceptor.clone();
-                let app = app.clone();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(stream).await else {
-                        return;
-                    };
-                    let service = hyper_util::service::TowerToHyperService::new(app);
-                    let _ = hyper_util::server::conn::auto::Builder::new(
-                        hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                    .await;
-                });
-            }
-        });
+        let task = super::serve_tls(listener, Arc::new(config), FakeIdp::app(shared.clone()));
         (FakeIdp { addr, shared, task }, pem)
     }
 
@@ -271,6 +250,19 @@ fn id_token(sub: &str) -> String {
     .unwrap()
 }
 
+/// Request headers as (name, value) strings.
+fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
 fn form_value(body: &[u8], name: &str) -> Option<String> {
     refresh_gate::form::parse(body)
         .ok()?
@@ -301,15 +293,7 @@ async fn token(
     };
     s.record.lock().unwrap().calls.push(TokenCall {
         body: body.to_vec(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        headers: header_pairs(&headers),
         refresh_token: refresh_token.clone(),
     });
     let (mode, latency, fail) = {
@@ -380,15 +364,7 @@ async fn revoke(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -
     s.record.lock().unwrap().revocations.push(TokenCall {
         refresh_token: form_value(&body, "token"),
         body: body.to_vec(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        headers: header_pairs(&headers),
     });
     StatusCode::OK
 }

@@ -55,3 +55,32 @@ pub fn oauth_error(body: &str) -> String {
         serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
     value["error"].as_str().unwrap_or_default().to_owned()
 }
+
+/// Serve an axum router over TLS on `listener` (HTTP/1.1 and HTTP/2) until aborted.
+pub fn serve_tls(
+    listener: tokio::net::TcpListener,
+    config: std::sync::Arc<rustls::ServerConfig>,
+    app: axum::Router,
+) -> tokio::task::JoinHandle<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            let app = app.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+            });
+        }
+    })
+}
