@@ -12,17 +12,7 @@ async fn refresh_from(
     client_id: &str,
     xff: &str,
 ) -> (u16, String) {
-    let response = client()
-        .post(gate.url("/token"))
-        .header("authorization", basic(client_id, "secret"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-forwarded-for", xff)
-        .body(refresh_body(token))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap())
+    refresh_with(gate, token, client_id, &[("x-forwarded-for", xff)]).await
 }
 
 fn next_token(answer: &str) -> String {

@@ -37,14 +37,25 @@ pub fn refresh_body(token: &str) -> String {
 
 /// POST a refresh grant with Basic credentials; returns (status, body).
 pub async fn refresh(gate: &GateProcess, token: &str, client_id: &str) -> (u16, String) {
-    let response = client()
+    refresh_with(gate, token, client_id, &[]).await
+}
+
+/// POST a refresh grant with Basic credentials and extra headers; returns (status, body).
+pub async fn refresh_with(
+    gate: &GateProcess,
+    token: &str,
+    client_id: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut request = client()
         .post(gate.url("/token"))
         .header("authorization", basic(client_id, "secret"))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(refresh_body(token))
-        .send()
-        .await
-        .unwrap();
+        .body(refresh_body(token));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.text().await.unwrap())
 }
