@@ -106,7 +106,10 @@ impl<T: std::hash::Hash + Eq + Clone> Interner<T> {
 pub struct Tombstones {
     slots: Vec<Slot>,
     head: usize,
-    len: usize,
+    /// Ring positions in use (live tombstones and retired ones not yet passed).
+    occupied: usize,
+    /// Live tombstones.
+    live_count: usize,
     capacity: usize,
     ttl: Duration,
     by_key: HashMap<Key, u32, FingerprintHashing>,
@@ -135,7 +138,8 @@ impl Tombstones {
         Tombstones {
             slots: Vec::with_capacity(capacity.min(4096)),
             head: 0,
-            len: 0,
+            occupied: 0,
+            live_count: 0,
             capacity,
             ttl,
             by_key: HashMap::with_hasher(FingerprintHashing),
@@ -148,12 +152,12 @@ impl Tombstones {
 
     /// Tombstones held.
     pub fn len(&self) -> usize {
-        self.len
+        self.live_count
     }
 
     /// Whether none is held.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.live_count == 0
     }
 
     /// Tombstones evicted for capacity so far.
@@ -166,33 +170,43 @@ impl Tombstones {
     }
 
     /// Drop the oldest tombstone (expired, or evicted for room).
-    fn pop_oldest(&mut self) {
-        let index = self.head;
+    /// Forget the tombstone in slot `index`: its indexes and its interned values. The slot
+    /// keeps its ring position until the ring moves past it. Returns whether it was live.
+    fn retire(&mut self, index: usize) -> bool {
         let slot = &mut self.slots[index];
-        if slot.live {
-            slot.live = false;
-            let (key, successor, client, subject) =
-                (slot.key, slot.successor, slot.client, slot.subject);
-            if self.by_key.get(&key) == Some(&(index as u32)) {
-                self.by_key.remove(&key);
-            }
-            if let Some(successor) = successor {
-                if self.by_successor.get(&successor) == Some(&(index as u32)) {
-                    self.by_successor.remove(&successor);
-                }
-            }
-            self.clients.release(client);
-            if subject != NO_SUBJECT {
-                self.subjects.release(subject);
+        if !slot.live {
+            return false;
+        }
+        slot.live = false;
+        let (key, successor, client, subject) =
+            (slot.key, slot.successor, slot.client, slot.subject);
+        if self.by_key.get(&key) == Some(&(index as u32)) {
+            self.by_key.remove(&key);
+        }
+        if let Some(successor) = successor {
+            if self.by_successor.get(&successor) == Some(&(index as u32)) {
+                self.by_successor.remove(&successor);
             }
         }
+        self.clients.release(client);
+        if subject != NO_SUBJECT {
+            self.subjects.release(subject);
+        }
+        self.live_count -= 1;
+        true
+    }
+
+    /// Free the oldest ring position; returns whether a live tombstone was dropped.
+    fn pop_oldest(&mut self) -> bool {
+        let was_live = self.retire(self.head);
         self.head = (self.head + 1) % self.capacity;
-        self.len -= 1;
+        self.occupied -= 1;
+        was_live
     }
 
     /// Drop every tombstone whose TTL has passed.
     pub fn expire(&mut self, now: UnixMillis) {
-        while self.len > 0 && self.expired(&self.slots[self.head], now) {
+        while self.occupied > 0 && self.expired(&self.slots[self.head], now) {
             self.pop_oldest();
         }
     }
@@ -206,14 +220,14 @@ impl Tombstones {
         successor: Option<&TokenFingerprint>,
     ) {
         self.expire(record.first_use);
-        if self.len == self.capacity {
-            self.pop_oldest();
+        if self.occupied == self.capacity && self.pop_oldest() {
             self.evictions += 1;
         }
         let key = key(token);
         if let Some(&old) = self.by_key.get(&key) {
-            // Re-tombstoning a token (only after its claim was released): forget the old one.
-            self.slots[old as usize].live = false;
+            // Re-tombstoning a token whose old tombstone expired but still sits in the ring
+            // (completions can land slightly out of first-use order): retire it fully.
+            self.retire(old as usize);
         }
         let slot = Slot {
             key,
@@ -228,14 +242,15 @@ impl Tombstones {
             replays: record.replays(),
             live: true,
         };
-        let position = (self.head + self.len) % self.capacity;
+        let position = (self.head + self.occupied) % self.capacity;
         if position == self.slots.len() {
             self.slots.push(slot);
         } else {
             let stale = std::mem::replace(&mut self.slots[position], slot);
             debug_assert!(!stale.live, "a live tombstone was overwritten");
         }
-        self.len += 1;
+        self.occupied += 1;
+        self.live_count += 1;
         self.by_key.insert(key, position as u32);
         if let Some(successor) = self.slots[position].successor {
             self.by_successor.insert(successor, position as u32);
@@ -390,6 +405,40 @@ mod tests {
         table.insert(&fp(3), &record(fp(3), NOW, "carol"), None);
         assert_eq!(table.subjects.index.len(), 2, "alice was freed");
         assert_eq!(table.clients.index.len(), 1);
+    }
+
+    #[test]
+    fn re_tombstoning_a_token_retires_the_old_slot_entirely() {
+        let mut table = Tombstones::new(10, Duration::from_secs(60));
+        // An expired tombstone that the ring has not passed yet (it is not at the head).
+        let later = NOW.plus(Duration::from_secs(1));
+        table.insert(&fp(9), &record(fp(9), later, "bob"), None);
+        table.insert(&fp(1), &record(fp(1), NOW, "alice"), Some(&fp(2)));
+        let after_ttl = NOW.plus(Duration::from_secs(60));
+        assert!(table.get(&fp(1), after_ttl).is_none());
+        // The token is exchanged again and tombstoned anew.
+        table.insert(&fp(1), &record(fp(1), after_ttl, "carol"), Some(&fp(3)));
+        assert_eq!(table.len(), 2, "bob, and the new tombstone of fp(1)");
+        assert_eq!(
+            table.get(&fp(1), after_ttl).unwrap().subject.as_deref(),
+            Some("carol")
+        );
+        assert!(
+            !table
+                .subjects
+                .index
+                .contains_key(&Arc::<str>::from("alice")),
+            "alice freed"
+        );
+        assert_eq!(
+            table.family_of(&fp(2), after_ttl),
+            None,
+            "the old link is gone"
+        );
+        assert_eq!(table.by_successor.len(), 1);
+        assert_eq!(table.family_of(&fp(3), after_ttl), Some(fp(1)));
+        // Passing the retired slot later counts no eviction.
+        assert_eq!(table.evictions(), 0);
     }
 
     #[test]
