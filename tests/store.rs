@@ -27,6 +27,20 @@ fn store(max_tombstones: u64) -> Arc<MemoryStore> {
     }))
 }
 
+/// Present a token the store must refuse; the refusal.
+async fn refused(
+    store: &MemoryStore,
+    token: &TokenFingerprint,
+    who: &Presenter<'_>,
+    policy: &Policy,
+    at: UnixMillis,
+) -> refresh_gate::store::Refusal {
+    match store.present(token, who, policy, at).await.unwrap() {
+        Presented::Refused(refusal) => refusal,
+        other => panic!("not refused: {other:?}"),
+    }
+}
+
 fn client() -> ClientIdentity {
     ClientIdentity {
         client_id: "kubernetes".into(),
@@ -307,23 +321,15 @@ async fn a_late_replay_under_revoke_family_blocks_every_member() {
 
     // t0 replayed after the window: refused, and the family is revoked.
     let late = NOW.plus(std::time::Duration::from_secs(60));
-    let Presented::Refused(refusal) = store.present(&fp0, &who, &policy, late).await.unwrap()
-    else {
-        panic!("not refused")
-    };
+    let refusal = refused(&store, &fp0, &who, &policy, late).await;
     assert_eq!(refusal.reason, RefusalReason::AfterGrace);
     assert!(refusal.revoked_family);
     // The newest token, never presented yet, is refused without an exchange.
-    let Presented::Refused(refusal) = store.present(&fp2, &who, &policy, late).await.unwrap()
-    else {
-        panic!("the newest member was not refused")
-    };
+    let refusal = refused(&store, &fp2, &who, &policy, late).await;
     assert_eq!(refusal.reason, RefusalReason::FamilyRevoked);
     assert!(refusal.record.is_none());
     // And t1, inside its own window, is refused too.
-    let Presented::Refused(refusal) = store.present(&fp1, &who, &policy, NOW).await.unwrap() else {
-        panic!("not refused")
-    };
+    let refusal = refused(&store, &fp1, &who, &policy, NOW).await;
     assert_eq!(refusal.reason, RefusalReason::FamilyRevoked);
 }
 
@@ -344,10 +350,7 @@ async fn under_refuse_a_late_replay_revokes_nothing() {
         .await
         .unwrap();
     let late = NOW.plus(std::time::Duration::from_secs(60));
-    let Presented::Refused(refusal) = store.present(&fp0, &who, &policy, late).await.unwrap()
-    else {
-        panic!("not refused")
-    };
+    let refusal = refused(&store, &fp0, &who, &policy, late).await;
     assert!(!refusal.revoked_family);
     assert!(matches!(
         store.present(&fp1, &who, &policy, late).await.unwrap(),
