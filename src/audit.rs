@@ -23,6 +23,8 @@ pub const REFRESH_TOKEN_ROTATED: &str = "RefreshTokenRotated";
 pub const REFRESH_TOKEN_FAMILY_REVOKED: &str = "RefreshTokenFamilyRevoked";
 /// The gate asked the IdP to revoke a revoked family's token (RFC 7009).
 pub const IDP_REVOCATION: &str = "RefreshTokenRevokedAtIdp";
+/// A refresh grant forwarded unguarded while the shared store was unavailable.
+pub const REFRESH_FORWARDED_UNGUARDED: &str = "RefreshForwardedUnguarded";
 
 /// What every audit event says about the request that caused it.
 #[derive(Debug, Clone)]
@@ -193,6 +195,28 @@ pub fn idp_revocation(
         family,
         request.token,
         status.map_or("IdP unreachable".to_owned(), |s| format!("status {s}"))
+    );
+}
+
+/// A refresh grant forwarded untouched because the shared store could not be reached
+/// (`on_store_error = "fail-open"`): no one-time use, no grace window and no replay detection
+/// at the gate for this token; the IdP's own rules apply. Log only: the handler counts the
+/// outcome (`unguarded`, or `upstream_error`) once the IdP answered.
+pub fn forwarded_unguarded(request: &RequestFacts<'_>, now: UnixMillis) {
+    tracing::warn!(
+        target: TARGET,
+        schema_version = SCHEMA_VERSION,
+        ts = %timestamp(now),
+        event = REFRESH_FORWARDED_UNGUARDED,
+        request_id = request.request_id,
+        token_url = request.token_url,
+        token = %request.token,
+        client_id = request.client_id,
+        client_ip = %request.client_ip,
+        "[{REFRESH_FORWARDED_UNGUARDED}] - {} - {} - token store unavailable: refresh token [{}] forwarded without one-time-use checks",
+        request.token_url,
+        request.client_ip,
+        request.token
     );
 }
 

@@ -320,18 +320,77 @@ pub enum Backend {
     /// The embedded, per-process store.
     #[default]
     Memory,
+    /// A Redis server shared by every replica.
+    Redis,
+}
+
+/// What a refresh grant gets while the shared store cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnStoreError {
+    /// Forward refresh grants untouched: the IdP's own rules apply (no grace window, no
+    /// replay detection at the gate) until the store is back.
+    #[default]
+    FailOpen,
+    /// Answer `503 temporarily_unavailable`: nothing reaches the IdP unguarded.
+    FailClosed,
 }
 
 /// `[store]`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Store {
     /// `backend`.
     #[serde(default)]
     pub backend: Backend,
-    /// `fingerprint_key_file`: without it, a random key per process.
+    /// `fingerprint_key_file`: without it, a random key per process (required with Redis).
     #[serde(default)]
     pub fingerprint_key_file: Option<PathBuf>,
+    /// `url`: `redis://host:port/db` or `rediss://` (Redis only; no password in it).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `username`: the Redis ACL user (Redis only).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// `password_file`: a file holding the Redis password (Redis only).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// `ca_file`: PEM roots for `rediss://` instead of the system's (Redis only).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// `key_prefix`: prepended to every Redis key and channel.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// `timeout`: the bound on one store operation (Redis only).
+    #[serde(default = "default_store_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// `on_store_error`: `fail-open` or `fail-closed`.
+    #[serde(default)]
+    pub on_store_error: OnStoreError,
+}
+
+fn default_key_prefix() -> String {
+    "refresh-gate:".to_owned()
+}
+
+fn default_store_timeout() -> Duration {
+    Duration::from_millis(500)
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            backend: Backend::default(),
+            fingerprint_key_file: None,
+            url: None,
+            username: None,
+            password_file: None,
+            ca_file: None,
+            key_prefix: default_key_prefix(),
+            timeout: default_store_timeout(),
+            on_store_error: OnStoreError::default(),
+        }
+    }
 }
 
 /// Log output format.
@@ -621,6 +680,72 @@ impl Config {
         if let Some(key) = &self.store.fingerprint_key_file {
             crate::fingerprint::Fingerprinter::from_file(key)
                 .map_err(|e| invalid("store.fingerprint_key_file", e.to_string()))?;
+        }
+        self.validate_store()
+    }
+
+    fn validate_store(&self) -> Result<(), ConfigError> {
+        let store = &self.store;
+        if store.backend == Backend::Memory {
+            let redis_only = [
+                ("store.url", store.url.is_some()),
+                ("store.username", store.username.is_some()),
+                ("store.password_file", store.password_file.is_some()),
+                ("store.ca_file", store.ca_file.is_some()),
+            ];
+            if let Some((key, _)) = redis_only.iter().find(|(_, set)| *set) {
+                return Err(invalid(key, "applies only to backend = \"redis\""));
+            }
+            return Ok(());
+        }
+        if store.fingerprint_key_file.is_none() {
+            return Err(invalid(
+                "store.fingerprint_key_file",
+                "is required with backend = \"redis\": every replica must compute the same fingerprints",
+            ));
+        }
+        let url = store
+            .url
+            .as_deref()
+            .ok_or_else(|| invalid("store.url", "is required with backend = \"redis\""))?;
+        let rest = url
+            .strip_prefix("redis://")
+            .or_else(|| url.strip_prefix("rediss://"))
+            .ok_or_else(|| invalid("store.url", "must start with redis:// or rediss://"))?;
+        let authority = rest.split('/').next().unwrap_or_default();
+        if authority.contains('@') {
+            return Err(invalid(
+                "store.url",
+                "must not hold credentials: use store.username and store.password_file",
+            ));
+        }
+        if authority.is_empty() {
+            return Err(invalid("store.url", "names no host"));
+        }
+        if store.ca_file.is_some() && !url.starts_with("rediss://") {
+            return Err(invalid("store.ca_file", "applies only to a rediss:// url"));
+        }
+        for (key, path) in [
+            ("store.password_file", &store.password_file),
+            ("store.ca_file", &store.ca_file),
+        ] {
+            if let Some(path) = path {
+                if !path.is_file() {
+                    return Err(invalid(
+                        key,
+                        format!("{} is not a readable file", path.display()),
+                    ));
+                }
+            }
+        }
+        if store.key_prefix.contains(['{', '}']) {
+            return Err(invalid(
+                "store.key_prefix",
+                "must not contain braces (keys carry their own hash tag)",
+            ));
+        }
+        if store.timeout.is_zero() || store.timeout > Duration::from_secs(10) {
+            return Err(invalid("store.timeout", "must be between 1ms and 10s"));
         }
         Ok(())
     }
@@ -928,6 +1053,71 @@ token_paths = ["/auth/idp/k8sIdp/token"]
             message.contains("etcd") || message.contains("backend"),
             "{message}"
         );
+    }
+
+    fn key_file() -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), [7u8; 32]).unwrap();
+        file
+    }
+
+    #[test]
+    fn redis_needs_a_shared_fingerprint_key_and_a_url() {
+        let message = error_of(&format!(
+            "{MINIMAL}[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\n"
+        ));
+        assert!(message.contains("store.fingerprint_key_file"), "{message}");
+        let key = key_file();
+        let key = key.path().display();
+        let message = error_of(&format!(
+            "{MINIMAL}[store]\nbackend = \"redis\"\nfingerprint_key_file = \"{key}\"\n"
+        ));
+        assert!(message.contains("store.url"), "{message}");
+        let short = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(short.path(), b"too-short").unwrap();
+        let message = error_of(&format!(
+            "{MINIMAL}[store]\nbackend = \"redis\"\nurl = \"redis://r:6379\"\nfingerprint_key_file = \"{}\"\n",
+            short.path().display()
+        ));
+        assert!(message.contains("at least 32"), "{message}");
+        let config = with(&format!(
+            "[store]\nbackend = \"redis\"\nurl = \"rediss://redis.example:6380/2\"\nfingerprint_key_file = \"{key}\"\non_store_error = \"fail-closed\"\nkey_prefix = \"rg:\"\ntimeout = \"250ms\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.store.backend, Backend::Redis);
+        assert_eq!(config.store.on_store_error, OnStoreError::FailClosed);
+        assert_eq!(config.store.timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn redis_urls_are_checked_and_hold_no_password() {
+        let key = key_file();
+        let key = key.path().display();
+        for (url, expected) in [
+            ("http://r:6379", "redis:// or rediss://"),
+            ("redis://user:pw@r:6379", "must not hold credentials"),
+            ("redis://", "names no host"),
+        ] {
+            let message = error_of(&format!(
+                "{MINIMAL}[store]\nbackend = \"redis\"\nurl = \"{url}\"\nfingerprint_key_file = \"{key}\"\n"
+            ));
+            assert!(message.contains(expected), "{url}: {message}");
+        }
+        let message = error_of(&format!(
+            "{MINIMAL}[store]\nbackend = \"redis\"\nurl = \"redis://r\"\nfingerprint_key_file = \"{key}\"\nkey_prefix = \"{{x}}\"\n"
+        ));
+        assert!(message.contains("store.key_prefix"), "{message}");
+        let message = error_of(&format!(
+            "{MINIMAL}[store]\nbackend = \"redis\"\nurl = \"redis://r\"\nfingerprint_key_file = \"{key}\"\non_store_error = \"ignore\"\n"
+        ));
+        assert!(message.contains("fail-open"), "{message}");
+    }
+
+    #[test]
+    fn redis_keys_are_refused_with_the_memory_store() {
+        let message = error_of(&format!("{MINIMAL}[store]\nurl = \"redis://r:6379\"\n"));
+        assert!(message.contains("store.url"), "{message}");
+        assert!(message.contains("backend = \"redis\""), "{message}");
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub const TOMBSTONES: &str = "refresh_gate_tombstones";
 pub const TOMBSTONE_EVICTIONS_TOTAL: &str = "refresh_gate_tombstone_evictions_total";
 /// `refresh_gate_upstream_not_rotating_total`.
 pub const UPSTREAM_NOT_ROTATING_TOTAL: &str = "refresh_gate_upstream_not_rotating_total";
+/// `refresh_gate_store_errors_total`.
+pub const STORE_ERRORS_TOTAL: &str = "refresh_gate_store_errors_total";
+/// `refresh_gate_store_up`.
+pub const STORE_UP: &str = "refresh_gate_store_up";
 /// `refresh_gate_build_info{version}`.
 pub const BUILD_INFO: &str = "refresh_gate_build_info";
 
@@ -39,17 +43,20 @@ pub enum RefreshOutcome {
     UpstreamError,
     /// An ambiguous or malformed grant, refused.
     InvalidRequest,
+    /// Forwarded untouched because the shared store was unavailable (`fail-open`).
+    Unguarded,
 }
 
 impl RefreshOutcome {
     /// Every outcome, for pre-registering series at 0.
-    pub const ALL: [RefreshOutcome; 6] = [
+    pub const ALL: [RefreshOutcome; 7] = [
         RefreshOutcome::Forwarded,
         RefreshOutcome::Coalesced,
         RefreshOutcome::GraceReplay,
         RefreshOutcome::Refused,
         RefreshOutcome::UpstreamError,
         RefreshOutcome::InvalidRequest,
+        RefreshOutcome::Unguarded,
     ];
 
     /// The label value.
@@ -61,6 +68,7 @@ impl RefreshOutcome {
             RefreshOutcome::Refused => "refused",
             RefreshOutcome::UpstreamError => "upstream_error",
             RefreshOutcome::InvalidRequest => "invalid_request",
+            RefreshOutcome::Unguarded => "unguarded",
         }
     }
 }
@@ -115,6 +123,8 @@ pub struct Metrics {
     tombstones: IntGauge,
     evictions: IntCounter,
     not_rotating: IntCounter,
+    store_errors: IntCounter,
+    store_up: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -177,6 +187,15 @@ impl Metrics {
             UPSTREAM_NOT_ROTATING_TOTAL,
             "Successful refresh answers without a new refresh token (nothing tombstoned).",
         ));
+        let store_errors = must(IntCounter::new(
+            STORE_ERRORS_TOTAL,
+            "Token store operations that failed (Redis unreachable, timed out or erroring).",
+        ));
+        let store_up = must(IntGauge::new(
+            STORE_UP,
+            "1 while the token store answers, 0 while it does not.",
+        ));
+        store_up.set(1);
         let build_info = must(IntGaugeVec::new(
             Opts::new(BUILD_INFO, "Build information."),
             &["version"],
@@ -189,6 +208,8 @@ impl Metrics {
             Box::new(tombstones.clone()),
             Box::new(evictions.clone()),
             Box::new(not_rotating.clone()),
+            Box::new(store_errors.clone()),
+            Box::new(store_up.clone()),
             Box::new(build_info.clone()),
         ] {
             must(registry.register(collector));
@@ -219,6 +240,17 @@ impl Metrics {
             tombstones,
             evictions,
             not_rotating,
+            store_errors,
+            store_up,
+        }
+    }
+
+    /// Publish the store's health: up or down, and its failures so far.
+    pub fn store_health(&self, available: bool, errors_so_far: u64) {
+        self.store_up.set(i64::from(available));
+        let seen = self.store_errors.get();
+        if errors_so_far > seen {
+            self.store_errors.inc_by(errors_so_far - seen);
         }
     }
 
@@ -299,6 +331,22 @@ mod tests {
         }
         assert!(text.contains("refresh_gate_build_info{version=\""));
         assert!(text.contains(&format!("{TOMBSTONE_EVICTIONS_TOTAL} 0")));
+        assert!(text.contains(&format!("{STORE_ERRORS_TOTAL} 0")));
+        assert!(text.contains(&format!("{STORE_UP} 1")));
+    }
+
+    #[test]
+    fn store_health_follows_the_store() {
+        let metrics = Metrics::new();
+        metrics.store_health(false, 3);
+        metrics.store_health(false, 2);
+        let text = metrics.render();
+        assert!(text.contains(&format!("{STORE_ERRORS_TOTAL} 3")));
+        assert!(text.contains(&format!("{STORE_UP} 0")));
+        metrics.store_health(true, 5);
+        let text = metrics.render();
+        assert!(text.contains(&format!("{STORE_ERRORS_TOTAL} 5")));
+        assert!(text.contains(&format!("{STORE_UP} 1")));
     }
 
     #[test]

@@ -191,16 +191,20 @@ pub enum RefusalReason {
     SourceMismatch,
     /// The token's family was revoked after a detected replay.
     FamilyRevoked,
+    /// The shared store could not be reached and `on_store_error = "fail-closed"`: the
+    /// gate answers `503 temporarily_unavailable` (never decided by the policy).
+    StoreUnavailable,
 }
 
 impl RefusalReason {
     /// Every reason, for pre-registering metric series.
-    pub const ALL: [RefusalReason; 5] = [
+    pub const ALL: [RefusalReason; 6] = [
         RefusalReason::AfterGrace,
         RefusalReason::ClientMismatch,
         RefusalReason::ReuseLimit,
         RefusalReason::SourceMismatch,
         RefusalReason::FamilyRevoked,
+        RefusalReason::StoreUnavailable,
     ];
 
     /// The stable label of this reason.
@@ -211,6 +215,7 @@ impl RefusalReason {
             RefusalReason::ReuseLimit => "reuse_limit",
             RefusalReason::SourceMismatch => "source_mismatch",
             RefusalReason::FamilyRevoked => "family_revoked",
+            RefusalReason::StoreUnavailable => "store_unavailable",
         }
     }
 
@@ -222,6 +227,9 @@ impl RefusalReason {
             RefusalReason::ReuseLimit => "refresh token reuse limit reached",
             RefusalReason::SourceMismatch => "refresh token replayed from another source",
             RefusalReason::FamilyRevoked => "refresh token family revoked after a detected replay",
+            RefusalReason::StoreUnavailable => {
+                "the refresh token store is unavailable; retry shortly"
+            }
         }
     }
 
@@ -595,7 +603,8 @@ mod tests {
                 "client_mismatch",
                 "reuse_limit",
                 "source_mismatch",
-                "family_revoked"
+                "family_revoked",
+                "store_unavailable"
             ]
         );
     }

@@ -19,8 +19,10 @@ pub enum GateReply {
     Unreachable,
     /// `504`: the IdP did not answer in time.
     Timeout,
-    /// `503`: too many exchanges in flight, or the store is unavailable.
+    /// `503`: too many exchanges in flight.
     Busy,
+    /// `503`: the shared store cannot be reached (`on_store_error = "fail-closed"`).
+    StoreUnavailable,
     /// `500`: an internal fault (never expected).
     Internal,
 }
@@ -55,6 +57,13 @@ impl GateReply {
                 "temporarily_unavailable",
                 "too many refresh exchanges in flight; retry".to_owned(),
             ),
+            GateReply::StoreUnavailable => (
+                503,
+                "temporarily_unavailable",
+                crate::policy::RefusalReason::StoreUnavailable
+                    .description()
+                    .to_owned(),
+            ),
             GateReply::Internal => (500, "server_error", "internal error".to_owned()),
         }
     }
@@ -68,13 +77,17 @@ impl GateReply {
     pub fn to_answer(&self) -> Answer {
         let (status, error, description) = self.parts();
         let body = serde_json::json!({ "error": error, "error_description": description });
+        let mut headers = vec![
+            ("content-type".into(), b"application/json".to_vec()),
+            ("cache-control".into(), b"no-store".to_vec()),
+            ("pragma".into(), b"no-cache".to_vec()),
+        ];
+        if status == 503 {
+            headers.push(("retry-after".into(), b"1".to_vec()));
+        }
         Answer {
             status,
-            headers: vec![
-                ("content-type".into(), b"application/json".to_vec()),
-                ("cache-control".into(), b"no-store".to_vec()),
-                ("pragma".into(), b"no-cache".to_vec()),
-            ],
+            headers,
             body: Bytes::from(body.to_string()),
         }
     }

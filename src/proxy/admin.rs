@@ -48,6 +48,8 @@ impl ServeHttp for AdminApp {
             "/metrics" => {
                 self.metrics
                     .store_gauges(self.store.tombstone_count(), self.store.eviction_count());
+                let health = self.store.health();
+                self.metrics.store_health(health.available, health.errors);
                 response(
                     200,
                     "text/plain; version=0.0.4; charset=utf-8",

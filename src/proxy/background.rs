@@ -149,5 +149,7 @@ async fn publish_gauges(store: Arc<dyn TokenStore>, metrics: Metrics) {
             evictions_seen = evictions;
         }
         metrics.store_gauges(store.tombstone_count(), evictions);
+        let health = store.health();
+        metrics.store_health(health.available, health.errors);
     }
 }

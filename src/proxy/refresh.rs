@@ -7,6 +7,7 @@ use super::write::{exchange_request, write_answer, Freshness};
 use crate::answer::Answer;
 use crate::audit::{self, FirstUse, RequestFacts};
 use crate::clock::Clock;
+use crate::config::OnStoreError;
 use crate::credentials::{ClientCredentials, ClientIdentity};
 use crate::envelope::SealedAnswer;
 use crate::fingerprint::{Fingerprinter, TokenFingerprint};
@@ -49,6 +50,8 @@ pub struct RefreshGate {
     pub subject_claim: String,
     /// The IdP's RFC 7009 revocation path, for revoking families there.
     pub revocation_path: Option<String>,
+    /// What refresh grants get while the store is unavailable.
+    pub on_store_error: OnStoreError,
     revoked_at_idp: moka::sync::Cache<TokenFingerprint, ()>,
     warned_clients: moka::sync::Cache<Box<str>, ()>,
 }
@@ -135,6 +138,7 @@ impl RefreshGate {
             exchange_timeout,
             subject_claim: "sub".to_owned(),
             revocation_path: None,
+            on_store_error: OnStoreError::default(),
             revoked_at_idp: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(3600))
@@ -157,6 +161,12 @@ impl RefreshGate {
     /// Replace the rules (configuration reload); requests already deciding keep theirs.
     pub fn set_policy(&self, policy: Policy) {
         self.policy.store(Arc::new(policy));
+    }
+
+    /// Answer refresh grants this way while the store is unavailable.
+    pub fn with_on_store_error(mut self, policy: OnStoreError) -> Self {
+        self.on_store_error = policy;
+        self
     }
 
     /// Revoke families at the IdP too, through its RFC 7009 endpoint at `path`.
@@ -191,32 +201,97 @@ impl RefreshGate {
             client: &request.client,
             source: request.source,
         };
-        let presented = self
-            .store
-            .present(&request.fingerprint, &who, &self.policy(), self.clock.now())
-            .await;
-        match presented {
-            Err(error) => self.store_failure(session, error).await,
-            Ok(Presented::Claimed { family }) => self.forward(session, &request, family).await,
-            Ok(Presented::Wait(waiter)) => {
-                let outcome = tokio::time::timeout(self.request_timeout, waiter.outcome).await;
-                self.after_wait(session, &request, waiter.slot, outcome)
-                    .await
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        // An exchange that ended with nothing to share (its claimant gave the claim back)
+        // sends its waiters back to present again, once.
+        for _ in 0..2 {
+            let presented = self
+                .store
+                .present(&request.fingerprint, &who, &self.policy(), self.clock.now())
+                .await;
+            return match presented {
+                Err(error) => self.store_failure(session, &request, error).await,
+                Ok(Presented::Claimed { family }) => self.forward(session, &request, family).await,
+                Ok(Presented::Wait(waiter)) => {
+                    let outcome = tokio::time::timeout_at(deadline, waiter.outcome).await;
+                    if matches!(outcome, Ok(None)) {
+                        continue;
+                    }
+                    self.after_wait(session, &request, waiter.slot, outcome)
+                        .await
+                }
+                Ok(Presented::Replay { answer, record }) => {
+                    self.replay(session, &request, &answer, &record, false)
+                        .await
+                }
+                Ok(Presented::Refused(refusal)) => {
+                    self.refuse(session, &request, &refusal, false).await
+                }
+            };
+        }
+        self.fail(session, GateReply::Unreachable).await
+    }
+
+    async fn store_failure(
+        &self,
+        session: &mut Session,
+        request: &Request<'_>,
+        error: StoreError,
+    ) -> pingora::Result<()> {
+        match error {
+            StoreError::InFlightFull => {
+                tracing::warn!(%error, "refresh grant not decided");
+                self.metrics.refresh_outcome(RefreshOutcome::UpstreamError);
+                write_answer(session, &GateReply::Busy.to_answer(), Freshness::FreshDate).await
             }
-            Ok(Presented::Replay { answer, record }) => {
-                self.replay(session, &request, &answer, &record, false)
-                    .await
-            }
-            Ok(Presented::Refused(refusal)) => {
-                self.refuse(session, &request, &refusal, false).await
-            }
+            StoreError::Unavailable(_) => match self.on_store_error {
+                OnStoreError::FailOpen => self.forward_unguarded(session, request).await,
+                OnStoreError::FailClosed => self.store_unavailable(session).await,
+            },
         }
     }
 
-    async fn store_failure(&self, session: &mut Session, error: StoreError) -> pingora::Result<()> {
-        tracing::warn!(%error, "refresh grant not decided");
-        self.metrics.refresh_outcome(RefreshOutcome::UpstreamError);
-        write_answer(session, &GateReply::Busy.to_answer(), Freshness::FreshDate).await
+    /// `503 temporarily_unavailable`: the store cannot decide this grant.
+    async fn store_unavailable(&self, session: &mut Session) -> pingora::Result<()> {
+        self.metrics.refresh_outcome(RefreshOutcome::Refused);
+        self.metrics.refused(RefusalReason::StoreUnavailable);
+        let reply = GateReply::StoreUnavailable.to_answer();
+        write_answer(session, &reply, Freshness::FreshDate).await
+    }
+
+    /// `fail-open` while the store is unavailable: forward the grant as it came and answer
+    /// the IdP's answer verbatim, remembering nothing; the IdP's own rules apply.
+    async fn forward_unguarded(
+        &self,
+        session: &mut Session,
+        request: &Request<'_>,
+    ) -> pingora::Result<()> {
+        audit::forwarded_unguarded(&request.audit_facts(), self.clock.now());
+        let header = match exchange_request(
+            request.header,
+            request.body.len(),
+            request.peer,
+            request.proto,
+        ) {
+            Ok(header) => header,
+            Err(_) => return self.fail(session, GateReply::Internal).await,
+        };
+        let started = Instant::now();
+        let result = tokio::time::timeout(
+            self.request_timeout,
+            self.exchanger.send(header, request.body.clone()),
+        )
+        .await;
+        self.metrics
+            .upstream_duration(UpstreamKind::Refresh, started.elapsed().as_secs_f64());
+        match result {
+            Ok(Ok(answer)) => {
+                self.metrics.refresh_outcome(RefreshOutcome::Unguarded);
+                write_answer(session, &answer, Freshness::Verbatim).await
+            }
+            Ok(Err(_)) => self.fail(session, GateReply::Unreachable).await,
+            Err(_) => self.fail(session, GateReply::Timeout).await,
+        }
     }
 
     /// First use: start the exchange as its own task (it belongs to the claim), then wait
@@ -311,7 +386,11 @@ impl RefreshGate {
                     Ok(AfterWait::Refuse(refusal)) => {
                         self.refuse(session, request, &refusal, true).await
                     }
-                    Err(error) => self.store_failure(session, error).await,
+                    // The token rotated: never forward it unguarded, whatever the policy.
+                    Err(error) => {
+                        tracing::warn!(%error, "replay not decided");
+                        self.store_unavailable(session).await
+                    }
                 }
             }
             ExchangeOutcome::Released(Released::Answered { answer, success }) => {

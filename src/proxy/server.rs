@@ -11,11 +11,11 @@ use super::telemetry::LogLevel;
 use super::tls::{CertError, ReloadingCert};
 use super::upstream::{UpstreamError, UpstreamPeers};
 use crate::clock::SystemClock;
-use crate::config::{Config, UpstreamTarget};
+use crate::config::{Backend, Config, UpstreamTarget};
 use crate::fingerprint::{Fingerprinter, KeyError};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
-use crate::store::{MemoryStore, TokenStore};
+use crate::store::{MemoryStore, RedisStore, RedisStoreConfig, TokenStore};
 use pingora::connectors::http::v1::Connector;
 use pingora::connectors::ConnectorOptions;
 use pingora::server::configuration::ServerConf;
@@ -23,6 +23,7 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Why the gate could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,89 @@ pub enum StartError {
     /// A thread could not start.
     #[error("cannot start the background thread: {0}")]
     Thread(#[from] std::io::Error),
+    /// The shared store could not be set up.
+    #[error("config key `{key}`: {message}")]
+    Store {
+        /// The key at fault.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The token store, and the runtime that drives a shared store's connection (kept for
+/// the life of the process).
+struct StoreParts {
+    store: Arc<dyn TokenStore>,
+    _runtime: Option<tokio::runtime::Runtime>,
+}
+
+fn read_file(key: &'static str, path: &std::path::Path) -> Result<Vec<u8>, StartError> {
+    std::fs::read(path).map_err(|e| StartError::Store {
+        key,
+        message: format!("cannot read {}: {e}", path.display()),
+    })
+}
+
+fn build_store(config: &Config) -> Result<StoreParts, StartError> {
+    let store = &config.store;
+    if store.backend == Backend::Memory {
+        return Ok(StoreParts {
+            store: Arc::new(MemoryStore::new(&config.store_limits())),
+            _runtime: None,
+        });
+    }
+    let password = match &store.password_file {
+        Some(path) => {
+            let raw = read_file("store.password_file", path)?;
+            let text = String::from_utf8(raw).map_err(|_| StartError::Store {
+                key: "store.password_file",
+                message: "is not UTF-8".to_owned(),
+            })?;
+            Some(text.trim_end_matches(['\r', '\n']).to_owned())
+        }
+        None => None,
+    };
+    let ca_pem = match &store.ca_file {
+        Some(path) => Some(read_file("store.ca_file", path)?),
+        None => None,
+    };
+    let redis_config = RedisStoreConfig {
+        url: store.url.clone().unwrap_or_default(),
+        username: store.username.clone(),
+        password,
+        ca_pem,
+        key_prefix: store.key_prefix.clone(),
+        timeout: store.timeout,
+        tombstone_ttl: config.rotation.tombstone_ttl,
+        claim_ttl: config.upstream.exchange_timeout + store.timeout * 2 + Duration::from_secs(1),
+        max_in_flight: config.rotation.max_in_flight,
+    };
+    // The connection and its pub/sub deliveries run on their own thread, whatever the
+    // Pingora services' runtimes do.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("refresh-gate-store")
+        .enable_all()
+        .build()?;
+    let redis = {
+        let _entered = runtime.enter();
+        RedisStore::connect(&redis_config).map_err(|e| StartError::Store {
+            key: "store.url",
+            message: e.to_string(),
+        })?
+    };
+    let probe = redis.clone();
+    runtime.spawn(async move {
+        match probe.ping().await {
+            Ok(()) => tracing::info!("connected to the token store (Redis)"),
+            Err(error) => tracing::warn!(%error, "the token store (Redis) does not answer yet"),
+        }
+    });
+    Ok(StoreParts {
+        store: Arc::new(redis),
+        _runtime: Some(runtime),
+    })
 }
 
 /// Build every part from a validated config (read from `config_path`, for reloads) and
@@ -60,7 +144,8 @@ pub fn run(
     let peers = UpstreamPeers::from_config(&config)?;
     let metrics = Metrics::new();
     let readiness = Arc::new(Readiness::default());
-    let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new(&config.store_limits()));
+    let store_parts = build_store(&config)?;
+    let store = store_parts.store.clone();
 
     let shutdown_secs = config.listen.shutdown_grace.as_secs();
     let server_conf = ServerConf {
@@ -93,6 +178,7 @@ pub fn run(
         config.upstream.exchange_timeout,
     )
     .with_subject_claim(&config.audit.subject_claim)
+    .with_on_store_error(config.store.on_store_error)
     .with_revocation_path(config.upstream.revocation_path.clone());
     let refresh = Arc::new(refresh);
     let gate = Gate::new(
@@ -171,6 +257,7 @@ pub fn run(
         upstream_address = %peers.address,
         grace_period = ?config.rotation.grace_period,
         max_reuses = config.rotation.max_reuses,
+        store = ?config.store.backend,
         "refresh-gate starting"
     );
     server.run(RunArgs {
@@ -180,5 +267,6 @@ pub fn run(
         }),
     });
     tracing::info!("refresh-gate stopped");
+    drop(store_parts);
     Ok(())
 }

@@ -2,9 +2,13 @@
 //! the embedded memory store and a shared store (Redis) are interchangeable.
 
 mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod tombstones;
 
 pub use memory::{MemoryStore, MemoryStoreLimits};
+#[cfg(feature = "redis")]
+pub use redis::{RedisStore, RedisStoreConfig};
 pub use tombstones::Tombstones;
 
 use crate::clock::UnixMillis;
@@ -245,9 +249,26 @@ pub trait TokenStore: Send + Sync + 'static {
         now: UnixMillis,
     ) -> Result<AfterWait, StoreError>;
 
-    /// Tombstones held now (approximate).
+    /// Tombstones held now (approximate; for a shared store, those this replica wrote).
     fn tombstone_count(&self) -> u64;
 
     /// Tombstones evicted for capacity since start.
     fn eviction_count(&self) -> u64;
+
+    /// Whether the store answers, and its failures so far.
+    fn health(&self) -> StoreHealth {
+        StoreHealth {
+            available: true,
+            errors: 0,
+        }
+    }
+}
+
+/// The store's health as the metrics report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// The last operation succeeded (an embedded store always does).
+    pub available: bool,
+    /// Operations that failed since start.
+    pub errors: u64,
 }

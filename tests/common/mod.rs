@@ -7,6 +7,7 @@ pub mod fake_idp;
 pub mod fault_idp;
 pub mod gate;
 pub mod prereq;
+pub mod redis_server;
 
 #[allow(unused_imports)]
 pub use fake_idp::{FakeIdp, IdpMode};

@@ -1,0 +1,879 @@
+//! The shared store: every replica keeps the state of `DESIGN.md` in one Redis, so any
+//! number of replicas behave as one gate. Each step is one Lua script over the keys of one
+//! fingerprint (one hash tag); decisions stay in the pure policy and are applied under a
+//! compare-and-set of the replay count. Waiters on any replica learn the end of an exchange
+//! from a pub/sub message, never by polling. Redis holds fingerprints and sealed answers,
+//! never a token.
+
+mod keys;
+mod recent;
+mod record;
+mod scripts;
+mod waiters;
+
+pub use keys::{KeySpace, TokenKeys};
+
+use super::{
+    AfterWait, ExchangeOutcome, Presented, Refusal, Released, StoreError, StoreHealth, TokenRecord,
+    TokenStore, Waiter,
+};
+use crate::clock::{Clock, SystemClock, UnixMillis};
+use crate::envelope::SealedAnswer;
+use crate::fingerprint::{FingerprintHashing, TokenFingerprint};
+use crate::policy::{Decision, Policy, Presenter, RefusalReason};
+use async_trait::async_trait;
+use recent::RecentCount;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, RedisResult, Value};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use waiters::Waiters;
+
+/// How many times one presentation re-reads after losing a race to another replica.
+const MAX_ATTEMPTS: usize = 16;
+/// The shortest pause of a waiter between checks when no message arrives.
+const MIN_RECHECK: Duration = Duration::from_millis(5);
+
+/// How to reach Redis and how long things live there.
+#[derive(Clone)]
+pub struct RedisStoreConfig {
+    /// `redis://host:port/db` or `rediss://...`.
+    pub url: String,
+    /// The ACL user.
+    pub username: Option<String>,
+    /// The password (read from `store.password_file`).
+    pub password: Option<String>,
+    /// PEM roots for `rediss://` instead of the system's.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Prepended to every key and channel.
+    pub key_prefix: String,
+    /// The bound on one store operation.
+    pub timeout: Duration,
+    /// How long tombstones, family links and revocation marks live.
+    pub tombstone_ttl: Duration,
+    /// How long a claim lives if its replica never completes it (the exchange timeout
+    /// plus a margin).
+    pub claim_ttl: Duration,
+    /// The most exchanges this replica runs at once.
+    pub max_in_flight: usize,
+}
+
+impl std::fmt::Debug for RedisStoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStoreConfig")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether Redis answers, as the last operations saw it; transitions are logged once.
+#[derive(Debug, Default)]
+struct Health {
+    down: AtomicBool,
+    errors: AtomicU64,
+}
+
+impl Health {
+    fn succeeded(&self) {
+        if self.down.swap(false, Ordering::Relaxed) {
+            tracing::warn!("the token store (Redis) answers again: refresh tokens are guarded");
+        }
+    }
+
+    fn failed(&self, operation: &'static str, error: &str) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        if !self.down.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                operation,
+                error,
+                "THE TOKEN STORE (Redis) IS UNAVAILABLE: refresh grants follow store.on_store_error \
+                 until it answers again"
+            );
+        }
+    }
+}
+
+struct Inner {
+    connection: ConnectionManager,
+    keys: KeySpace,
+    channel: String,
+    timeout: Duration,
+    tombstone_ttl: Duration,
+    claim_ttl: Duration,
+    max_in_flight: usize,
+    /// Claims this replica holds: fingerprint to claim id.
+    claims: Mutex<HashMap<TokenFingerprint, u64, FingerprintHashing>>,
+    waiters: Arc<Waiters>,
+    health: Arc<Health>,
+    /// Tombstones this replica wrote within `tombstone_ttl` (the gauge; Prometheus sums
+    /// the replicas).
+    written: RecentCount,
+}
+
+/// The store shared by every replica, in Redis.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("channel", &self.inner.channel)
+            .field("claims", &self.inner.claims().len())
+            .field("waiting", &self.inner.waiters.waited_for())
+            .finish()
+    }
+}
+
+/// Why the Redis store could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("store.url: {0}")]
+pub struct RedisConfigError(String);
+
+fn milliseconds(duration: Duration) -> u64 {
+    (duration.as_millis().min(u64::MAX as u128) as u64).max(1)
+}
+
+impl RedisStore {
+    /// A store on the Redis at `config.url`. Connects lazily: the gate starts while Redis
+    /// is down, and every operation reconnects as needed. Must run inside a Tokio runtime,
+    /// which then drives the connection.
+    pub fn connect(config: &RedisStoreConfig) -> Result<RedisStore, RedisConfigError> {
+        let bad = |e: redis::RedisError| RedisConfigError(e.to_string());
+        let info = config.url.as_str().into_connection_info().map_err(bad)?;
+        let mut settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        if let Some(username) = &config.username {
+            settings = settings.set_username(username);
+        }
+        if let Some(password) = &config.password {
+            settings = settings.set_password(password);
+        }
+        let info = info.set_redis_settings(settings);
+        let client = match &config.ca_pem {
+            Some(pem) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => redis::Client::open(info),
+        }
+        .map_err(bad)?;
+        let waiters = Arc::new(Waiters::default());
+        let health = Arc::new(Health::default());
+        let keys = KeySpace::new(&config.key_prefix);
+        let channel = keys.channel();
+        let on_push = {
+            let waiters = waiters.clone();
+            move |push: PushInfo| {
+                deliver(&waiters, push);
+                Ok::<(), std::convert::Infallible>(())
+            }
+        };
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.timeout))
+            .set_response_timeout(Some(config.timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500))
+            .set_push_sender(on_push)
+            .set_automatic_resubscription();
+        let connection =
+            ConnectionManager::new_lazy_with_config(client, manager_config).map_err(bad)?;
+        let inner = Arc::new(Inner {
+            connection,
+            keys,
+            channel,
+            timeout: config.timeout,
+            tombstone_ttl: config.tombstone_ttl,
+            claim_ttl: config.claim_ttl,
+            max_in_flight: config.max_in_flight,
+            claims: Mutex::new(HashMap::with_hasher(FingerprintHashing)),
+            waiters,
+            health,
+            written: RecentCount::new(config.tombstone_ttl),
+        });
+        tokio::spawn(subscribe(inner.clone()));
+        Ok(RedisStore { inner })
+    }
+
+    /// Ask Redis once whether it answers (start-up logging and tests).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut connection = self.inner.connection.clone();
+        self.inner
+            .run("ping", async move {
+                redis::cmd("PING")
+                    .query_async::<String>(&mut connection)
+                    .await
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Subscribe to the exchange channel until Redis accepts; the connection manager
+/// resubscribes by itself after every reconnection.
+async fn subscribe(inner: Arc<Inner>) {
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let mut connection = inner.connection.clone();
+        let channel = inner.channel.clone();
+        match tokio::time::timeout(inner.timeout, connection.subscribe(channel)).await {
+            Ok(Ok(())) => return,
+            Ok(Err(error)) => inner.health.failed("subscribe", &error.to_string()),
+            Err(_) => inner.health.failed("subscribe", "timed out"),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Route one push from Redis: an ended exchange wakes its waiters; a lost connection wakes
+/// everyone, since messages may have been lost with it.
+fn deliver(waiters: &Waiters, push: PushInfo) {
+    match push.kind {
+        PushKind::Message => {
+            let Some(Value::BulkString(payload)) = push.data.get(1) else {
+                return;
+            };
+            let mut token = [0u8; 32];
+            if hex::decode_to_slice(payload, &mut token).is_ok() {
+                waiters.wake(&TokenFingerprint(token));
+            }
+        }
+        PushKind::Disconnection => waiters.wake_all(),
+        _ => {}
+    }
+}
+
+/// What a presentation found.
+enum Found {
+    Rotated(TokenRecord, Option<Arc<SealedAnswer>>),
+    InFlight { id: u64, slot: u32 },
+    Revoked,
+    Full,
+    Claimed { link: Option<TokenFingerprint> },
+}
+
+/// Where a waiter's exchange stands.
+enum Standing {
+    Ended(ExchangeOutcome),
+    InFlight { pttl: i64 },
+    Gone,
+}
+
+/// What a decision on a tombstone came to.
+enum Settled {
+    Replay(Arc<TokenRecord>),
+    Refuse(Refusal),
+    /// Another replica counted a replay first, or the tombstone expired: read again.
+    Retry,
+}
+
+fn malformed(what: &str) -> StoreError {
+    StoreError::Unavailable(format!("unexpected reply from Redis ({what})"))
+}
+
+fn text(value: &Value) -> Option<&[u8]> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+fn number(value: &Value) -> Option<i64> {
+    match value {
+        Value::Int(n) => Some(*n),
+        other => std::str::from_utf8(text(other)?).ok()?.parse().ok(),
+    }
+}
+
+fn parse_claim_id(value: &Value) -> Option<u64> {
+    std::str::from_utf8(text(value)?).ok()?.parse().ok()
+}
+
+fn fingerprint(value: &Value) -> Option<TokenFingerprint> {
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(text(value)?, &mut bytes).ok()?;
+    Some(TokenFingerprint(bytes))
+}
+
+/// A flat `HGETALL` reply as a map.
+fn fields(value: &Value) -> Option<HashMap<String, Vec<u8>>> {
+    let items = match value {
+        Value::Array(items) => items,
+        Value::Map(pairs) => {
+            return pairs
+                .iter()
+                .map(|(k, v)| {
+                    Some((
+                        String::from_utf8(text(k)?.to_vec()).ok()?,
+                        text(v)?.to_vec(),
+                    ))
+                })
+                .collect()
+        }
+        _ => return None,
+    };
+    items
+        .chunks(2)
+        .map(|pair| match pair {
+            [name, value] => Some((
+                String::from_utf8(text(name)?.to_vec()).ok()?,
+                text(value)?.to_vec(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sealed(value: &Value) -> Option<Arc<SealedAnswer>> {
+    text(value).map(|bytes| Arc::new(SealedAnswer::from_bytes(bytes.to_vec())))
+}
+
+fn rotated(parts: &[Value]) -> Result<(TokenRecord, Option<Arc<SealedAnswer>>), StoreError> {
+    let map = parts
+        .get(1)
+        .and_then(fields)
+        .ok_or_else(|| malformed("tombstone"))?;
+    let record = record::decode(&map).map_err(|e| malformed(&e.to_string()))?;
+    Ok((record, parts.get(2).and_then(sealed)))
+}
+
+/// The wire names of released outcomes.
+const ANSWERED_OK: &str = "answered_ok";
+const ANSWERED_ERROR: &str = "answered_error";
+const UNREACHABLE: &str = "unreachable";
+const TIMED_OUT: &str = "timed_out";
+/// The claimant refused its own claim (a member of a revoked family): waiters present again.
+const ABANDONED: &str = "abandoned";
+
+fn released_outcome(kind: &[u8], answer: Option<&Value>) -> Option<ExchangeOutcome> {
+    let answered = |success| {
+        Some(ExchangeOutcome::Released(Released::Answered {
+            answer: answer.and_then(sealed)?,
+            success,
+        }))
+    };
+    match std::str::from_utf8(kind).ok()? {
+        ANSWERED_OK => answered(true),
+        ANSWERED_ERROR => answered(false),
+        UNREACHABLE => Some(ExchangeOutcome::Released(Released::Unreachable)),
+        TIMED_OUT => Some(ExchangeOutcome::Released(Released::TimedOut)),
+        _ => None,
+    }
+}
+
+impl Inner {
+    fn claims(&self) -> MutexGuard<'_, HashMap<TokenFingerprint, u64, FingerprintHashing>> {
+        self.claims
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// One Redis operation under the store timeout, with its failure counted.
+    async fn run<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(value)) => {
+                self.health.succeeded();
+                Ok(value)
+            }
+            Ok(Err(error)) => {
+                let message = error.to_string();
+                self.health.failed(operation, &message);
+                Err(StoreError::Unavailable(message))
+            }
+            Err(_) => {
+                self.health.failed(operation, "timed out");
+                Err(StoreError::Unavailable(format!("{operation} timed out")))
+            }
+        }
+    }
+
+    async fn is_revoked(&self, family: &TokenFingerprint) -> Result<bool, StoreError> {
+        let key = self.keys.revoked(family);
+        let mut connection = self.connection.clone();
+        self.run("revoked", async move {
+            redis::cmd("EXISTS")
+                .arg(key)
+                .query_async::<bool>(&mut connection)
+                .await
+        })
+        .await
+    }
+
+    async fn revoke(&self, family: &TokenFingerprint) -> Result<(), StoreError> {
+        let key = self.keys.revoked(family);
+        let ttl = milliseconds(self.tombstone_ttl);
+        let mut connection = self.connection.clone();
+        self.run("revoke", async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(1)
+                .arg("PX")
+                .arg(ttl)
+                .query_async::<()>(&mut connection)
+                .await
+        })
+        .await
+    }
+
+    async fn find(
+        &self,
+        keys: &TokenKeys,
+        claim_id: u64,
+        may_claim: bool,
+    ) -> Result<Found, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut invocation = scripts::PRESENT.prepare_invoke();
+        invocation
+            .key(&keys.state)
+            .key(&keys.answer)
+            .key(&keys.claim)
+            .key(&keys.family)
+            .key(&keys.revoked)
+            .arg(claim_id)
+            .arg(milliseconds(self.claim_ttl))
+            .arg(if may_claim { "1" } else { "0" });
+        let reply: Value = self
+            .run("present", async move {
+                invocation.invoke_async(&mut connection).await
+            })
+            .await?;
+        let Value::Array(parts) = reply else {
+            return Err(malformed("present"));
+        };
+        let kind = parts.first().and_then(text).unwrap_or_default();
+        Ok(match kind {
+            b"rotated" => {
+                let (record, answer) = rotated(&parts)?;
+                Found::Rotated(record, answer)
+            }
+            b"in_flight" => {
+                let id = parts
+                    .get(1)
+                    .and_then(parse_claim_id)
+                    .ok_or_else(|| malformed("claim id"))?;
+                let slot = parts.get(2).and_then(number).unwrap_or(1);
+                Found::InFlight {
+                    id,
+                    slot: u32::try_from(slot).unwrap_or(u32::MAX),
+                }
+            }
+            b"revoked" => Found::Revoked,
+            b"full" => Found::Full,
+            b"claimed" => Found::Claimed {
+                link: parts.get(1).and_then(fingerprint),
+            },
+            _ => return Err(malformed("present")),
+        })
+    }
+
+    async fn standing(&self, keys: &TokenKeys, claim_id: u64) -> Result<Standing, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut invocation = scripts::OUTCOME.prepare_invoke();
+        invocation
+            .key(&keys.state)
+            .key(&keys.answer)
+            .key(&keys.claim)
+            .key(&keys.released)
+            .arg(claim_id);
+        let reply: Value = self
+            .run("outcome", async move {
+                invocation.invoke_async(&mut connection).await
+            })
+            .await?;
+        let Value::Array(parts) = reply else {
+            return Err(malformed("outcome"));
+        };
+        Ok(match parts.first().and_then(text).unwrap_or_default() {
+            b"rotated" => {
+                let (record, answer) = rotated(&parts)?;
+                // A grace period of 0 keeps no answer: the waiter is refused anyway.
+                let answer =
+                    answer.unwrap_or_else(|| Arc::new(SealedAnswer::from_bytes(Vec::new())));
+                Standing::Ended(ExchangeOutcome::Rotated {
+                    record: Arc::new(record),
+                    answer,
+                    successor: None,
+                })
+            }
+            b"released" => {
+                let kind = parts.get(1).and_then(text).unwrap_or_default();
+                match released_outcome(kind, parts.get(2)) {
+                    Some(outcome) => Standing::Ended(outcome),
+                    None => Standing::Gone,
+                }
+            }
+            b"in_flight" => Standing::InFlight {
+                pttl: parts.get(1).and_then(number).unwrap_or(0),
+            },
+            _ => Standing::Gone,
+        })
+    }
+
+    /// Wait for the exchange `claim_id` of `token`, wherever it runs. `None` when it ended
+    /// without an outcome to share (the caller presents again) or the store failed.
+    async fn wait(
+        self: Arc<Self>,
+        token: TokenFingerprint,
+        claim_id: u64,
+    ) -> Option<ExchangeOutcome> {
+        let keys = self.keys.token(&token);
+        let registration = self.waiters.register(token);
+        loop {
+            let notified = registration.notify.notified();
+            tokio::pin!(notified);
+            // Registered before the check: a message published after it is not lost.
+            notified.as_mut().enable();
+            match self.standing(&keys, claim_id).await {
+                Ok(Standing::Ended(outcome)) => return Some(outcome),
+                Ok(Standing::Gone) | Err(_) => return None,
+                Ok(Standing::InFlight { pttl }) => {
+                    // No message by the claim's expiry means its replica died: check then.
+                    let expiry = Duration::from_millis(pttl.max(0) as u64).max(MIN_RECHECK);
+                    tokio::select! {
+                        _ = &mut notified => {}
+                        _ = tokio::time::sleep(expiry) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn tombstone(&self, keys: &TokenKeys) -> Result<Option<(TokenRecord, bool)>, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut invocation = scripts::TOMBSTONE.prepare_invoke();
+        invocation.key(&keys.state).key(&keys.answer);
+        let reply: Value = self
+            .run("tombstone", async move {
+                invocation.invoke_async(&mut connection).await
+            })
+            .await?;
+        let Value::Array(parts) = reply else {
+            return Err(malformed("tombstone"));
+        };
+        let map = parts
+            .first()
+            .and_then(fields)
+            .ok_or_else(|| malformed("tombstone"))?;
+        if map.is_empty() {
+            return Ok(None);
+        }
+        let record = record::decode(&map).map_err(|e| malformed(&e.to_string()))?;
+        let answer_held = parts.get(1).and_then(number) == Some(1);
+        Ok(Some((record, answer_held)))
+    }
+
+    /// Decide a presentation of a rotated token and apply the decision: count a replay
+    /// under a compare-and-set, mark a revoked family.
+    async fn settle(
+        &self,
+        keys: &TokenKeys,
+        record: TokenRecord,
+        answer_held: bool,
+        who: &Presenter<'_>,
+        policy: &Policy,
+        now: UnixMillis,
+    ) -> Result<Settled, StoreError> {
+        let family = record.family;
+        if self.is_revoked(&family).await? {
+            return Ok(Settled::Refuse(refusal(
+                RefusalReason::FamilyRevoked,
+                family,
+                Some(Arc::new(record)),
+            )));
+        }
+        let decision = record.decide(policy, answer_held, who, now);
+        if decision == Decision::Replay && answer_held {
+            let seen = record.replays();
+            let mut connection = self.connection.clone();
+            let mut invocation = scripts::COUNT_REPLAY.prepare_invoke();
+            invocation.key(&keys.state).arg(seen);
+            let counted: i64 = self
+                .run("count_replay", async move {
+                    invocation.invoke_async(&mut connection).await
+                })
+                .await?;
+            return Ok(match u32::try_from(counted) {
+                Ok(replays) => Settled::Replay(Arc::new(record.with_replays(replays))),
+                Err(_) => Settled::Retry,
+            });
+        }
+        let record = Arc::new(record);
+        let refused = Refusal::from_decision(decision, &record).unwrap_or_else(|| {
+            // The policy replays only when the answer is held; never answer without one.
+            refusal(RefusalReason::AfterGrace, family, Some(record.clone()))
+        });
+        if refused.revoked_family {
+            self.revoke(&family).await?;
+        }
+        Ok(Settled::Refuse(refused))
+    }
+
+    async fn release(
+        &self,
+        token: &TokenFingerprint,
+        claim_id: u64,
+        kind: &str,
+        answer: &[u8],
+    ) -> Result<(), StoreError> {
+        let keys = self.keys.token(token);
+        let mut connection = self.connection.clone();
+        let mut invocation = scripts::RELEASED.prepare_invoke();
+        invocation
+            .key(&keys.claim)
+            .key(&keys.released)
+            .arg(claim_id)
+            .arg(kind)
+            .arg(answer)
+            .arg(milliseconds(self.claim_ttl))
+            .arg(&self.channel)
+            .arg(token.to_hex());
+        self.run("release", async move {
+            invocation.invoke_async::<()>(&mut connection).await
+        })
+        .await
+    }
+
+    async fn record_rotation(
+        &self,
+        token: &TokenFingerprint,
+        claim_id: u64,
+        record: &TokenRecord,
+        answer: &SealedAnswer,
+        successor: Option<&TokenFingerprint>,
+        grace: Duration,
+    ) -> Result<(), StoreError> {
+        let keys = self.keys.token(token);
+        let ttl = milliseconds(self.tombstone_ttl);
+        let link = successor.map(|next| {
+            let mut connection = self.connection.clone();
+            let key = self.keys.token(next).family;
+            let family = record.family.to_hex();
+            async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(family)
+                    .arg("PX")
+                    .arg(ttl)
+                    .query_async::<()>(&mut connection)
+                    .await
+            }
+        });
+        let mut connection = self.connection.clone();
+        let mut invocation = scripts::ROTATED.prepare_invoke();
+        invocation
+            .key(&keys.state)
+            .key(&keys.answer)
+            .key(&keys.claim)
+            .key(&keys.released)
+            .arg(claim_id)
+            .arg(ttl)
+            .arg(grace.as_millis().min(u64::MAX as u128) as u64)
+            .arg(answer.as_bytes())
+            .arg(&self.channel)
+            .arg(token.to_hex());
+        for (name, value) in record::encode(record) {
+            invocation.arg(name).arg(value);
+        }
+        let tombstone = async move { invocation.invoke_async::<()>(&mut connection).await };
+        // The successor's link and the tombstone are independent keys (two slots); both are
+        // written before the first client sees the new token.
+        self.run("complete", async move {
+            match link {
+                Some(link) => tokio::try_join!(link, tombstone).map(|_| ()),
+                None => tombstone.await,
+            }
+        })
+        .await
+    }
+}
+
+fn refusal(
+    reason: RefusalReason,
+    family: TokenFingerprint,
+    record: Option<Arc<TokenRecord>>,
+) -> Refusal {
+    Refusal {
+        reason,
+        record,
+        family,
+        revoked_family: false,
+    }
+}
+
+#[async_trait]
+impl TokenStore for RedisStore {
+    async fn present(
+        &self,
+        token: &TokenFingerprint,
+        who: &Presenter<'_>,
+        policy: &Policy,
+        now: UnixMillis,
+    ) -> Result<Presented, StoreError> {
+        let inner = &self.inner;
+        let keys = inner.keys.token(token);
+        for _ in 0..MAX_ATTEMPTS {
+            let claim_id = rand::random::<u64>();
+            let may_claim = inner.claims().len() < inner.max_in_flight;
+            match inner.find(&keys, claim_id, may_claim).await? {
+                Found::Rotated(record, answer) => {
+                    let held = answer.is_some();
+                    match inner.settle(&keys, record, held, who, policy, now).await? {
+                        Settled::Replay(record) => {
+                            let answer = answer.ok_or_else(|| malformed("answer"))?;
+                            return Ok(Presented::Replay { answer, record });
+                        }
+                        Settled::Refuse(refused) => return Ok(Presented::Refused(refused)),
+                        Settled::Retry => continue,
+                    }
+                }
+                Found::InFlight { id, slot } => {
+                    let outcome = Box::pin(inner.clone().wait(*token, id));
+                    return Ok(Presented::Wait(Waiter { slot, outcome }));
+                }
+                Found::Revoked => {
+                    return Ok(Presented::Refused(refusal(
+                        RefusalReason::FamilyRevoked,
+                        *token,
+                        None,
+                    )))
+                }
+                Found::Full => return Err(StoreError::InFlightFull),
+                Found::Claimed { link } => {
+                    let family = link.unwrap_or(*token);
+                    let revoked = match link {
+                        Some(family) => inner.is_revoked(&family).await,
+                        None => Ok(false),
+                    };
+                    if !matches!(revoked, Ok(false)) {
+                        // Give the claim back before refusing (or failing): waiters that
+                        // joined it present again.
+                        let _ = inner.release(token, claim_id, ABANDONED, &[]).await;
+                        revoked?;
+                        return Ok(Presented::Refused(refusal(
+                            RefusalReason::FamilyRevoked,
+                            family,
+                            None,
+                        )));
+                    }
+                    inner.claims().insert(*token, claim_id);
+                    return Ok(Presented::Claimed { family });
+                }
+            }
+        }
+        Err(StoreError::Unavailable(
+            "too many concurrent replays of one token; retry".to_owned(),
+        ))
+    }
+
+    async fn complete(
+        &self,
+        token: &TokenFingerprint,
+        outcome: ExchangeOutcome,
+        policy: &Policy,
+    ) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let claim_id = inner.claims().remove(token).unwrap_or_default();
+        let result = match &outcome {
+            ExchangeOutcome::Rotated {
+                record,
+                answer,
+                successor,
+            } => {
+                let grace = policy.rules_for(&record.client.client_id).grace_period;
+                let written = inner
+                    .record_rotation(token, claim_id, record, answer, successor.as_ref(), grace)
+                    .await;
+                if written.is_ok() {
+                    inner.written.record(record.first_use);
+                }
+                written
+            }
+            ExchangeOutcome::Released(released) => {
+                let (kind, answer) = match released {
+                    Released::Answered {
+                        answer,
+                        success: true,
+                    } => (ANSWERED_OK, answer.as_bytes()),
+                    Released::Answered {
+                        answer,
+                        success: false,
+                    } => (ANSWERED_ERROR, answer.as_bytes()),
+                    Released::Unreachable => (UNREACHABLE, &[][..]),
+                    Released::TimedOut => (TIMED_OUT, &[][..]),
+                };
+                inner.release(token, claim_id, kind, answer).await
+            }
+        };
+        // Waiters on this replica need not wait for the message to come back.
+        inner.waiters.wake(token);
+        result
+    }
+
+    async fn decide_after_wait(
+        &self,
+        token: &TokenFingerprint,
+        record: &Arc<TokenRecord>,
+        who: &Presenter<'_>,
+        policy: &Policy,
+        now: UnixMillis,
+    ) -> Result<AfterWait, StoreError> {
+        let inner = &self.inner;
+        let keys = inner.keys.token(token);
+        for _ in 0..MAX_ATTEMPTS {
+            let Some((current, answer_held)) = inner.tombstone(&keys).await? else {
+                // Expired already: never a second exchange.
+                return Ok(AfterWait::Refuse(refusal(
+                    RefusalReason::AfterGrace,
+                    record.family,
+                    Some(record.clone()),
+                )));
+            };
+            match inner
+                .settle(&keys, current, answer_held, who, policy, now)
+                .await?
+            {
+                Settled::Replay(record) => return Ok(AfterWait::Replay(record)),
+                Settled::Refuse(refused) => return Ok(AfterWait::Refuse(refused)),
+                Settled::Retry => continue,
+            }
+        }
+        Err(StoreError::Unavailable(
+            "too many concurrent replays of one token; retry".to_owned(),
+        ))
+    }
+
+    fn tombstone_count(&self) -> u64 {
+        self.inner.written.count(SystemClock.now())
+    }
+
+    fn eviction_count(&self) -> u64 {
+        0
+    }
+
+    fn health(&self) -> StoreHealth {
+        StoreHealth {
+            available: !self.inner.health.down.load(Ordering::Relaxed),
+            errors: self.inner.health.errors.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The Lua scripts that make each step atomic in Redis. Each touches the keys of one
+//! fingerprint only (one hash tag), so each runs in one slot on Redis Cluster. Decisions are
+//! not made here: the scripts read, claim, count under a compare-and-set, and record.
+
+use redis::Script;
+use std::sync::LazyLock;
+
+/// Present a token. KEYS: state, answer, claim, family link, own revocation mark.
+/// ARGV: claim id, claim TTL (ms), `1` if this replica may start another exchange.
+///
+/// Replies `{'rotated', fields, answer|nil}`, `{'in_flight', id, slot, pttl}`,
+/// `{'revoked'}`, `{'full', link|nil}` or `{'claimed', link|nil}`.
+pub static PRESENT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local state = redis.call('HGETALL', KEYS[1])
+if #state > 0 then
+  return {'rotated', state, redis.call('GET', KEYS[2])}
+end
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  local slot = redis.call('HINCRBY', KEYS[3], 'waiters', 1)
+  return {'in_flight', redis.call('HGET', KEYS[3], 'id'), slot, redis.call('PTTL', KEYS[3])}
+end
+local link = redis.call('GET', KEYS[4])
+if not link and redis.call('EXISTS', KEYS[5]) == 1 then
+  return {'revoked'}
+end
+if ARGV[3] ~= '1' then
+  return {'full', link}
+end
+redis.call('HSET', KEYS[3], 'id', ARGV[1], 'waiters', 0)
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+return {'claimed', link}
+",
+    )
+});
+
+/// Record a rotation. KEYS: state, answer, claim, released.
+/// ARGV: claim id, tombstone TTL (ms), answer TTL (ms, 0 for none), sealed answer, channel,
+/// message, then the tombstone's field/value pairs.
+pub static ROTATED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if tonumber(ARGV[3]) > 0 then
+  redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[3])
+end
+if redis.call('HGET', KEYS[3], 'id') == ARGV[1] then
+  redis.call('DEL', KEYS[3])
+end
+redis.call('DEL', KEYS[4])
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return 1
+",
+    )
+});
+
+/// Release a claim that rotated nothing. KEYS: claim, released.
+/// ARGV: claim id, outcome kind, sealed answer (may be empty), TTL (ms), channel, message.
+pub static RELEASED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], 'id') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[2], 'id', ARGV[1], 'kind', ARGV[2], 'answer', ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return 1
+",
+    )
+});
+
+/// Where a waiter's exchange stands. KEYS: state, answer, claim, released. ARGV: claim id.
+///
+/// Replies `{'rotated', fields, answer|nil}`, `{'released', kind, answer}`,
+/// `{'in_flight', pttl}` or `{'gone'}`.
+pub static OUTCOME: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local state = redis.call('HGETALL', KEYS[1])
+if #state > 0 then
+  return {'rotated', state, redis.call('GET', KEYS[2])}
+end
+if redis.call('HGET', KEYS[4], 'id') == ARGV[1] then
+  return {'released', redis.call('HGET', KEYS[4], 'kind'), redis.call('HGET', KEYS[4], 'answer')}
+end
+if redis.call('HGET', KEYS[3], 'id') == ARGV[1] then
+  return {'in_flight', redis.call('PTTL', KEYS[3])}
+end
+return {'gone'}
+",
+    )
+});
+
+/// Read a tombstone for a decision. KEYS: state, answer.
+/// Replies `{fields, 1|0}` (fields empty when there is no tombstone).
+pub static TOMBSTONE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+return {redis.call('HGETALL', KEYS[1]), redis.call('EXISTS', KEYS[2])}
+",
+    )
+});
+
+/// Count one replay if nobody counted since the decision. KEYS: state. ARGV: the replay
+/// count the decision saw. Replies the new count, -1 without a tombstone, -2 on a conflict.
+pub static COUNT_REPLAY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local seen = redis.call('HGET', KEYS[1], 'replays')
+if not seen then
+  return -1
+end
+if seen ~= ARGV[1] then
+  return -2
+end
+return redis.call('HINCRBY', KEYS[1], 'replays', 1)
+",
+    )
+});

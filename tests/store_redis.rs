@@ -1,0 +1,461 @@
+//! The Redis store driven directly by three store instances (three replicas) on one real
+//! redis-server: one claim across replicas, waiters on other replicas woken by pub/sub,
+//! the reuse cap held under a compare-and-set, families revoked everywhere, every key with
+//! a TTL, and no raw token anywhere in Redis.
+
+mod common;
+
+use common::redis_server::RedisServer;
+use refresh_gate::answer::Answer;
+use refresh_gate::clock::UnixMillis;
+use refresh_gate::credentials::ClientIdentity;
+use refresh_gate::envelope::SealedAnswer;
+use refresh_gate::fingerprint::{Fingerprinter, TokenFingerprint};
+use refresh_gate::policy::{OnReplay, Policy, Presenter, RefusalReason, Rules};
+use refresh_gate::secret::RefreshToken;
+use refresh_gate::store::{
+    AfterWait, ExchangeOutcome, Presented, RedisStore, RedisStoreConfig, Released, TokenRecord,
+    TokenStore,
+};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+const NOW: UnixMillis = UnixMillis(1_800_000_000_000);
+const ACCESS_TOKEN: &str = "AT-plaintext-access-token";
+
+fn replicas(redis: &RedisServer, count: usize) -> Vec<Arc<RedisStore>> {
+    (0..count)
+        .map(|_| {
+            Arc::new(
+                RedisStore::connect(&RedisStoreConfig {
+                    url: redis.url(),
+                    username: None,
+                    password: None,
+                    ca_pem: None,
+                    key_prefix: "rg:".to_owned(),
+                    timeout: Duration::from_secs(2),
+                    tombstone_ttl: Duration::from_secs(900),
+                    claim_ttl: Duration::from_secs(10),
+                    max_in_flight: 1000,
+                })
+                .unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn client() -> ClientIdentity {
+    ClientIdentity {
+        client_id: "kubernetes".into(),
+        secret: None,
+    }
+}
+
+fn source() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::LOCALHOST)
+}
+
+fn fingerprint(token: &str) -> (RefreshToken, TokenFingerprint) {
+    let token = RefreshToken::new(token);
+    let fp = Fingerprinter::new(&[5u8; 32]).token(&token);
+    (token, fp)
+}
+
+fn answer() -> Answer {
+    Answer {
+        status: 200,
+        headers: vec![("content-type".into(), b"application/json".to_vec())],
+        body: bytes::Bytes::from(format!(
+            "{{\"access_token\":\"{ACCESS_TOKEN}\",\"refresh_token\":\"RT-next-secret\"}}"
+        )),
+    }
+}
+
+fn rotated_into(
+    token: &RefreshToken,
+    family: TokenFingerprint,
+    successor: Option<TokenFingerprint>,
+) -> ExchangeOutcome {
+    ExchangeOutcome::Rotated {
+        record: Arc::new(TokenRecord::new(NOW, client(), source(), None, family)),
+        answer: Arc::new(SealedAnswer::seal(token, &answer())),
+        successor,
+    }
+}
+
+async fn present(store: &RedisStore, fp: &TokenFingerprint, policy: &Policy) -> Presented {
+    let c = client();
+    let who = Presenter {
+        client: &c,
+        source: source(),
+    };
+    store.present(fp, &who, policy, NOW).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_claim_across_replicas_and_waiters_everywhere_get_the_outcome() {
+    let redis = RedisServer::start();
+    let stores = replicas(&redis, 3);
+    let (token, fp) = fingerprint("rt-race");
+    let policy = Policy::uniform(Rules {
+        max_reuses: 7,
+        ..Rules::default()
+    });
+    let tasks: Vec<_> = (0..30)
+        .map(|n| {
+            let store = stores[n % 3].clone();
+            let policy = policy.clone();
+            tokio::spawn(async move {
+                let presented = present(&store, &fp, &policy).await;
+                (n % 3, presented)
+            })
+        })
+        .collect();
+    let mut claimant = None;
+    let mut waiters = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            (replica, Presented::Claimed { family }) => {
+                assert!(claimant.is_none(), "a second claim");
+                assert_eq!(family, fp);
+                claimant = Some(replica);
+            }
+            (replica, Presented::Wait(waiter)) => waiters.push((replica, waiter)),
+            (_, other) => panic!("unexpected {other:?}"),
+        }
+    }
+    let claimant = claimant.expect("one claim");
+    let mut slots: Vec<u32> = waiters.iter().map(|(_, w)| w.slot).collect();
+    slots.sort();
+    assert_eq!(
+        slots,
+        (1..=29).collect::<Vec<_>>(),
+        "every waiter has its own slot"
+    );
+    assert!(
+        waiters.iter().any(|(replica, _)| *replica != claimant),
+        "some waiters are on other replicas"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stores[claimant]
+        .complete(&fp, rotated_into(&token, fp, None), &policy)
+        .await
+        .unwrap();
+    let tasks: Vec<_> = waiters
+        .into_iter()
+        .map(|(replica, waiter)| {
+            let store = stores[replica].clone();
+            let policy = policy.clone();
+            let token = token.clone();
+            tokio::spawn(async move {
+                let outcome = tokio::time::timeout(Duration::from_secs(5), waiter.outcome)
+                    .await
+                    .expect("woken without polling for long");
+                let Some(ExchangeOutcome::Rotated { record, answer, .. }) = outcome else {
+                    panic!("not rotated: {outcome:?}")
+                };
+                assert_eq!(answer.open(&token).unwrap(), self::answer());
+                let c = client();
+                let who = Presenter {
+                    client: &c,
+                    source: source(),
+                };
+                store
+                    .decide_after_wait(&fp, &record, &who, &policy, NOW)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut replays = 0;
+    let mut capped = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            AfterWait::Replay(_) => replays += 1,
+            AfterWait::Refuse(r) if r.reason == RefusalReason::ReuseLimit => capped += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        (replays, capped),
+        (7, 22),
+        "exactly max_reuses replays across replicas"
+    );
+    for store in &stores {
+        match present(store, &fp, &policy).await {
+            Presented::Refused(r) => assert_eq!(r.reason, RefusalReason::ReuseLimit),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_replays_on_three_replicas_never_exceed_the_cap() {
+    let redis = RedisServer::start();
+    let stores = replicas(&redis, 3);
+    let (token, fp) = fingerprint("rt-cap");
+    let policy = Policy::uniform(Rules {
+        max_reuses: 5,
+        ..Rules::default()
+    });
+    assert!(matches!(
+        present(&stores[0], &fp, &policy).await,
+        Presented::Claimed { .. }
+    ));
+    stores[0]
+        .complete(&fp, rotated_into(&token, fp, None), &policy)
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..60)
+        .map(|n| {
+            let store = stores[n % 3].clone();
+            let policy = policy.clone();
+            let token = token.clone();
+            tokio::spawn(async move {
+                match present(&store, &fp, &policy).await {
+                    Presented::Replay { answer, record } => {
+                        assert_eq!(answer.open(&token).unwrap(), self::answer());
+                        Some(record.replays())
+                    }
+                    Presented::Refused(r) => {
+                        assert_eq!(r.reason, RefusalReason::ReuseLimit);
+                        None
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            })
+        })
+        .collect();
+    let mut counts = Vec::new();
+    for task in tasks {
+        if let Some(count) = task.await.unwrap() {
+            counts.push(count);
+        }
+    }
+    counts.sort();
+    assert_eq!(
+        counts,
+        vec![1, 2, 3, 4, 5],
+        "each replay counted once, in order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_claim_reaches_waiters_on_other_replicas_and_can_be_retried() {
+    let redis = RedisServer::start();
+    let stores = replicas(&redis, 2);
+    let (token, fp) = fingerprint("rt-release");
+    let policy = Policy::default();
+    assert!(matches!(
+        present(&stores[0], &fp, &policy).await,
+        Presented::Claimed { .. }
+    ));
+    let Presented::Wait(waiter) = present(&stores[1], &fp, &policy).await else {
+        panic!("not waiting")
+    };
+    let error = Answer {
+        status: 400,
+        headers: vec![],
+        body: bytes::Bytes::from_static(b"{\"error\":\"invalid_grant\"}"),
+    };
+    let sealed = Arc::new(SealedAnswer::seal(&token, &error));
+    stores[0]
+        .complete(
+            &fp,
+            ExchangeOutcome::Released(Released::Answered {
+                answer: sealed,
+                success: false,
+            }),
+            &policy,
+        )
+        .await
+        .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), waiter.outcome)
+        .await
+        .unwrap();
+    match outcome {
+        Some(ExchangeOutcome::Released(Released::Answered { answer, success })) => {
+            assert!(!success);
+            assert_eq!(answer.open(&token).unwrap(), error);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // Nothing was tombstoned: the next presentation, anywhere, claims again.
+    assert!(matches!(
+        present(&stores[1], &fp, &policy).await,
+        Presented::Claimed { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_after_the_window_revokes_the_family_on_every_replica() {
+    let redis = RedisServer::start();
+    let stores = replicas(&redis, 3);
+    let policy = Policy::uniform(Rules {
+        grace_period: Duration::from_secs(5),
+        on_replay: OnReplay::RevokeFamily,
+        ..Rules::default()
+    });
+    let (t1, f1) = fingerprint("rt-family-1");
+    let (t2, f2) = fingerprint("rt-family-2");
+    let (_, f3) = fingerprint("rt-family-3");
+    assert!(
+        matches!(present(&stores[0], &f1, &policy).await, Presented::Claimed { family } if family == f1)
+    );
+    stores[0]
+        .complete(&f1, rotated_into(&t1, f1, Some(f2)), &policy)
+        .await
+        .unwrap();
+    // t2 joined t1's family, as any replica sees.
+    assert!(
+        matches!(present(&stores[1], &f2, &policy).await, Presented::Claimed { family } if family == f1)
+    );
+    stores[1]
+        .complete(&f2, rotated_into(&t2, f1, Some(f3)), &policy)
+        .await
+        .unwrap();
+    // t1 replayed after its window, on the third replica: refused, family revoked.
+    let c = client();
+    let who = Presenter {
+        client: &c,
+        source: source(),
+    };
+    let late = NOW.plus(Duration::from_secs(60));
+    match stores[2].present(&f1, &who, &policy, late).await.unwrap() {
+        Presented::Refused(r) => {
+            assert_eq!(r.reason, RefusalReason::AfterGrace);
+            assert!(r.revoked_family);
+            assert_eq!(r.family, f1);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // Every member, on every replica, is refused now; t3 (never presented) too.
+    for store in &stores {
+        for member in [f2, f3] {
+            match store.present(&member, &who, &policy, late).await.unwrap() {
+                Presented::Refused(r) => assert_eq!(r.reason, RefusalReason::FamilyRevoked),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_has_a_ttl_and_redis_holds_no_token() {
+    let redis = RedisServer::start();
+    let stores = replicas(&redis, 2);
+    let policy = Policy::uniform(Rules {
+        on_replay: OnReplay::RevokeFamily,
+        ..Rules::default()
+    });
+    let (t1, f1) = fingerprint("RT-first-secret-token");
+    let (_, f2) = fingerprint("RT-next-secret");
+    let (t4, f4) = fingerprint("RT-failing-secret-token");
+    assert!(matches!(
+        present(&stores[0], &f1, &policy).await,
+        Presented::Claimed { .. }
+    ));
+    let Presented::Wait(_waiter) = present(&stores[1], &f1, &policy).await else {
+        panic!("not waiting")
+    };
+    stores[0]
+        .complete(&f1, rotated_into(&t1, f1, Some(f2)), &policy)
+        .await
+        .unwrap();
+    assert!(matches!(
+        present(&stores[1], &f4, &policy).await,
+        Presented::Claimed { .. }
+    ));
+    let failure = SealedAnswer::seal(&t4, &answer());
+    stores[1]
+        .complete(
+            &f4,
+            ExchangeOutcome::Released(Released::Answered {
+                answer: Arc::new(failure),
+                success: true,
+            }),
+            &policy,
+        )
+        .await
+        .unwrap();
+    let c = client();
+    let who = Presenter {
+        client: &c,
+        source: source(),
+    };
+    let late = NOW.plus(Duration::from_secs(600));
+    assert!(matches!(
+        stores[1].present(&f1, &who, &policy, late).await.unwrap(),
+        Presented::Refused(r) if r.revoked_family
+    ));
+    let contents = redis.dump();
+    let kinds: Vec<&str> = contents
+        .keys()
+        .map(|k| k.rsplit(':').next().unwrap())
+        .collect();
+    for expected in ["state", "answer", "family", "released", "revoked"] {
+        assert!(kinds.contains(&expected), "no {expected} key in {kinds:?}");
+    }
+    for (key, stored) in &contents {
+        assert!(
+            key.starts_with("rg:{"),
+            "{key} lacks the prefix and hash tag"
+        );
+        assert!(
+            stored.pttl > 0,
+            "{key} ({}) has no TTL: {}",
+            stored.kind,
+            stored.pttl
+        );
+        for secret in [
+            "RT-first-secret-token",
+            "RT-next-secret",
+            "RT-failing-secret-token",
+            ACCESS_TOKEN,
+        ] {
+            let needle = secret.as_bytes();
+            assert!(
+                !key.as_bytes().windows(needle.len()).any(|w| w == needle)
+                    && !stored.bytes.windows(needle.len()).any(|w| w == needle),
+                "{key} holds {secret}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_is_an_error_and_the_store_recovers_by_itself() {
+    let mut redis = RedisServer::start();
+    let stores = replicas(&redis, 1);
+    let store = &stores[0];
+    let policy = Policy::default();
+    let (_, fp) = fingerprint("rt-outage");
+    store.ping().await.unwrap();
+    assert!(store.health().available);
+    redis.stop();
+    let c = client();
+    let who = Presenter {
+        client: &c,
+        source: source(),
+    };
+    let failed = store.present(&fp, &who, &policy, NOW).await;
+    assert!(
+        failed.is_err(),
+        "present during an outage must fail, got {failed:?}"
+    );
+    let health = store.health();
+    assert!(!health.available);
+    assert!(health.errors >= 1);
+    redis.restart();
+    let mut recovered = false;
+    for _ in 0..100 {
+        if let Ok(Presented::Claimed { .. }) = store.present(&fp, &who, &policy, NOW).await {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "the store did not recover after Redis came back");
+    assert!(store.health().available);
+}
