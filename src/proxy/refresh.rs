@@ -239,7 +239,7 @@ impl RefreshGate {
         error: StoreError,
     ) -> pingora::Result<()> {
         match error {
-            StoreError::InFlightFull => {
+            StoreError::InFlightFull | StoreError::Contended => {
                 tracing::warn!(%error, "refresh grant not decided");
                 self.metrics.refresh_outcome(RefreshOutcome::UpstreamError);
                 write_answer(session, &GateReply::Busy.to_answer(), Freshness::FreshDate).await

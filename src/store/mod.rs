@@ -209,6 +209,9 @@ pub enum StoreError {
     /// Too many exchanges in flight: answer 503, never start a second exchange.
     #[error("too many refresh exchanges in flight")]
     InFlightFull,
+    /// Other requests kept changing this token's state: answer 503 (never expected).
+    #[error("too many concurrent presentations of one token")]
+    Contended,
     /// The store cannot be reached.
     #[error("token store unavailable: {0}")]
     Unavailable(String),

@@ -1,7 +1,7 @@
 //! The shared store: every replica keeps the state of `DESIGN.md` in one Redis, so any
 //! number of replicas behave as one gate. Each step is one Lua script over the keys of one
-//! fingerprint (one hash tag); decisions stay in the pure policy and are applied under a
-//! compare-and-set of the replay count. Waiters on any replica learn the end of an exchange
+//! fingerprint (one hash tag); decisions stay in the pure policy, and a replay is counted
+//! only while the count is still under the cap the decision relied on. Waiters on any replica learn the end of an exchange
 //! from a pub/sub message, never by polling. Redis holds fingerprints and sealed answers,
 //! never a token.
 
@@ -278,7 +278,7 @@ enum Standing {
 enum Settled {
     Replay(Arc<TokenRecord>),
     Refuse(Refusal),
-    /// Another replica counted a replay first, or the tombstone expired: read again.
+    /// Other replicas took the last replays first, or the tombstone expired: read again.
     Retry,
 }
 
@@ -583,7 +583,7 @@ impl Inner {
     }
 
     /// Decide a presentation of a rotated token and apply the decision: count a replay
-    /// under a compare-and-set, mark a revoked family.
+    /// while the cap still allows it, mark a revoked family.
     async fn settle(
         &self,
         keys: &TokenKeys,
@@ -603,10 +603,12 @@ impl Inner {
         }
         let decision = record.decide(policy, answer_held, who, now);
         if decision == Decision::Replay && answer_held {
-            let seen = record.replays();
+            // The decision relied on the count being under the cap; count only if it
+            // still is (another replica may have taken the last replay), else decide again.
+            let cap = policy.rules_for(&record.client.client_id).max_reuses;
             let mut connection = self.connection.clone();
             let mut invocation = scripts::COUNT_REPLAY.prepare_invoke();
-            invocation.key(&keys.state).arg(seen);
+            invocation.key(&keys.state).arg(cap);
             let counted: i64 = self
                 .run("count_replay", async move {
                     invocation.invoke_async(&mut connection).await
@@ -780,9 +782,7 @@ impl TokenStore for RedisStore {
                 }
             }
         }
-        Err(StoreError::Unavailable(
-            "too many concurrent replays of one token; retry".to_owned(),
-        ))
+        Err(StoreError::Contended)
     }
 
     async fn complete(
@@ -857,9 +857,7 @@ impl TokenStore for RedisStore {
                 Settled::Retry => continue,
             }
         }
-        Err(StoreError::Unavailable(
-            "too many concurrent replays of one token; retry".to_owned(),
-        ))
+        Err(StoreError::Contended)
     }
 
     fn tombstone_count(&self) -> u64 {

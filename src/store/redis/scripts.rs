@@ -1,6 +1,6 @@
 //! The Lua scripts that make each step atomic in Redis. Each touches the keys of one
 //! fingerprint only (one hash tag), so each runs in one slot on Redis Cluster. Decisions are
-//! not made here: the scripts read, claim, count under a compare-and-set, and record.
+//! not made here: the scripts read, claim, count a replay only under the cap, and record.
 
 use redis::Script;
 use std::sync::LazyLock;
@@ -106,8 +106,9 @@ return {redis.call('HGETALL', KEYS[1]), redis.call('EXISTS', KEYS[2])}
     )
 });
 
-/// Count one replay if nobody counted since the decision. KEYS: state. ARGV: the replay
-/// count the decision saw. Replies the new count, -1 without a tombstone, -2 on a conflict.
+/// Count one replay if the count is still under the cap the decision relied on (the only
+/// part of a replay decision other replicas can change). KEYS: state. ARGV: the cap.
+/// Replies the new count, -1 without a tombstone, -2 when the cap was reached meanwhile.
 pub static COUNT_REPLAY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -115,7 +116,7 @@ local seen = redis.call('HGET', KEYS[1], 'replays')
 if not seen then
   return -1
 end
-if seen ~= ARGV[1] then
+if tonumber(seen) >= tonumber(ARGV[1]) then
   return -2
 end
 return redis.call('HINCRBY', KEYS[1], 'replays', 1)
