@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::redis_server::RedisServer;
+use common::redis_server::{RedisServer, Security};
 use common::*;
 use std::time::Duration;
 
@@ -326,5 +326,60 @@ async fn fail_open_forwards_untouched_while_redis_is_down_and_says_so() {
         idp.calls_for(&next),
         1,
         "the replay was answered by the gate"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_reach_redis_over_tls_with_the_password_from_a_file() {
+    let redis = RedisServer::start_secured(Security {
+        password: Some("s3cret-redis-password".to_owned()),
+        tls: true,
+    });
+    assert!(redis.url().starts_with("rediss://"));
+    let idp = FakeIdp::start().await;
+    let key = shared_key();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("redis-ca.pem");
+    std::fs::write(&ca_file, redis.ca_pem.as_ref().unwrap()).unwrap();
+    let password_file = dir.path().join("redis-password");
+    std::fs::write(&password_file, "s3cret-redis-password\n").unwrap();
+    let wrong_file = dir.path().join("wrong-password");
+    std::fs::write(&wrong_file, "not-the-password\n").unwrap();
+    let options_with = |password: &std::path::Path| {
+        let mut options = replica_options(&idp, &redis, &key, "fail-closed");
+        options.extra.push_str(&format!(
+            "password_file = \"{}\"\nca_file = \"{}\"\n",
+            password.display(),
+            ca_file.display()
+        ));
+        options
+    };
+    let gates = start_replicas(&options_with(&password_file), 2).await;
+    let token = idp.mint();
+    let (status, first) = refresh(&gates[0], &token, "kubernetes").await;
+    assert_eq!(status, 200, "{first}");
+    let (status, replay) = refresh(&gates[1], &token, "kubernetes").await;
+    assert_eq!(
+        (status, replay),
+        (200, first),
+        "shared through Redis over TLS"
+    );
+    assert_eq!(idp.calls_for(&token), 1);
+    let log = gates[0].log();
+    assert!(
+        !log.contains("s3cret-redis-password"),
+        "the Redis password was logged"
+    );
+
+    // The password is enforced: a replica with the wrong one cannot use the store.
+    let wrong = GateProcess::start(&options_with(&wrong_file)).await;
+    let (status, body) = refresh(&wrong, &idp.mint(), "kubernetes").await;
+    assert_eq!(
+        (status, oauth_error(&body).as_str()),
+        (503, "temporarily_unavailable")
+    );
+    assert!(
+        !wrong.log().contains("not-the-password"),
+        "the Redis password was logged"
     );
 }

@@ -9,12 +9,25 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// How clients must reach the server.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// `requirepass`.
+    pub password: Option<String>,
+    /// Serve TLS only, with a self-signed certificate for 127.0.0.1 and localhost.
+    pub tls: bool,
+}
+
 /// One redis-server process.
 pub struct RedisServer {
     pub addr: SocketAddr,
     program: PathBuf,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    security: Security,
+    /// The certificate (PEM) clients must trust, with TLS.
+    pub ca_pem: Option<String>,
+    key_pem: Option<String>,
 }
 
 /// One key as the tests inspect it: its type, every byte it holds, and its TTL.
@@ -28,16 +41,37 @@ pub struct StoredKey {
 impl RedisServer {
     /// Start on a fresh free port and wait until it answers PING.
     pub fn start() -> RedisServer {
+        RedisServer::start_secured(Security::default())
+    }
+
+    /// Start with a password and/or TLS.
+    pub fn start_secured(security: Security) -> RedisServer {
         let program = require(
             "redis-server",
             "Install Debian's redis-server (apt-get install redis-server).",
         );
+        let (ca_pem, key_pem) = if security.tls {
+            let certified = rcgen::generate_simple_self_signed(vec![
+                "127.0.0.1".to_owned(),
+                "localhost".to_owned(),
+            ])
+            .unwrap();
+            (
+                Some(certified.cert.pem()),
+                Some(certified.key_pair.serialize_pem()),
+            )
+        } else {
+            (None, None)
+        };
         for _attempt in 0..5 {
             let mut server = RedisServer {
                 addr: free_port(),
                 program: program.clone(),
                 child: None,
                 dir: tempfile::tempdir().unwrap(),
+                security: security.clone(),
+                ca_pem: ca_pem.clone(),
+                key_pem: key_pem.clone(),
             };
             if server.launch() {
                 return server;
@@ -48,9 +82,33 @@ impl RedisServer {
 
     fn launch(&mut self) -> bool {
         let log = std::fs::File::create(self.dir.path().join("redis.log")).unwrap();
-        let child = Command::new(&self.program)
-            .args(["--bind", "127.0.0.1", "--port"])
-            .arg(self.addr.port().to_string())
+        let mut command = Command::new(&self.program);
+        command.args(["--bind", "127.0.0.1"]);
+        let port = self.addr.port().to_string();
+        match (&self.ca_pem, &self.key_pem) {
+            (Some(cert), Some(key)) => {
+                let cert_file = self.dir.path().join("redis.crt");
+                let key_file = self.dir.path().join("redis.key");
+                std::fs::write(&cert_file, cert).unwrap();
+                std::fs::write(&key_file, key).unwrap();
+                command
+                    .args(["--port", "0", "--tls-port", &port])
+                    .arg("--tls-cert-file")
+                    .arg(&cert_file)
+                    .arg("--tls-key-file")
+                    .arg(&key_file)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&cert_file)
+                    .args(["--tls-auth-clients", "no"]);
+            }
+            _ => {
+                command.args(["--port", &port]);
+            }
+        }
+        if let Some(password) = &self.security.password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -76,16 +134,35 @@ impl RedisServer {
         false
     }
 
+    fn client(&self) -> redis::Client {
+        let url = match &self.security.password {
+            Some(password) => self.url().replacen("://", &format!("://:{password}@"), 1),
+            None => self.url(),
+        };
+        match &self.ca_pem {
+            Some(pem) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.as_bytes().to_vec()),
+                },
+            )
+            .unwrap(),
+            None => redis::Client::open(url).unwrap(),
+        }
+    }
+
     fn ping(&self) -> bool {
-        redis::Client::open(self.url())
-            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+        self.client()
+            .get_connection_with_timeout(Duration::from_millis(200))
             .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
             .is_ok()
     }
 
-    /// `redis://127.0.0.1:port`.
+    /// `redis://127.0.0.1:port` (`rediss://` with TLS); never with the password.
     pub fn url(&self) -> String {
-        format!("redis://{}", self.addr)
+        let scheme = if self.security.tls { "rediss" } else { "redis" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Kill the server (an outage); its data is gone with it.
@@ -109,8 +186,7 @@ impl RedisServer {
     }
 
     fn connection(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .unwrap()
+        self.client()
             .get_connection_with_timeout(Duration::from_secs(2))
             .unwrap()
     }
