@@ -28,7 +28,7 @@ use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, RedisResult
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 use waiters::Waiters;
 
@@ -101,7 +101,13 @@ impl Health {
 }
 
 struct Inner {
-    connection: ConnectionManager,
+    /// Commands: created on first use, on the runtime of the requests that use it (no
+    /// hop to another thread per command).
+    commands: OnceLock<ConnectionManager>,
+    client: redis::Client,
+    command_config: ConnectionManagerConfig,
+    /// The subscription to the exchange channel, on the store's own runtime.
+    subscription: ConnectionManager,
     keys: KeySpace,
     channel: String,
     timeout: Duration,
@@ -159,7 +165,15 @@ impl RedisStore {
         if let Some(password) = &config.password {
             settings = settings.set_password(password);
         }
-        let info = info.set_redis_settings(settings);
+        // Keepalive finds a dead Redis behind a silent network; no Nagle delay on the
+        // small, latency-bound commands.
+        let keepalive = redis::io::tcp::socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(30))
+            .with_interval(Duration::from_secs(10));
+        let tcp = redis::io::tcp::TcpSettings::default()
+            .set_nodelay(true)
+            .set_keepalive(keepalive);
+        let info = info.set_redis_settings(settings).set_tcp_settings(tcp);
         let client = match &config.ca_pem {
             Some(pem) => redis::Client::build_with_tls(
                 info,
@@ -182,18 +196,25 @@ impl RedisStore {
                 Ok::<(), std::convert::Infallible>(())
             }
         };
-        let manager_config = ConnectionManagerConfig::new()
+        let command_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout))
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500))
+            .set_pipeline_buffer_size(1024);
+        let subscription_config = command_config
+            .clone()
             .set_push_sender(on_push)
             .set_automatic_resubscription();
-        let connection =
-            ConnectionManager::new_lazy_with_config(client, manager_config).map_err(bad)?;
+        let subscription =
+            ConnectionManager::new_lazy_with_config(client.clone(), subscription_config)
+                .map_err(bad)?;
         let inner = Arc::new(Inner {
-            connection,
+            commands: OnceLock::new(),
+            client,
+            command_config,
+            subscription,
             keys,
             channel,
             timeout: config.timeout,
@@ -211,7 +232,7 @@ impl RedisStore {
 
     /// Ask Redis once whether it answers (start-up logging and tests).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut connection = self.inner.connection.clone();
+        let mut connection = self.inner.subscription.clone();
         self.inner
             .run("ping", async move {
                 redis::cmd("PING")
@@ -228,7 +249,7 @@ impl RedisStore {
 async fn subscribe(inner: Arc<Inner>) {
     let mut pause = Duration::from_millis(50);
     loop {
-        let mut connection = inner.connection.clone();
+        let mut connection = inner.subscription.clone();
         let channel = inner.channel.clone();
         match tokio::time::timeout(inner.timeout, connection.subscribe(channel)).await {
             Ok(Ok(())) => return,
@@ -378,6 +399,19 @@ fn released_outcome(kind: &[u8], answer: Option<&Value>) -> Option<ExchangeOutco
 }
 
 impl Inner {
+    /// The command connection, created on first use on the caller's runtime.
+    fn connection(&self) -> ConnectionManager {
+        self.commands
+            .get_or_init(|| {
+                ConnectionManager::new_lazy_with_config(
+                    self.client.clone(),
+                    self.command_config.clone(),
+                )
+                .unwrap_or_else(|_| self.subscription.clone())
+            })
+            .clone()
+    }
+
     fn claims(&self) -> MutexGuard<'_, HashMap<TokenFingerprint, u64, FingerprintHashing>> {
         self.claims
             .lock()
@@ -409,7 +443,7 @@ impl Inner {
 
     async fn is_revoked(&self, family: &TokenFingerprint) -> Result<bool, StoreError> {
         let key = self.keys.revoked(family);
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         self.run("revoked", async move {
             redis::cmd("EXISTS")
                 .arg(key)
@@ -422,7 +456,7 @@ impl Inner {
     async fn revoke(&self, family: &TokenFingerprint) -> Result<(), StoreError> {
         let key = self.keys.revoked(family);
         let ttl = milliseconds(self.tombstone_ttl);
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         self.run("revoke", async move {
             redis::cmd("SET")
                 .arg(key)
@@ -441,7 +475,7 @@ impl Inner {
         claim_id: u64,
         may_claim: bool,
     ) -> Result<Found, StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let mut invocation = scripts::PRESENT.prepare_invoke();
         invocation
             .key(&keys.state)
@@ -487,7 +521,7 @@ impl Inner {
     }
 
     async fn standing(&self, keys: &TokenKeys, claim_id: u64) -> Result<Standing, StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let mut invocation = scripts::OUTCOME.prepare_invoke();
         invocation
             .key(&keys.state)
@@ -559,7 +593,7 @@ impl Inner {
     }
 
     async fn tombstone(&self, keys: &TokenKeys) -> Result<Option<(TokenRecord, bool)>, StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let mut invocation = scripts::TOMBSTONE.prepare_invoke();
         invocation.key(&keys.state).key(&keys.answer);
         let reply: Value = self
@@ -606,7 +640,7 @@ impl Inner {
             // The decision relied on the count being under the cap; count only if it
             // still is (another replica may have taken the last replay), else decide again.
             let cap = policy.rules_for(&record.client.client_id).max_reuses;
-            let mut connection = self.connection.clone();
+            let mut connection = self.connection();
             let mut invocation = scripts::COUNT_REPLAY.prepare_invoke();
             invocation.key(&keys.state).arg(cap);
             let counted: i64 = self
@@ -638,7 +672,7 @@ impl Inner {
         answer: &[u8],
     ) -> Result<(), StoreError> {
         let keys = self.keys.token(token);
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let mut invocation = scripts::RELEASED.prepare_invoke();
         invocation
             .key(&keys.claim)
@@ -667,7 +701,7 @@ impl Inner {
         let keys = self.keys.token(token);
         let ttl = milliseconds(self.tombstone_ttl);
         let link = successor.map(|next| {
-            let mut connection = self.connection.clone();
+            let mut connection = self.connection();
             let key = self.keys.token(next).family;
             let family = record.family.to_hex();
             async move {
@@ -680,7 +714,7 @@ impl Inner {
                     .await
             }
         });
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let mut invocation = scripts::ROTATED.prepare_invoke();
         invocation
             .key(&keys.state)
