@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::redis_server::{RedisServer, Security};
+use common::redis_server::{RedisServer, ServerOptions};
 use common::*;
 use std::time::Duration;
 
@@ -159,6 +159,10 @@ async fn a_restarted_replica_keeps_every_tombstone() {
     let inside = idp.mint();
     let (status, first) = refresh(&gate, &inside, "kubernetes").await;
     assert_eq!(status, 200, "{first}");
+    assert!(
+        !gate.log().contains("maxmemory-policy"),
+        "a noeviction Redis draws no warning"
+    );
     let mut short = options.clone();
     short.grace_period = "0s";
     drop(gate);
@@ -331,9 +335,10 @@ async fn fail_open_forwards_untouched_while_redis_is_down_and_says_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_reach_redis_over_tls_with_the_password_from_a_file() {
-    let redis = RedisServer::start_secured(Security {
+    let redis = RedisServer::start_with(ServerOptions {
         password: Some("s3cret-redis-password".to_owned()),
         tls: true,
+        args: Vec::new(),
     });
     assert!(redis.url().starts_with("rediss://"));
     let idp = FakeIdp::start().await;
@@ -382,4 +387,18 @@ async fn replicas_reach_redis_over_tls_with_the_password_from_a_file() {
         !wrong.log().contains("not-the-password"),
         "the Redis password was logged"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicting_redis_is_reported_at_start_up() {
+    let redis = RedisServer::start_with(ServerOptions {
+        args: vec!["--maxmemory-policy".to_owned(), "allkeys-lru".to_owned()],
+        ..ServerOptions::default()
+    });
+    let idp = FakeIdp::start().await;
+    let key = shared_key();
+    let gate = GateProcess::start(&replica_options(&idp, &redis, &key, "fail-open")).await;
+    gate.wait_for_log("maxmemory-policy noeviction").await;
+    let token = idp.mint();
+    assert_eq!(refresh(&gate, &token, "kubernetes").await.0, 200);
 }

@@ -118,6 +118,14 @@ fn build_store(config: &Config) -> Result<StoreParts, StartError> {
             Ok(()) => tracing::info!("connected to the token store (Redis)"),
             Err(error) => tracing::warn!(%error, "the token store (Redis) does not answer yet"),
         }
+        match probe.eviction_policy().await.as_deref() {
+            Some("noeviction") | None => {}
+            Some(policy) => tracing::warn!(
+                maxmemory_policy = policy,
+                "Redis may evict tombstones under memory pressure (a replay would then escape \
+                 the gate): use maxmemory-policy noeviction for the gate's Redis"
+            ),
+        }
     });
     Ok(StoreParts {
         store: Arc::new(redis),

@@ -9,13 +9,15 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// How clients must reach the server.
+/// How the server runs and how clients must reach it.
 #[derive(Debug, Clone, Default)]
-pub struct Security {
+pub struct ServerOptions {
     /// `requirepass`.
     pub password: Option<String>,
     /// Serve TLS only, with a self-signed certificate for 127.0.0.1 and localhost.
     pub tls: bool,
+    /// More `redis-server` arguments.
+    pub args: Vec<String>,
 }
 
 /// One redis-server process.
@@ -24,7 +26,7 @@ pub struct RedisServer {
     program: PathBuf,
     child: Option<Child>,
     dir: tempfile::TempDir,
-    security: Security,
+    options: ServerOptions,
     /// The certificate (PEM) clients must trust, with TLS.
     pub ca_pem: Option<String>,
     key_pem: Option<String>,
@@ -41,16 +43,16 @@ pub struct StoredKey {
 impl RedisServer {
     /// Start on a fresh free port and wait until it answers PING.
     pub fn start() -> RedisServer {
-        RedisServer::start_secured(Security::default())
+        RedisServer::start_with(ServerOptions::default())
     }
 
-    /// Start with a password and/or TLS.
-    pub fn start_secured(security: Security) -> RedisServer {
+    /// Start with a password, TLS or other arguments.
+    pub fn start_with(options: ServerOptions) -> RedisServer {
         let program = require(
             "redis-server",
             "Install Debian's redis-server (apt-get install redis-server).",
         );
-        let (ca_pem, key_pem) = if security.tls {
+        let (ca_pem, key_pem) = if options.tls {
             let certified = rcgen::generate_simple_self_signed(vec![
                 "127.0.0.1".to_owned(),
                 "localhost".to_owned(),
@@ -69,7 +71,7 @@ impl RedisServer {
                 program: program.clone(),
                 child: None,
                 dir: tempfile::tempdir().unwrap(),
-                security: security.clone(),
+                options: options.clone(),
                 ca_pem: ca_pem.clone(),
                 key_pem: key_pem.clone(),
             };
@@ -105,9 +107,10 @@ impl RedisServer {
                 command.args(["--port", &port]);
             }
         }
-        if let Some(password) = &self.security.password {
+        if let Some(password) = &self.options.password {
             command.args(["--requirepass", password]);
         }
+        command.args(&self.options.args);
         let child = command
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
@@ -135,7 +138,7 @@ impl RedisServer {
     }
 
     fn client(&self) -> redis::Client {
-        let url = match &self.security.password {
+        let url = match &self.options.password {
             Some(password) => self.url().replacen("://", &format!("://:{password}@"), 1),
             None => self.url(),
         };
@@ -161,7 +164,7 @@ impl RedisServer {
 
     /// `redis://127.0.0.1:port` (`rediss://` with TLS); never with the password.
     pub fn url(&self) -> String {
-        let scheme = if self.security.tls { "rediss" } else { "redis" };
+        let scheme = if self.options.tls { "rediss" } else { "redis" };
         format!("{scheme}://{}", self.addr)
     }
 

@@ -244,6 +244,24 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// The server's `maxmemory-policy`, when it lets us read it (managed services may not).
+    pub async fn eviction_policy(&self) -> Option<String> {
+        let mut connection = self.inner.subscription.clone();
+        let reply: HashMap<String, String> = tokio::time::timeout(
+            self.inner.timeout,
+            redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("maxmemory-policy")
+                .query_async(&mut connection),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        reply.get("maxmemory-policy").cloned()
+    }
+}
+
 /// Subscribe to the exchange channel until Redis accepts; the connection manager
 /// resubscribes by itself after every reconnection.
 async fn subscribe(inner: Arc<Inner>) {
