@@ -586,7 +586,6 @@ fn p6(
     report: &mut Report,
     dir: &Path,
     (upstream, idp): (SocketAddr, &Idp),
-    memory_gate: SocketAddr,
     runs: usize,
     seconds: u64,
     first_use: &Path,
@@ -594,10 +593,13 @@ fn p6(
     let (redis, _redis) = start_redis(dir);
     let key = dir.join("fingerprint.key");
     std::fs::write(&key, [42u8; 32]).unwrap();
+    let rotation = "grace_period = \"60s\"\nmax_reuses = 4294967295\nreplay_spacing = \"0s\"";
+    // Both gates fresh, holding nothing from the earlier scenarios.
+    let (memory_gate, _memory_gate) = start_gate(dir, upstream, rotation);
     let (redis_gate, _redis_gate) = start_gate_with(
         dir,
         upstream,
-        "grace_period = \"60s\"\nmax_reuses = 4294967295\nreplay_spacing = \"0s\"",
+        rotation,
         &format!(
             "[store]\nbackend = \"redis\"\nurl = \"redis://{redis}\"\nfingerprint_key_file = \"{}\"\non_store_error = \"fail-closed\"\n",
             key.display()
@@ -767,7 +769,6 @@ fn main() {
             &mut report,
             dir.path(),
             (upstream, &idp),
-            gate,
             runs,
             seconds,
             &first_use,
