@@ -76,3 +76,36 @@ fn a_missing_file_is_a_clear_error() {
     assert_eq!(code, 64);
     assert!(err.contains("cannot read config file"), "{err}");
 }
+
+#[test]
+fn a_redis_store_without_the_shared_fingerprint_key_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("redis.toml");
+    let text = std::fs::read_to_string(shipped()).unwrap().replace(
+        "backend = \"memory\"",
+        "backend = \"redis\"\nurl = \"redis://127.0.0.1:6379\"",
+    );
+    std::fs::write(&path, &text).unwrap();
+    for flags in [vec!["--check-config"], vec![]] {
+        let mut args = vec!["--config", path.to_str().unwrap()];
+        args.extend(flags);
+        let (code, _, err) = run(&args, None);
+        assert_eq!(code, 64, "{err}");
+        assert!(err.contains("store.fingerprint_key_file"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one clear message: {err}");
+    }
+    // With a key that is too short, the same.
+    let key = dir.path().join("short.key");
+    std::fs::write(&key, "short").unwrap();
+    std::fs::write(
+        &path,
+        text.replace(
+            "# fingerprint_key_file = \"/etc/refresh-gate/fingerprint.key\"",
+            &format!("fingerprint_key_file = \"{}\"", key.display()),
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["--config", path.to_str().unwrap()], None);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("at least 32 are required"), "{err}");
+}
