@@ -307,3 +307,108 @@ async fn scenario_6_revoke_family_ends_the_grant_at_the_idp() {
         stats.grants_revoked
     ));
 }
+
+/// What a kubectl race through two replicas behind a round-robin balancer came to.
+struct ReplicaRace {
+    ok: usize,
+    failed: usize,
+    alive: bool,
+    per_replica: Vec<f64>,
+    stats: IdpStats,
+}
+
+/// Three rounds of the kubectl 1.33 race through two replicas with `store` as their
+/// `[store]` table (empty: each its own memory store), reported.
+async fn replica_race(label: &str, store: String) -> ReplicaRace {
+    let listen = common::gate::free_port();
+    let idp = NodeIdp::start(&format!("http://{listen}"), IDP_LATENCY).await;
+    let mut options = GateOptions::new(idp.url());
+    options.grace_period = "5s";
+    options.replay_spacing = "50ms";
+    options.max_reuses = 20;
+    options.extra = store;
+    let replicas = [
+        GateProcess::start(&options).await,
+        GateProcess::start(&options).await,
+    ];
+    let _balancer = RoundRobin::start(listen, replicas.iter().map(|g| g.addr).collect()).await;
+    let api = ApiServer::start(&idp).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("config");
+    write_kubeconfig(
+        &kubeconfig,
+        api.addr,
+        &format!("http://{listen}"),
+        &idp.mint().await,
+    );
+    let version = Kubectl::V1_33;
+    let (mut ok, mut lock, mut failed) = (0, 0, 0);
+    let mut alive = true;
+    for round in 1..=ROUNDS {
+        let runs = kubectl_round(version, &kubeconfig, PROCESSES).await;
+        let (o, l, f) = summarize(&runs);
+        ok += o;
+        lock += l;
+        failed += f;
+        for run in runs.iter().filter(|r| !r.success).take(2) {
+            eprintln!("E2E |   round {round} failure: {}", run.stderr.trim());
+        }
+        if !kubectl(version, &kubeconfig).await.success {
+            alive = false;
+        }
+    }
+    let stats = idp.stats().await;
+    let mut per_replica = Vec::new();
+    for gate in &replicas {
+        let mut answered = 0.0;
+        for outcome in ["forwarded", "coalesced", "grace_replay"] {
+            answered += gate
+                .metric(&format!(
+                    "refresh_gate_refresh_requests_total{{outcome=\"{outcome}\"}}"
+                ))
+                .await
+                .unwrap_or(0.0);
+        }
+        per_replica.push(answered);
+    }
+    report(&format!(
+        "two replicas, {label}, behind a round-robin balancer, grace 5s, replay_spacing 50ms, {}: \
+         {ROUNDS} rounds x {PROCESSES} -> {ok} succeeded, {failed} refresh failures, {lock} lock collisions; \
+         session {}; refreshes answered per replica {per_replica:?}; IdP: {} exchanges, {} errors, {} grants revoked",
+        version.label(),
+        if alive { "alive after every round" } else { "LOST" },
+        stats.refresh_success,
+        stats.refresh_error,
+        stats.grants_revoked
+    ));
+    ReplicaRace {
+        ok,
+        failed,
+        alive,
+        per_replica,
+        stats,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scenario_7_two_replicas_on_one_redis_behave_as_one_gate() {
+    // The problem first: each replica with its own memory store (reported, not asserted).
+    replica_race("each with its own memory store", String::new()).await;
+    let redis = common::redis_server::RedisServer::start();
+    let key = common::redis_server::RedisServer::shared_key();
+    let race = replica_race(
+        "one shared Redis store",
+        redis.store_section(key.path(), "fail-closed"),
+    )
+    .await;
+    assert_eq!(race.failed, 0, "refresh failures across replicas");
+    assert_eq!(race.ok, ROUNDS * PROCESSES);
+    assert!(race.alive, "the session was lost");
+    assert_eq!(race.stats.grants_revoked, 0, "the IdP saw a reuse");
+    assert_eq!(race.stats.refresh_error, 0, "the IdP refused a refresh");
+    assert!(
+        race.per_replica.iter().all(|answered| *answered > 0.0),
+        "both replicas answered refreshes: {:?}",
+        race.per_replica
+    );
+}

@@ -9,15 +9,8 @@ use common::redis_server::{RedisServer, ServerOptions};
 use common::*;
 use std::time::Duration;
 
-/// The fingerprint key every replica shares.
 fn shared_key() -> tempfile::NamedTempFile {
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        file.path(),
-        "replicas-share-this-fingerprint-key-0123456789",
-    )
-    .unwrap();
-    file
+    RedisServer::shared_key()
 }
 
 fn replica_options(
@@ -27,11 +20,7 @@ fn replica_options(
     on_store_error: &str,
 ) -> GateOptions {
     let mut options = GateOptions::new(idp.url());
-    options.extra = format!(
-        "[store]\nbackend = \"redis\"\nurl = \"{}\"\nkey_prefix = \"rg:\"\nfingerprint_key_file = \"{}\"\ntimeout = \"300ms\"\non_store_error = \"{on_store_error}\"\n",
-        redis.url(),
-        key.path().display()
-    );
+    options.extra = redis.store_section(key.path(), on_store_error);
     options
 }
 

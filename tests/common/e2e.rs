@@ -340,3 +340,39 @@ pub async fn openid_client_refreshes(
     );
     serde_json::from_slice(&out.stdout).expect("openid-client printed JSON")
 }
+
+/// A round-robin TCP balancer on a reserved loopback address: each new connection goes to
+/// the next backend, as a Kubernetes Service spreads connections over replicas.
+pub struct RoundRobin {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RoundRobin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RoundRobin {
+    /// Listen on `listen` (reserved earlier: the IdP's issuer names it) and spread
+    /// connections over `backends`.
+    pub async fn start(listen: SocketAddr, backends: Vec<SocketAddr>) -> RoundRobin {
+        let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+        let task = tokio::spawn(async move {
+            let mut next = 0usize;
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                let backend = backends[next % backends.len()];
+                next += 1;
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(backend).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        RoundRobin { task }
+    }
+}

@@ -219,6 +219,26 @@ impl RedisServer {
         out
     }
 
+    /// The gate's `[store]` table for this server (the key file shared by every replica).
+    pub fn store_section(&self, key_file: &std::path::Path, on_store_error: &str) -> String {
+        format!(
+            "[store]\nbackend = \"redis\"\nurl = \"{}\"\nkey_prefix = \"rg:\"\nfingerprint_key_file = \"{}\"\ntimeout = \"300ms\"\non_store_error = \"{on_store_error}\"\n",
+            self.url(),
+            key_file.display()
+        )
+    }
+
+    /// A fingerprint key file for replicas to share.
+    pub fn shared_key() -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            file.path(),
+            "replicas-share-this-fingerprint-key-0123456789",
+        )
+        .unwrap();
+        file
+    }
+
     /// Run one command (test setup and inspection).
     pub fn command<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
         let mut cmd = redis::cmd(args[0]);
