@@ -155,7 +155,7 @@ async fn waiters_are_woken_with_the_outcome_and_the_cap_holds() {
             let store = store.clone();
             let policy = policy.clone();
             tokio::spawn(async move {
-                let Some(ExchangeOutcome::Rotated { record, .. }) = w.outcome.await else {
+                let Ok(Some(ExchangeOutcome::Rotated { record, .. })) = w.outcome.await else {
                     panic!("not rotated")
                 };
                 let c = client();
@@ -215,7 +215,7 @@ async fn a_released_claim_lets_the_next_presentation_claim_again() {
         .await
         .unwrap();
     assert!(matches!(
-        waiter.outcome.await,
+        waiter.outcome.await.unwrap(),
         Some(ExchangeOutcome::Released(Released::Unreachable))
     ));
     assert!(matches!(

@@ -151,7 +151,8 @@ async fn one_claim_across_replicas_and_waiters_everywhere_get_the_outcome() {
             tokio::spawn(async move {
                 let outcome = tokio::time::timeout(Duration::from_secs(5), waiter.outcome)
                     .await
-                    .expect("woken without polling for long");
+                    .expect("woken without polling for long")
+                    .unwrap();
                 let Some(ExchangeOutcome::Rotated { record, answer, .. }) = outcome else {
                     panic!("not rotated: {outcome:?}")
                 };
@@ -273,6 +274,7 @@ async fn a_released_claim_reaches_waiters_on_other_replicas_and_can_be_retried()
         .unwrap();
     let outcome = tokio::time::timeout(Duration::from_secs(5), waiter.outcome)
         .await
+        .unwrap()
         .unwrap();
     match outcome {
         Some(ExchangeOutcome::Released(Released::Answered { answer, success })) => {
@@ -458,4 +460,33 @@ async fn a_store_outage_is_an_error_and_the_store_recovers_by_itself() {
     }
     assert!(recovered, "the store did not recover after Redis came back");
     assert!(store.health().available);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_learns_at_once_when_redis_goes_away() {
+    let mut redis = RedisServer::start();
+    let stores = replicas(&redis, 2);
+    let policy = Policy::default();
+    let (_, fp) = fingerprint("rt-waiting-through-an-outage");
+    assert!(matches!(
+        present(&stores[0], &fp, &policy).await,
+        Presented::Claimed { .. }
+    ));
+    let Presented::Wait(waiter) = present(&stores[1], &fp, &policy).await else {
+        panic!("not waiting")
+    };
+    let waiting = tokio::spawn(waiter.outcome);
+    // Let the waiter subscribe and settle into its wait (the claim lives 10 s).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopped = std::time::Instant::now();
+    redis.stop();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the lost connection woke the waiter, long before the claim's expiry")
+        .unwrap();
+    assert!(
+        outcome.is_err(),
+        "an unknown outcome is an error, not a release: {outcome:?}"
+    );
+    assert!(stopped.elapsed() < Duration::from_secs(5));
 }

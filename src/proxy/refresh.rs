@@ -213,10 +213,16 @@ impl RefreshGate {
                 Err(error) => self.store_failure(session, &request, error).await,
                 Ok(Presented::Claimed { family }) => self.forward(session, &request, family).await,
                 Ok(Presented::Wait(waiter)) => {
-                    let outcome = tokio::time::timeout_at(deadline, waiter.outcome).await;
-                    if matches!(outcome, Ok(None)) {
-                        continue;
-                    }
+                    let outcome = match tokio::time::timeout_at(deadline, waiter.outcome).await {
+                        Ok(Ok(None)) => continue,
+                        // The token was in flight: never forward it unguarded.
+                        Ok(Err(error)) => {
+                            tracing::warn!(%error, "the exchange waited for is unknown");
+                            return self.store_unavailable(session).await;
+                        }
+                        Ok(Ok(Some(outcome))) => Ok(Some(outcome)),
+                        Err(elapsed) => Err(elapsed),
+                    };
                     self.after_wait(session, &request, waiter.slot, outcome)
                         .await
                 }

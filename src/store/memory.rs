@@ -161,11 +161,11 @@ impl TokenStore for MemoryStore {
             entry.waiters += 1;
             let mut receiver = entry.outcome.subscribe();
             let outcome = Box::pin(async move {
-                receiver
+                Ok(receiver
                     .wait_for(Option::is_some)
                     .await
                     .ok()
-                    .and_then(|value| value.clone())
+                    .and_then(|value| value.clone()))
             });
             return Ok(Presented::Wait(Waiter {
                 slot: entry.waiters,

@@ -127,12 +127,17 @@ pub enum ExchangeOutcome {
     Released(Released),
 }
 
+/// What a waiter's future resolves to.
+pub type WaitOutcome =
+    Pin<Box<dyn Future<Output = Result<Option<ExchangeOutcome>, StoreError>> + Send>>;
+
 /// A request that waits for an exchange under way.
 pub struct Waiter {
     /// Arrival order among this exchange's waiters (1 for the first).
     pub slot: u32,
-    /// Resolves to the exchange's outcome; `None` if the exchange vanished without one.
-    pub outcome: Pin<Box<dyn Future<Output = Option<ExchangeOutcome>> + Send>>,
+    /// Resolves to the exchange's outcome; `Ok(None)` if the exchange vanished without one
+    /// (present again); an error if the store failed meanwhile (the outcome is unknown).
+    pub outcome: WaitOutcome,
 }
 
 impl std::fmt::Debug for Waiter {

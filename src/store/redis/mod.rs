@@ -581,13 +581,13 @@ impl Inner {
         })
     }
 
-    /// Wait for the exchange `claim_id` of `token`, wherever it runs. `None` when it ended
-    /// without an outcome to share (the caller presents again) or the store failed.
+    /// Wait for the exchange `claim_id` of `token`, wherever it runs. `Ok(None)` when it
+    /// ended without an outcome to share (the caller presents again).
     async fn wait(
         self: Arc<Self>,
         token: TokenFingerprint,
         claim_id: u64,
-    ) -> Option<ExchangeOutcome> {
+    ) -> Result<Option<ExchangeOutcome>, StoreError> {
         let keys = self.keys.token(&token);
         let registration = self.waiters.register(token);
         loop {
@@ -595,10 +595,10 @@ impl Inner {
             tokio::pin!(notified);
             // Registered before the check: a message published after it is not lost.
             notified.as_mut().enable();
-            match self.standing(&keys, claim_id).await {
-                Ok(Standing::Ended(outcome)) => return Some(outcome),
-                Ok(Standing::Gone) | Err(_) => return None,
-                Ok(Standing::InFlight { pttl }) => {
+            match self.standing(&keys, claim_id).await? {
+                Standing::Ended(outcome) => return Ok(Some(outcome)),
+                Standing::Gone => return Ok(None),
+                Standing::InFlight { pttl } => {
                     // No message by the claim's expiry means its replica died: check then.
                     let expiry = Duration::from_millis(pttl.max(0) as u64).max(MIN_RECHECK);
                     tokio::select! {
