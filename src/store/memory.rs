@@ -81,19 +81,6 @@ impl std::fmt::Debug for MemoryStore {
     }
 }
 
-fn refusal(
-    reason: RefusalReason,
-    family: TokenFingerprint,
-    record: Option<Arc<TokenRecord>>,
-) -> Refusal {
-    Refusal {
-        reason,
-        record,
-        family,
-        revoked_family: false,
-    }
-}
-
 impl MemoryStore {
     /// A store with these limits.
     pub fn new(limits: &MemoryStoreLimits) -> Self {
@@ -177,7 +164,7 @@ impl TokenStore for MemoryStore {
             let family = record.family;
             if self.revoked_families.contains_key(&family) {
                 let record = Some(Arc::new(record));
-                return Ok(Presented::Refused(refusal(
+                return Ok(Presented::Refused(Refusal::new(
                     RefusalReason::FamilyRevoked,
                     family,
                     record,
@@ -200,7 +187,7 @@ impl TokenStore for MemoryStore {
                         Some(refusal) => Presented::Refused(refusal),
                         // The policy replays only when the answer is held; never answer
                         // without one.
-                        None => Presented::Refused(refusal(
+                        None => Presented::Refused(Refusal::new(
                             RefusalReason::AfterGrace,
                             family,
                             Some(record),
@@ -211,7 +198,7 @@ impl TokenStore for MemoryStore {
         }
         let family = state.tombstones.family_of(token, now).unwrap_or(*token);
         if self.revoked_families.contains_key(&family) {
-            return Ok(Presented::Refused(refusal(
+            return Ok(Presented::Refused(Refusal::new(
                 RefusalReason::FamilyRevoked,
                 family,
                 None,
@@ -271,7 +258,7 @@ impl TokenStore for MemoryStore {
         now: UnixMillis,
     ) -> Result<AfterWait, StoreError> {
         if self.revoked_families.contains_key(&record.family) {
-            return Ok(AfterWait::Refuse(refusal(
+            return Ok(AfterWait::Refuse(Refusal::new(
                 RefusalReason::FamilyRevoked,
                 record.family,
                 Some(record.clone()),
@@ -280,7 +267,7 @@ impl TokenStore for MemoryStore {
         let mut state = self.state();
         let Some(current) = state.tombstones.get(token, now) else {
             // Evicted already (a store far too small for the load): never a second exchange.
-            return Ok(AfterWait::Refuse(refusal(
+            return Ok(AfterWait::Refuse(Refusal::new(
                 RefusalReason::AfterGrace,
                 record.family,
                 Some(record.clone()),

@@ -182,6 +182,20 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// A refusal that revokes nothing.
+    pub fn new(
+        reason: RefusalReason,
+        family: TokenFingerprint,
+        record: Option<Arc<TokenRecord>>,
+    ) -> Refusal {
+        Refusal {
+            reason,
+            record,
+            family,
+            revoked_family: false,
+        }
+    }
+
     /// The refusal a decision implies (the store marks the family when it says so).
     pub fn from_decision(decision: Decision, record: &Arc<TokenRecord>) -> Option<Refusal> {
         match decision {

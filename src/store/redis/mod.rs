@@ -647,7 +647,7 @@ impl Inner {
     ) -> Result<Settled, StoreError> {
         let family = record.family;
         if self.is_revoked(&family).await? {
-            return Ok(Settled::Refuse(refusal(
+            return Ok(Settled::Refuse(Refusal::new(
                 RefusalReason::FamilyRevoked,
                 family,
                 Some(Arc::new(record)),
@@ -674,7 +674,7 @@ impl Inner {
         let record = Arc::new(record);
         let refused = Refusal::from_decision(decision, &record).unwrap_or_else(|| {
             // The policy replays only when the answer is held; never answer without one.
-            refusal(RefusalReason::AfterGrace, family, Some(record.clone()))
+            Refusal::new(RefusalReason::AfterGrace, family, Some(record.clone()))
         });
         if refused.revoked_family {
             self.revoke(&family).await?;
@@ -761,19 +761,6 @@ impl Inner {
     }
 }
 
-fn refusal(
-    reason: RefusalReason,
-    family: TokenFingerprint,
-    record: Option<Arc<TokenRecord>>,
-) -> Refusal {
-    Refusal {
-        reason,
-        record,
-        family,
-        revoked_family: false,
-    }
-}
-
 #[async_trait]
 impl TokenStore for RedisStore {
     async fn present(
@@ -805,7 +792,7 @@ impl TokenStore for RedisStore {
                     return Ok(Presented::Wait(Waiter { slot, outcome }));
                 }
                 Found::Revoked => {
-                    return Ok(Presented::Refused(refusal(
+                    return Ok(Presented::Refused(Refusal::new(
                         RefusalReason::FamilyRevoked,
                         *token,
                         None,
@@ -823,7 +810,7 @@ impl TokenStore for RedisStore {
                         // joined it present again.
                         let _ = inner.release(token, claim_id, ABANDONED, &[]).await;
                         revoked?;
-                        return Ok(Presented::Refused(refusal(
+                        return Ok(Presented::Refused(Refusal::new(
                             RefusalReason::FamilyRevoked,
                             family,
                             None,
@@ -894,7 +881,7 @@ impl TokenStore for RedisStore {
         for _ in 0..MAX_ATTEMPTS {
             let Some((current, answer_held)) = inner.tombstone(&keys).await? else {
                 // Expired already: never a second exchange.
-                return Ok(AfterWait::Refuse(refusal(
+                return Ok(AfterWait::Refuse(Refusal::new(
                     RefusalReason::AfterGrace,
                     record.family,
                     Some(record.clone()),
