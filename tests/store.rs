@@ -357,3 +357,34 @@ async fn under_refuse_a_late_replay_revokes_nothing() {
         Presented::Claimed { .. }
     ));
 }
+
+#[tokio::test]
+async fn remembered_answers_leave_memory_with_their_window() {
+    let store = store(10_000);
+    let policy = Policy::uniform(Rules {
+        grace_period: Duration::from_secs(5),
+        ..Rules::default()
+    });
+    let c = client();
+    let who = Presenter {
+        client: &c,
+        source: source(),
+    };
+    for n in 0..3000 {
+        let (token, fp) = fingerprint(&format!("rt-window-{n}"));
+        store.present(&fp, &who, &policy, NOW).await.unwrap();
+        store
+            .complete(&fp, rotated(&token, fp), &policy)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.answer_count(), 3000);
+    store.sweep(NOW.plus(Duration::from_millis(4_999)));
+    assert_eq!(store.answer_count(), 3000, "inside the window nothing goes");
+    store.sweep(NOW.plus(Duration::from_secs(5)));
+    assert_eq!(store.answer_count(), 0, "every answer left with its window");
+    // The tombstones stay: a replay is now refused, not forwarded.
+    let (_, fp) = fingerprint("rt-window-7");
+    let refusal = refused(&store, &fp, &who, &policy, NOW.plus(Duration::from_secs(6))).await;
+    assert_eq!(refusal.reason, RefusalReason::AfterGrace);
+}

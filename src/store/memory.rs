@@ -1,14 +1,14 @@
-//! The embedded store: in-flight claims and tombstones (with family links) in one compact,
-//! bounded structure under one short lock; remembered answers and revoked families in moka
-//! caches with LRU eviction (moka's default TinyLFU admission would silently refuse new
+//! The embedded store: in-flight claims, tombstones (with family links) and remembered
+//! answers in compact, bounded structures under one short lock; revoked families in a moka
+//! cache with LRU eviction (moka's default TinyLFU admission would silently refuse new
 //! entries when full).
 
+use super::answers::Answers;
 use super::tombstones::Tombstones;
 use super::{
     AfterWait, ExchangeOutcome, Presented, Refusal, StoreError, TokenRecord, TokenStore, Waiter,
 };
-use crate::clock::UnixMillis;
-use crate::envelope::SealedAnswer;
+use crate::clock::{Clock, SystemClock, UnixMillis};
 use crate::fingerprint::{FingerprintHashing, TokenFingerprint};
 use crate::policy::{Decision, Policy, Presenter, RefusalReason};
 use async_trait::async_trait;
@@ -30,29 +30,6 @@ pub struct MemoryStoreLimits {
     pub max_in_flight: usize,
 }
 
-/// A remembered answer and how long it is kept (its client's grace period when stored).
-#[derive(Clone)]
-struct TimedAnswer {
-    answer: Arc<SealedAnswer>,
-    keep_for: Duration,
-}
-
-/// Each answer expires after its own client's grace period, whatever the configuration
-/// was at start-up (a reload may lengthen it). Expiry only cleans up: the policy decides
-/// the window from timestamps.
-struct AnswerExpiry;
-
-impl moka::Expiry<TokenFingerprint, TimedAnswer> for AnswerExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &TokenFingerprint,
-        value: &TimedAnswer,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(value.keep_for)
-    }
-}
-
 struct InFlight {
     outcome: watch::Sender<Option<ExchangeOutcome>>,
     waiters: u32,
@@ -61,13 +38,18 @@ struct InFlight {
 struct State {
     in_flight: HashMap<TokenFingerprint, InFlight, FingerprintHashing>,
     tombstones: Tombstones,
+    answers: Answers,
 }
+
+/// Expired answers a request sweeps at most (the background sweeps the rest).
+const SWEEP_PER_REQUEST: usize = 32;
+/// Expired answers swept per lock acquisition by the background.
+const SWEEP_PER_BATCH: usize = 1024;
 
 /// The embedded, per-process store.
 pub struct MemoryStore {
     state: Mutex<State>,
     max_in_flight: usize,
-    answers: Cache<TokenFingerprint, TimedAnswer, FingerprintHashing>,
     revoked_families: Cache<TokenFingerprint, (), FingerprintHashing>,
 }
 
@@ -84,11 +66,6 @@ impl std::fmt::Debug for MemoryStore {
 impl MemoryStore {
     /// A store with these limits.
     pub fn new(limits: &MemoryStoreLimits) -> Self {
-        let answers = Cache::builder()
-            .max_capacity(limits.max_tombstones)
-            .expire_after(AnswerExpiry)
-            .eviction_policy(EvictionPolicy::lru())
-            .build_with_hasher(FingerprintHashing);
         let revoked_families = Cache::builder()
             .max_capacity(limits.max_tombstones)
             .time_to_live(limits.tombstone_ttl)
@@ -98,9 +75,9 @@ impl MemoryStore {
             state: Mutex::new(State {
                 in_flight: HashMap::with_hasher(FingerprintHashing),
                 tombstones: Tombstones::new(limits.max_tombstones, limits.tombstone_ttl),
+                answers: Answers::new(usize::try_from(limits.max_tombstones).unwrap_or(usize::MAX)),
             }),
             max_in_flight: limits.max_in_flight,
-            answers,
             revoked_families,
         }
     }
@@ -113,10 +90,21 @@ impl MemoryStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Run pending cache maintenance now (expiry of answers and revocations).
-    pub fn run_maintenance(&self) {
-        self.answers.run_pending_tasks();
+    /// Run housekeeping now: sweep expired answers in batches (the lock is released
+    /// between them) and expire revocations.
+    pub fn sweep(&self, now: UnixMillis) {
+        while self.state().answers.sweep(now, SWEEP_PER_BATCH) {}
         self.revoked_families.run_pending_tasks();
+    }
+
+    /// Run housekeeping now, by the wall clock.
+    pub fn run_maintenance(&self) {
+        self.sweep(SystemClock.now());
+    }
+
+    /// Answers remembered now.
+    pub fn answer_count(&self) -> usize {
+        self.state().answers.len()
     }
 
     /// Exchanges in flight now.
@@ -170,7 +158,8 @@ impl TokenStore for MemoryStore {
                     record,
                 )));
             }
-            let answer = self.answers.get(token).map(|timed| timed.answer);
+            state.answers.sweep(now, SWEEP_PER_REQUEST);
+            let answer = state.answers.get(token, now);
             let decision = record.decide(policy, answer.is_some(), who, now);
             return Ok(match (decision, answer) {
                 (Decision::Replay, Some(answer)) => {
@@ -232,15 +221,12 @@ impl TokenStore for MemoryStore {
         } = &outcome
         {
             state.tombstones.insert(token, record, successor.as_ref());
+            // Kept for its client's grace period as configured now (a reload may change
+            // it); the policy decides the window from timestamps, this only bounds memory.
             let grace = policy.rules_for(&record.client.client_id).grace_period;
             if !grace.is_zero() {
-                self.answers.insert(
-                    *token,
-                    TimedAnswer {
-                        answer: answer.clone(),
-                        keep_for: grace,
-                    },
-                );
+                let deadline = record.first_use.plus(grace);
+                state.answers.insert(*token, answer.clone(), deadline);
             }
         }
         if let Some(entry) = state.in_flight.remove(token) {
@@ -289,6 +275,10 @@ impl TokenStore for MemoryStore {
 
     fn tombstone_count(&self) -> u64 {
         self.state().tombstones.len() as u64
+    }
+
+    fn maintain(&self) {
+        self.run_maintenance();
     }
 
     fn eviction_count(&self) -> u64 {

@@ -1,6 +1,7 @@
 //! Where the gate keeps the state of each fingerprint (`DESIGN.md`): one async trait, so
 //! the embedded memory store and a shared store (Redis) are interchangeable.
 
+mod answers;
 mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -276,6 +277,10 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Tombstones evicted for capacity since start.
     fn eviction_count(&self) -> u64;
+
+    /// Housekeeping that should not run on the request path (expiring remembered answers);
+    /// called often from the background thread.
+    fn maintain(&self) {}
 
     /// Whether the store answers, and its failures so far.
     fn health(&self) -> StoreHealth {
