@@ -34,6 +34,9 @@ use waiters::Waiters;
 
 /// How many times one presentation re-reads after losing a race to another replica.
 const MAX_ATTEMPTS: usize = 16;
+/// How long a released claim's outcome is kept for its waiters (woken within milliseconds;
+/// one that comes later presents again, as any retry may).
+const RELEASED_TTL: Duration = Duration::from_secs(5);
 /// The shortest pause of a waiter between checks when no message arrives.
 const MIN_RECHECK: Duration = Duration::from_millis(5);
 
@@ -698,7 +701,7 @@ impl Inner {
             .arg(claim_id)
             .arg(kind)
             .arg(answer)
-            .arg(milliseconds(self.claim_ttl))
+            .arg(milliseconds(RELEASED_TTL.min(self.claim_ttl)))
             .arg(&self.channel)
             .arg(token.to_hex());
         self.run("release", async move {
