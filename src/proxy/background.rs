@@ -116,7 +116,6 @@ pub fn spawn(
         .name("refresh-gate-background".to_owned())
         .spawn(move || {
             runtime.block_on(async move {
-                tokio::spawn(maintain(store.clone()));
                 let gauges = tokio::spawn(publish_gauges(store, metrics));
                 tokio::spawn(watch_reloads(reloader));
                 if let Some(check) = discovery {
@@ -135,20 +134,6 @@ pub fn spawn(
             })
         })?;
     Ok(())
-}
-
-/// How often the store's housekeeping runs off the request path.
-const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(200);
-
-/// Run the store's housekeeping here, in small batches, so that a wave of expiring answers
-/// (a burst of refreshes one grace period ago) is not swept by a request.
-async fn maintain(store: Arc<dyn TokenStore>) {
-    loop {
-        tokio::time::sleep(MAINTENANCE_INTERVAL).await;
-        let store = store.clone();
-        // Housekeeping takes the caches' locks: keep it off this thread's async tasks.
-        let _ = tokio::task::spawn_blocking(move || store.maintain()).await;
-    }
 }
 
 async fn publish_gauges(store: Arc<dyn TokenStore>, metrics: Metrics) {

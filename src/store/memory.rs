@@ -41,9 +41,10 @@ struct State {
     answers: Answers,
 }
 
-/// Expired answers a request sweeps at most (the background sweeps the rest).
+/// Expired answers one presentation or completion sweeps at most: a wave of answers
+/// expiring together is spread over the requests that follow it, a few each.
 const SWEEP_PER_REQUEST: usize = 32;
-/// Expired answers swept per lock acquisition by the background.
+/// Expired answers swept per lock acquisition by an explicit sweep.
 const SWEEP_PER_BATCH: usize = 1024;
 
 /// The embedded, per-process store.
@@ -224,6 +225,7 @@ impl TokenStore for MemoryStore {
             // Kept for its client's grace period as configured now (a reload may change
             // it); the policy decides the window from timestamps, this only bounds memory.
             let grace = policy.rules_for(&record.client.client_id).grace_period;
+            state.answers.sweep(record.first_use, SWEEP_PER_REQUEST);
             if !grace.is_zero() {
                 let deadline = record.first_use.plus(grace);
                 state.answers.insert(*token, answer.clone(), deadline);
@@ -275,10 +277,6 @@ impl TokenStore for MemoryStore {
 
     fn tombstone_count(&self) -> u64 {
         self.state().tombstones.len() as u64
-    }
-
-    fn maintain(&self) {
-        self.run_maintenance();
     }
 
     fn eviction_count(&self) -> u64 {

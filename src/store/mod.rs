@@ -278,10 +278,6 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Tombstones evicted for capacity since start.
     fn eviction_count(&self) -> u64;
 
-    /// Housekeeping that should not run on the request path (expiring remembered answers);
-    /// called often from the background thread.
-    fn maintain(&self) {}
-
     /// Whether the store answers, and its failures so far.
     fn health(&self) -> StoreHealth {
         StoreHealth {
