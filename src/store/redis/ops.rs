@@ -1,0 +1,375 @@
+//! The store's steps against Redis, one script each: present, wait, decide, release,
+//! record a rotation. Every call is bounded by the store timeout and counted in its health.
+
+use super::reply::{
+    fields, fingerprint, malformed, number, parse_claim_id, released_outcome, rotated, text,
+};
+use super::{
+    milliseconds, record, scripts, Found, Inner, Settled, Standing, TokenKeys, MIN_RECHECK,
+    RELEASED_TTL,
+};
+use crate::clock::UnixMillis;
+use crate::envelope::SealedAnswer;
+use crate::fingerprint::{FingerprintHashing, TokenFingerprint};
+use crate::policy::{Decision, Policy, Presenter, RefusalReason};
+use crate::store::{ExchangeOutcome, Refusal, StoreError, TokenRecord};
+use redis::aio::ConnectionManager;
+use redis::{RedisResult, Value};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, MutexGuard};
+use std::time::Duration;
+
+impl Inner {
+    /// The command connection, created on first use on the caller's runtime.
+    pub(super) fn connection(&self) -> ConnectionManager {
+        self.commands
+            .get_or_init(|| {
+                ConnectionManager::new_lazy_with_config(
+                    self.client.clone(),
+                    self.command_config.clone(),
+                )
+                .unwrap_or_else(|_| self.subscription.clone())
+            })
+            .clone()
+    }
+
+    pub(super) fn claims(
+        &self,
+    ) -> MutexGuard<'_, HashMap<TokenFingerprint, u64, FingerprintHashing>> {
+        self.claims
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// One Redis operation under the store timeout, with its failure counted.
+    pub(super) async fn run<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(value)) => {
+                self.health.succeeded();
+                Ok(value)
+            }
+            Ok(Err(error)) => {
+                let message = error.to_string();
+                self.health.failed(operation, &message);
+                Err(StoreError::Unavailable(message))
+            }
+            Err(_) => {
+                self.health.failed(operation, "timed out");
+                Err(StoreError::Unavailable(format!("{operation} timed out")))
+            }
+        }
+    }
+
+    pub(super) async fn is_revoked(&self, family: &TokenFingerprint) -> Result<bool, StoreError> {
+        let key = self.keys.revoked(family);
+        let mut connection = self.connection();
+        self.run("revoked", async move {
+            redis::cmd("EXISTS")
+                .arg(key)
+                .query_async::<bool>(&mut connection)
+                .await
+        })
+        .await
+    }
+
+    pub(super) async fn revoke(&self, family: &TokenFingerprint) -> Result<(), StoreError> {
+        let key = self.keys.revoked(family);
+        let ttl = milliseconds(self.tombstone_ttl);
+        let mut connection = self.connection();
+        self.run("revoke", async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(1)
+                .arg("PX")
+                .arg(ttl)
+                .query_async::<()>(&mut connection)
+                .await
+        })
+        .await
+    }
+
+    pub(super) async fn find(
+        &self,
+        keys: &TokenKeys,
+        claim_id: u64,
+        may_claim: bool,
+    ) -> Result<Found, StoreError> {
+        let mut connection = self.connection();
+        let mut invocation = scripts::PRESENT.prepare_invoke();
+        invocation
+            .key(&keys.state)
+            .key(&keys.answer)
+            .key(&keys.claim)
+            .key(&keys.family)
+            .key(&keys.revoked)
+            .arg(claim_id)
+            .arg(milliseconds(self.claim_ttl))
+            .arg(if may_claim { "1" } else { "0" });
+        let reply: Value = self
+            .run("present", async move {
+                invocation.invoke_async(&mut connection).await
+            })
+            .await?;
+        let Value::Array(parts) = reply else {
+            return Err(malformed("present"));
+        };
+        let kind = parts.first().and_then(text).unwrap_or_default();
+        Ok(match kind {
+            b"rotated" => {
+                let (record, answer) = rotated(&parts)?;
+                Found::Rotated(record, answer)
+            }
+            b"in_flight" => {
+                let id = parts
+                    .get(1)
+                    .and_then(parse_claim_id)
+                    .ok_or_else(|| malformed("claim id"))?;
+                let slot = parts.get(2).and_then(number).unwrap_or(1);
+                Found::InFlight {
+                    id,
+                    slot: u32::try_from(slot).unwrap_or(u32::MAX),
+                }
+            }
+            b"revoked" => Found::Revoked,
+            b"full" => Found::Full,
+            b"claimed" => Found::Claimed {
+                link: parts.get(1).and_then(fingerprint),
+            },
+            _ => return Err(malformed("present")),
+        })
+    }
+
+    pub(super) async fn standing(
+        &self,
+        keys: &TokenKeys,
+        claim_id: u64,
+    ) -> Result<Standing, StoreError> {
+        let mut connection = self.connection();
+        let mut invocation = scripts::OUTCOME.prepare_invoke();
+        invocation
+            .key(&keys.state)
+            .key(&keys.answer)
+            .key(&keys.claim)
+            .key(&keys.released)
+            .arg(claim_id);
+        let reply: Value = self
+            .run("outcome", async move {
+                invocation.invoke_async(&mut connection).await
+            })
+            .await?;
+        let Value::Array(parts) = reply else {
+            return Err(malformed("outcome"));
+        };
+        Ok(match parts.first().and_then(text).unwrap_or_default() {
+            b"rotated" => {
+                let (record, answer) = rotated(&parts)?;
+                // A grace period of 0 keeps no answer: the waiter is refused anyway.
+                let answer =
+                    answer.unwrap_or_else(|| Arc::new(SealedAnswer::from_bytes(Vec::new())));
+                Standing::Ended(ExchangeOutcome::Rotated {
+                    record: Arc::new(record),
+                    answer,
+                    successor: None,
+                })
+            }
+            b"released" => {
+                let kind = parts.get(1).and_then(text).unwrap_or_default();
+                match released_outcome(kind, parts.get(2)) {
+                    Some(outcome) => Standing::Ended(outcome),
+                    None => Standing::Gone,
+                }
+            }
+            b"in_flight" => Standing::InFlight {
+                pttl: parts.get(1).and_then(number).unwrap_or(0),
+            },
+            _ => Standing::Gone,
+        })
+    }
+
+    /// Wait for the exchange `claim_id` of `token`, wherever it runs. `Ok(None)` when it
+    /// ended without an outcome to share (the caller presents again).
+    pub(super) async fn wait(
+        self: Arc<Self>,
+        token: TokenFingerprint,
+        claim_id: u64,
+    ) -> Result<Option<ExchangeOutcome>, StoreError> {
+        let keys = self.keys.token(&token);
+        let registration = self.waiters.register(token);
+        loop {
+            let notified = registration.notify.notified();
+            tokio::pin!(notified);
+            // Registered before the check: a message published after it is not lost.
+            notified.as_mut().enable();
+            match self.standing(&keys, claim_id).await? {
+                Standing::Ended(outcome) => return Ok(Some(outcome)),
+                Standing::Gone => return Ok(None),
+                Standing::InFlight { pttl } => {
+                    // No message by the claim's expiry means its replica died: check then.
+                    let expiry = Duration::from_millis(pttl.max(0) as u64).max(MIN_RECHECK);
+                    tokio::select! {
+                        _ = &mut notified => {}
+                        _ = tokio::time::sleep(expiry) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) async fn tombstone(
+        &self,
+        keys: &TokenKeys,
+    ) -> Result<Option<(TokenRecord, bool)>, StoreError> {
+        let mut connection = self.connection();
+        let mut invocation = scripts::TOMBSTONE.prepare_invoke();
+        invocation.key(&keys.state).key(&keys.answer);
+        let reply: Value = self
+            .run("tombstone", async move {
+                invocation.invoke_async(&mut connection).await
+            })
+            .await?;
+        let Value::Array(parts) = reply else {
+            return Err(malformed("tombstone"));
+        };
+        let map = parts
+            .first()
+            .and_then(fields)
+            .ok_or_else(|| malformed("tombstone"))?;
+        if map.is_empty() {
+            return Ok(None);
+        }
+        let record = record::decode(&map).map_err(|e| malformed(&e.to_string()))?;
+        let answer_held = parts.get(1).and_then(number) == Some(1);
+        Ok(Some((record, answer_held)))
+    }
+
+    /// Decide a presentation of a rotated token and apply the decision: count a replay
+    /// while the cap still allows it, mark a revoked family.
+    pub(super) async fn settle(
+        &self,
+        keys: &TokenKeys,
+        record: TokenRecord,
+        answer_held: bool,
+        who: &Presenter<'_>,
+        policy: &Policy,
+        now: UnixMillis,
+    ) -> Result<Settled, StoreError> {
+        let family = record.family;
+        if self.is_revoked(&family).await? {
+            return Ok(Settled::Refuse(Refusal::new(
+                RefusalReason::FamilyRevoked,
+                family,
+                Some(Arc::new(record)),
+            )));
+        }
+        let decision = record.decide(policy, answer_held, who, now);
+        if decision == Decision::Replay && answer_held {
+            // The decision relied on the count being under the cap; count only if it
+            // still is (another replica may have taken the last replay), else decide again.
+            let cap = policy.rules_for(&record.client.client_id).max_reuses;
+            let mut connection = self.connection();
+            let mut invocation = scripts::COUNT_REPLAY.prepare_invoke();
+            invocation.key(&keys.state).arg(cap);
+            let counted: i64 = self
+                .run("count_replay", async move {
+                    invocation.invoke_async(&mut connection).await
+                })
+                .await?;
+            return Ok(match u32::try_from(counted) {
+                Ok(replays) => Settled::Replay(Arc::new(record.with_replays(replays))),
+                Err(_) => Settled::Retry,
+            });
+        }
+        let record = Arc::new(record);
+        let refused = Refusal::from_decision(decision, &record).unwrap_or_else(|| {
+            // The policy replays only when the answer is held; never answer without one.
+            Refusal::new(RefusalReason::AfterGrace, family, Some(record.clone()))
+        });
+        if refused.revoked_family {
+            self.revoke(&family).await?;
+        }
+        Ok(Settled::Refuse(refused))
+    }
+
+    pub(super) async fn release(
+        &self,
+        token: &TokenFingerprint,
+        claim_id: u64,
+        kind: &str,
+        answer: &[u8],
+    ) -> Result<(), StoreError> {
+        let keys = self.keys.token(token);
+        let mut connection = self.connection();
+        let mut invocation = scripts::RELEASED.prepare_invoke();
+        invocation
+            .key(&keys.claim)
+            .key(&keys.released)
+            .arg(claim_id)
+            .arg(kind)
+            .arg(answer)
+            .arg(milliseconds(RELEASED_TTL.min(self.claim_ttl)))
+            .arg(&self.channel)
+            .arg(token.to_hex());
+        self.run("release", async move {
+            invocation.invoke_async::<()>(&mut connection).await
+        })
+        .await
+    }
+
+    pub(super) async fn record_rotation(
+        &self,
+        token: &TokenFingerprint,
+        claim_id: u64,
+        record: &TokenRecord,
+        answer: &SealedAnswer,
+        successor: Option<&TokenFingerprint>,
+        grace: Duration,
+    ) -> Result<(), StoreError> {
+        let keys = self.keys.token(token);
+        let ttl = milliseconds(self.tombstone_ttl);
+        let link = successor.map(|next| {
+            let mut connection = self.connection();
+            let key = self.keys.token(next).family;
+            let family = record.family.to_hex();
+            async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(family)
+                    .arg("PX")
+                    .arg(ttl)
+                    .query_async::<()>(&mut connection)
+                    .await
+            }
+        });
+        let mut connection = self.connection();
+        let mut invocation = scripts::ROTATED.prepare_invoke();
+        invocation
+            .key(&keys.state)
+            .key(&keys.answer)
+            .key(&keys.claim)
+            .key(&keys.released)
+            .arg(claim_id)
+            .arg(ttl)
+            .arg(grace.as_millis().min(u64::MAX as u128) as u64)
+            .arg(answer.as_bytes())
+            .arg(&self.channel)
+            .arg(token.to_hex());
+        for (name, value) in record::encode(record) {
+            invocation.arg(name).arg(value);
+        }
+        let tombstone = async move { invocation.invoke_async::<()>(&mut connection).await };
+        // The successor's link and the tombstone are independent keys (two slots); both are
+        // written before the first client sees the new token.
+        self.run("complete", async move {
+            match link {
+                Some(link) => tokio::try_join!(link, tombstone).map(|_| ()),
+                None => tombstone.await,
+            }
+        })
+        .await
+    }
+}
