@@ -71,6 +71,47 @@ fn summarize(runs: &[KubectlRun]) -> (usize, usize, usize) {
     (ok, lock, runs.len() - ok - lock)
 }
 
+/// What `ROUNDS` rounds of `PROCESSES` racing kubectl processes came to.
+#[derive(Clone, Copy)]
+struct Rounds {
+    ok: usize,
+    lock: usize,
+    failed: usize,
+    /// A single later kubectl call succeeded after every round.
+    alive: bool,
+}
+
+/// Race `PROCESSES` kubectl processes on one kubeconfig, `ROUNDS` times, each round
+/// followed by one more call (the id_token is short-lived, so it refreshes) to check the
+/// session; the first failures of each round are printed.
+async fn race(version: Kubectl, kubeconfig: &std::path::Path) -> Rounds {
+    let mut rounds = Rounds {
+        ok: 0,
+        lock: 0,
+        failed: 0,
+        alive: true,
+    };
+    for round in 1..=ROUNDS {
+        let runs = kubectl_round(version, kubeconfig, PROCESSES).await;
+        let (ok, lock, failed) = summarize(&runs);
+        rounds.ok += ok;
+        rounds.lock += lock;
+        rounds.failed += failed;
+        for run in runs.iter().filter(|r| !r.success).take(3) {
+            eprintln!("E2E |   round {round} failure: {}", run.stderr.trim());
+        }
+        let later = kubectl(version, kubeconfig).await;
+        if !later.success {
+            eprintln!(
+                "E2E |   round {round}: later call failed: {}",
+                later.stderr.trim()
+            );
+            rounds.alive = false;
+        }
+    }
+    rounds
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scenario_1_baseline_without_the_gate_the_session_dies() {
     let idp = NodeIdp::start("http://127.0.0.1:1", IDP_LATENCY).await;
@@ -93,7 +134,7 @@ async fn scenario_1_baseline_without_the_gate_the_session_dies() {
     assert_eq!(runs.len(), PROCESSES);
 }
 
-async fn race_rounds(version: Kubectl, spacing: &'static str) -> (usize, usize, usize, bool) {
+async fn race_rounds(version: Kubectl, spacing: &'static str) -> Rounds {
     let stack = stack(IDP_LATENCY, |o| {
         o.grace_period = "5s";
         o.replay_spacing = spacing;
@@ -107,27 +148,13 @@ async fn race_rounds(version: Kubectl, spacing: &'static str) -> (usize, usize, 
         &stack.issuer(),
         &stack.idp.mint().await,
     );
-    let (mut ok, mut lock, mut failed) = (0, 0, 0);
-    let mut alive = true;
-    for round in 1..=ROUNDS {
-        let runs = kubectl_round(version, &kubeconfig, PROCESSES).await;
-        let (o, l, f) = summarize(&runs);
-        ok += o;
-        lock += l;
-        failed += f;
-        for run in runs.iter().filter(|r| !r.success) {
-            eprintln!("E2E |   round {round} failure: {}", run.stderr.trim());
-        }
-        // The session survives: one more call (the id_token is short-lived, so it refreshes).
-        let later = kubectl(version, &kubeconfig).await;
-        if !later.success {
-            eprintln!(
-                "E2E |   round {round}: later call failed: {}",
-                later.stderr.trim()
-            );
-            alive = false;
-        }
-    }
+    let rounds = race(version, &kubeconfig).await;
+    let Rounds {
+        ok,
+        lock,
+        failed,
+        alive,
+    } = rounds;
     let stats = stack.idp.stats().await;
     report(&format!(
         "gate, grace 5s, replay_spacing {spacing}, {}: {ROUNDS} rounds x {PROCESSES} -> {ok} succeeded, {failed} refresh failures, \
@@ -138,11 +165,16 @@ async fn race_rounds(version: Kubectl, spacing: &'static str) -> (usize, usize, 
         stats.refresh_error,
         stats.grants_revoked
     ));
-    (ok, lock, failed, alive)
+    rounds
 }
 
 async fn gated_race_keeps_every_session(version: Kubectl) {
-    let (ok, lock, failed, alive) = race_rounds(version, "50ms").await;
+    let Rounds {
+        ok,
+        lock,
+        failed,
+        alive,
+    } = race_rounds(version, "50ms").await;
     assert_eq!(failed, 0, "refresh failures through the gate");
     assert_eq!(lock, 0, "kubeconfig lock collisions despite replay_spacing");
     assert_eq!(ok, ROUNDS * PROCESSES);
@@ -342,21 +374,12 @@ async fn replica_race(label: &str, store: String) -> ReplicaRace {
         &idp.mint().await,
     );
     let version = Kubectl::V1_33;
-    let (mut ok, mut lock, mut failed) = (0, 0, 0);
-    let mut alive = true;
-    for round in 1..=ROUNDS {
-        let runs = kubectl_round(version, &kubeconfig, PROCESSES).await;
-        let (o, l, f) = summarize(&runs);
-        ok += o;
-        lock += l;
-        failed += f;
-        for run in runs.iter().filter(|r| !r.success).take(2) {
-            eprintln!("E2E |   round {round} failure: {}", run.stderr.trim());
-        }
-        if !kubectl(version, &kubeconfig).await.success {
-            alive = false;
-        }
-    }
+    let Rounds {
+        ok,
+        lock,
+        failed,
+        alive,
+    } = race(version, &kubeconfig).await;
     let stats = idp.stats().await;
     let mut per_replica = Vec::new();
     for gate in &replicas {
