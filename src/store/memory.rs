@@ -114,12 +114,12 @@ impl MemoryStore {
     }
 
     /// Apply a refusing decision: mark the family when the refusal revokes it.
-    fn settle(&self, decision: Decision, record: &Arc<TokenRecord>) -> Option<Refusal> {
-        let refusal = Refusal::from_decision(decision, record)?;
+    fn settle(&self, decision: Decision, record: &Arc<TokenRecord>) -> Refusal {
+        let refusal = Refusal::from_decision(decision, record);
         if refusal.revoked_family {
             self.revoked_families.insert(refusal.family, ());
         }
-        Some(refusal)
+        refusal
     }
 }
 
@@ -171,19 +171,7 @@ impl TokenStore for MemoryStore {
                         record: Arc::new(record.with_replays(replays)),
                     }
                 }
-                (decision, _) => {
-                    let record = Arc::new(record);
-                    match self.settle(decision, &record) {
-                        Some(refusal) => Presented::Refused(refusal),
-                        // The policy replays only when the answer is held; never answer
-                        // without one.
-                        None => Presented::Refused(Refusal::new(
-                            RefusalReason::AfterGrace,
-                            family,
-                            Some(record),
-                        )),
-                    }
-                }
+                (decision, _) => Presented::Refused(self.settle(decision, &Arc::new(record))),
             });
         }
         let family = state.tombstones.family_of(token, now).unwrap_or(*token);
@@ -268,11 +256,7 @@ impl TokenStore for MemoryStore {
             let replays = current.replays() + 1;
             return Ok(AfterWait::Replay(Arc::new(current.with_replays(replays))));
         }
-        let current = Arc::new(current);
-        Ok(match self.settle(decision, &current) {
-            Some(refusal) => AfterWait::Refuse(refusal),
-            None => AfterWait::Replay(current),
-        })
+        Ok(AfterWait::Refuse(self.settle(decision, &Arc::new(current))))
     }
 
     fn tombstone_count(&self) -> u64 {

@@ -197,19 +197,25 @@ impl Refusal {
         }
     }
 
-    /// The refusal a decision implies (the store marks the family when it says so).
-    pub fn from_decision(decision: Decision, record: &Arc<TokenRecord>) -> Option<Refusal> {
+    /// The refusal of a decision the store cannot answer with a replay (the store marks the
+    /// family when it says so). The policy replays only when the answer is held, so a
+    /// `Replay` without one is refused `after_grace`: the gate never answers without it.
+    pub fn from_decision(decision: Decision, record: &Arc<TokenRecord>) -> Refusal {
         match decision {
             Decision::Refuse {
                 reason,
                 revoke_family,
-            } => Some(Refusal {
+            } => Refusal {
                 reason,
                 record: Some(record.clone()),
                 family: record.family,
                 revoked_family: revoke_family,
-            }),
-            _ => None,
+            },
+            _ => Refusal::new(
+                RefusalReason::AfterGrace,
+                record.family,
+                Some(record.clone()),
+            ),
         }
     }
 }
@@ -294,4 +300,46 @@ pub struct StoreHealth {
     pub available: bool,
     /// Operations that failed since start.
     pub errors: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::UnixMillis;
+    use crate::policy::{Decision, RefusalReason};
+
+    fn record() -> Arc<TokenRecord> {
+        Arc::new(TokenRecord::new(
+            UnixMillis(1),
+            ClientIdentity {
+                client_id: "k".into(),
+                secret: None,
+            },
+            "127.0.0.1".parse().unwrap(),
+            None,
+            TokenFingerprint([4; 32]),
+        ))
+    }
+
+    #[test]
+    fn a_refusing_decision_keeps_its_reason_and_revocation() {
+        let refusal = Refusal::from_decision(
+            Decision::Refuse {
+                reason: RefusalReason::ClientMismatch,
+                revoke_family: true,
+            },
+            &record(),
+        );
+        assert_eq!(refusal.reason, RefusalReason::ClientMismatch);
+        assert!(refusal.revoked_family);
+        assert_eq!(refusal.family, TokenFingerprint([4; 32]));
+    }
+
+    #[test]
+    fn a_replay_without_an_answer_is_refused_after_grace() {
+        let refusal = Refusal::from_decision(Decision::Replay, &record());
+        assert_eq!(refusal.reason, RefusalReason::AfterGrace);
+        assert!(!refusal.revoked_family);
+        assert!(refusal.record.is_some());
+    }
 }

@@ -284,11 +284,7 @@ impl Inner {
                 Err(_) => Settled::Retry,
             });
         }
-        let record = Arc::new(record);
-        let refused = Refusal::from_decision(decision, &record).unwrap_or_else(|| {
-            // The policy replays only when the answer is held; never answer without one.
-            Refusal::new(RefusalReason::AfterGrace, family, Some(record.clone()))
-        });
+        let refused = Refusal::from_decision(decision, &Arc::new(record));
         if refused.revoked_family {
             self.revoke(&family).await?;
         }
