@@ -127,6 +127,16 @@ async fn three_replicas_make_one_exchange_and_answer_identically() {
         );
     }
 
+    // The tombstone gauge counts what each replica wrote: one tombstone in all.
+    let mut tombstones = 0.0;
+    for gate in &gates {
+        tombstones += gate.metric("refresh_gate_tombstones").await.unwrap();
+    }
+    assert_eq!(
+        tombstones, 1.0,
+        "sum over replicas of the tombstones they wrote"
+    );
+
     // After the window: refused on every replica, and still one exchange.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     for gate in &gates {
@@ -390,4 +400,37 @@ async fn an_evicting_redis_is_reported_at_start_up() {
     gate.wait_for_log("maxmemory-policy noeviction").await;
     let token = idp.mint();
     assert_eq!(refresh(&gate, &token, "kubernetes").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gate_starts_while_redis_is_down_and_guards_once_it_is_up() {
+    let mut redis = RedisServer::start();
+    redis.stop();
+    let idp = FakeIdp::start().await;
+    let key = shared_key();
+    let gate = GateProcess::start(&replica_options(&idp, &redis, &key, "fail-closed")).await;
+    let (status, body) = gate.admin_get("/livez").await;
+    assert_eq!(status, 200, "{body}");
+    let token = idp.mint();
+    let (status, body) = refresh(&gate, &token, "kubernetes").await;
+    assert_eq!(
+        (status, oauth_error(&body).as_str()),
+        (503, "temporarily_unavailable")
+    );
+    assert_eq!(idp.calls_for(&token), 0);
+
+    redis.restart();
+    let mut first = None;
+    for _ in 0..100 {
+        let (status, body) = refresh(&gate, &token, "kubernetes").await;
+        if status == 200 {
+            first = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = first.expect("the gate used Redis once it came up, without a restart");
+    let (status, replay) = refresh(&gate, &token, "kubernetes").await;
+    assert_eq!((status, replay), (200, first));
+    assert_eq!(idp.calls_for(&token), 1);
 }

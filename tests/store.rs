@@ -388,3 +388,44 @@ async fn remembered_answers_leave_memory_with_their_window() {
     let refusal = refused(&store, &fp, &who, &policy, NOW.plus(Duration::from_secs(6))).await;
     assert_eq!(refusal.reason, RefusalReason::AfterGrace);
 }
+
+#[tokio::test]
+async fn each_presentation_sweeps_a_few_expired_answers() {
+    let store = store(10_000);
+    let policy = Policy::uniform(Rules {
+        grace_period: Duration::from_secs(5),
+        ..Rules::default()
+    });
+    let c = client();
+    let who = Presenter {
+        client: &c,
+        source: source(),
+    };
+    for n in 0..320 {
+        let (token, fp) = fingerprint(&format!("rt-wave-{n}"));
+        store.present(&fp, &who, &policy, NOW).await.unwrap();
+        store
+            .complete(&fp, rotated(&token, fp), &policy)
+            .await
+            .unwrap();
+    }
+    // The window has passed for all 320: no background, only the requests sweep them, a
+    // bounded few each.
+    let later = NOW.plus(Duration::from_secs(6));
+    let (_, unknown) = fingerprint("rt-wave-new-0");
+    store.present(&unknown, &who, &policy, later).await.ok();
+    let after_one = store.answer_count();
+    assert!(
+        (320 - 64..320).contains(&after_one),
+        "one presentation swept a few, not the wave: {after_one} left"
+    );
+    for n in 1..40 {
+        let (_, unknown) = fingerprint(&format!("rt-wave-new-{n}"));
+        store.present(&unknown, &who, &policy, later).await.ok();
+    }
+    assert_eq!(
+        store.answer_count(),
+        0,
+        "the requests that follow sweep the wave"
+    );
+}

@@ -400,6 +400,13 @@ async fn every_key_has_a_ttl_and_redis_holds_no_token() {
         assert!(kinds.contains(&expected), "no {expected} key in {kinds:?}");
     }
     for (key, stored) in &contents {
+        if key.ends_with(":released") {
+            assert!(
+                stored.pttl <= 5_000,
+                "a released outcome is kept only for its waiters: {key} {}",
+                stored.pttl
+            );
+        }
         assert!(
             key.starts_with("rg:{"),
             "{key} lacks the prefix and hash tag"

@@ -149,6 +149,7 @@ impl TokenStore for MemoryStore {
             }));
         }
         state.tombstones.expire(now);
+        state.answers.sweep(now, SWEEP_PER_REQUEST);
         if let Some(record) = state.tombstones.get(token, now) {
             let family = record.family;
             if self.revoked_families.contains_key(&family) {
@@ -159,7 +160,6 @@ impl TokenStore for MemoryStore {
                     record,
                 )));
             }
-            state.answers.sweep(now, SWEEP_PER_REQUEST);
             let answer = state.answers.get(token, now);
             let decision = record.decide(policy, answer.is_some(), who, now);
             return Ok(match (decision, answer) {
