@@ -64,15 +64,20 @@ fn bench_pure(c: &mut Criterion) {
         "grant_type=refresh_token&refresh_token={}&client_id=kubernetes",
         "A1b2C3d4".repeat(6)
     );
+    let content_type: &[&[u8]] = &[b"application/x-www-form-urlencoded"];
+    let authorization: &[&[u8]] = &[b"Basic a3ViZXJuZXRlczpzZWNyZXQ="];
     let request = TokenPathRequest {
         method: "POST",
         query: None,
-        content_type: Some(b"application/x-www-form-urlencoded"),
-        authorization: Some(b"Basic a3ViZXJuZXRlczpzZWNyZXQ="),
+        content_type,
+        authorization,
+        content_encoding: &[],
+        upgrade: false,
         body: body.as_bytes(),
     };
+    let rules = grant::GrantRules::default();
     c.bench_function("grant/classify", |b| {
-        b.iter(|| grant::classify(black_box(&request)))
+        b.iter(|| grant::classify(black_box(&request), &rules))
     });
 
     let answer = token_answer();

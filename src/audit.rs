@@ -26,6 +26,12 @@ pub const IDP_REVOCATION: &str = "RefreshTokenRevokedAtIdp";
 /// A refresh grant forwarded unguarded while the shared store was unavailable.
 pub const REFRESH_FORWARDED_UNGUARDED: &str = "RefreshForwardedUnguarded";
 
+/// A token-path request refused because the gate could not be certain it is not a refresh
+/// grant, or because it is a malformed one.
+pub const TOKEN_REQUEST_REFUSED: &str = "TokenRequestRefused";
+/// Audit lines per source address per second for [`TOKEN_REQUEST_REFUSED`].
+pub const REFUSALS_PER_SOURCE_PER_SECOND: u32 = 5;
+
 /// What every audit event says about the request that caused it.
 #[derive(Debug, Clone)]
 pub struct RequestFacts<'a> {
@@ -218,6 +224,53 @@ pub fn forwarded_unguarded(request: &RequestFacts<'_>, now: UnixMillis) {
         request.client_ip,
         request.token
     );
+}
+
+/// A token-path request refused before any decision on a token. Counted always (outcome
+/// `invalid_request` or `unsupported_grant`, and by reason); the line is written only while
+/// the source is under its per-second cap, otherwise the suppression is counted.
+pub fn token_request_refused(
+    metrics: &Metrics,
+    cap: &crate::source_cap::SourceCap,
+    request: &RefusedRequest<'_>,
+    refusal: crate::grant::Refusal,
+    now: UnixMillis,
+) {
+    metrics.refresh_outcome(match refusal {
+        crate::grant::Refusal::UnsupportedGrant => RefreshOutcome::UnsupportedGrant,
+        _ => RefreshOutcome::InvalidRequest,
+    });
+    metrics.token_request_refused(refusal);
+    if !cap.allow(request.client_ip, now) {
+        metrics.audit_suppressed(TOKEN_REQUEST_REFUSED);
+        return;
+    }
+    tracing::info!(
+        target: TARGET,
+        schema_version = SCHEMA_VERSION,
+        ts = %timestamp(now),
+        event = TOKEN_REQUEST_REFUSED,
+        request_id = request.request_id,
+        token_url = request.token_url,
+        client_ip = %request.client_ip,
+        reason = refusal.reason(),
+        error = refusal.error(),
+        "[{TOKEN_REQUEST_REFUSED}] - {} - {} [{}]",
+        request.token_url,
+        refusal.reason(),
+        request.client_ip
+    );
+}
+
+/// What a [`token_request_refused`] event says about the request (no token, no body).
+#[derive(Debug, Clone)]
+pub struct RefusedRequest<'a> {
+    /// `X-Request-Id` as received or generated.
+    pub request_id: &'a str,
+    /// The token endpoint URL the client used (no query).
+    pub token_url: &'a str,
+    /// The address the request came from.
+    pub client_ip: IpAddr,
 }
 
 /// A successful exchange: the token is now tombstoned. Log only: the request's outcome

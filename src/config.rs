@@ -227,6 +227,14 @@ pub struct Upstream {
     /// `discovery_interval`: how often the discovery document is checked ("0s": never).
     #[serde(default = "default_discovery_interval", with = "humantime_serde")]
     pub discovery_interval: Duration,
+    /// `forward_grant_types`: the grant types forwarded untouched on a token path, compared
+    /// exactly; any other grant type is refused with `unsupported_grant_type`.
+    #[serde(default = "default_forward_grant_types")]
+    pub forward_grant_types: Vec<String>,
+}
+
+fn default_forward_grant_types() -> Vec<String> {
+    crate::grant::GrantRules::default().forward_grant_types
 }
 
 impl Upstream {
@@ -577,6 +585,15 @@ impl Config {
                 ));
             }
         }
+        for grant in &self.upstream.forward_grant_types {
+            let printable = !grant.is_empty() && grant.bytes().all(|b| b.is_ascii_graphic());
+            if !printable || grant == crate::grant::names::REFRESH_TOKEN {
+                return Err(invalid(
+                    "upstream.forward_grant_types",
+                    format!("{grant:?} is not a grant type the gate can forward"),
+                ));
+            }
+        }
         if self.upstream.connect_timeout.is_zero() {
             return Err(invalid("upstream.connect_timeout", "must be above 0"));
         }
@@ -913,6 +930,13 @@ impl Config {
             self.rotation.max_in_flight != new.rotation.max_in_flight,
         );
         changed
+    }
+
+    /// What the grant classifier lets through untouched.
+    pub fn grant_rules(&self) -> crate::grant::GrantRules {
+        crate::grant::GrantRules {
+            forward_grant_types: self.upstream.forward_grant_types.clone(),
+        }
     }
 
     /// The memory store's limits.

@@ -1,4 +1,5 @@
-//! The discovery check: does the IdP's `token_endpoint` lie on a configured token path?
+//! The discovery check: does every token endpoint the IdP names (`token_endpoint`, and
+//! `mtls_endpoint_aliases.token_endpoint` of RFC 8705) lie on a configured token path?
 //! If not, a typo has silently switched the gate off, and readiness says so.
 
 use serde::Deserialize;
@@ -29,6 +30,13 @@ impl DiscoveryVerdict {
 #[derive(Deserialize)]
 struct Document {
     token_endpoint: Option<String>,
+    #[serde(default)]
+    mtls_endpoint_aliases: Option<Aliases>,
+}
+
+#[derive(Deserialize)]
+struct Aliases {
+    token_endpoint: Option<String>,
 }
 
 /// The path of a URL (`https://host:port/a/b?q` → `/a/b`).
@@ -50,13 +58,16 @@ pub fn judge(document: &[u8], token_paths: &[String]) -> DiscoveryVerdict {
             "discovery document has no token_endpoint".to_owned(),
         );
     };
-    let path = url_path(&endpoint);
-    match crate::path::match_token_path(path, token_paths) {
-        crate::path::PathMatch::Token => DiscoveryVerdict::Matches,
-        _ => DiscoveryVerdict::Mismatch {
-            token_endpoint_path: path.split(['?', '#']).next().unwrap_or(path).to_owned(),
-        },
+    let alias = doc.mtls_endpoint_aliases.and_then(|a| a.token_endpoint);
+    for endpoint in std::iter::once(endpoint).chain(alias) {
+        let path = url_path(&endpoint);
+        if crate::path::match_token_path(path, token_paths) != crate::path::PathMatch::Token {
+            return DiscoveryVerdict::Mismatch {
+                token_endpoint_path: path.split(['?', '#']).next().unwrap_or(path).to_owned(),
+            };
+        }
     }
+    DiscoveryVerdict::Matches
 }
 
 /// The discovery document's path for the first token path: its parent (the issuer) plus
@@ -77,6 +88,19 @@ mod tests {
     }
 
     #[test]
+    fn the_mtls_alias_is_checked_too() {
+        let doc = br#"{"token_endpoint":"https://idp/auth/idp/k8sIdp/token","mtls_endpoint_aliases":{"token_endpoint":"https://mtls.idp/oauth2/token"}}"#;
+        assert_eq!(
+            judge(doc, &paths()),
+            DiscoveryVerdict::Mismatch {
+                token_endpoint_path: "/oauth2/token".to_owned()
+            }
+        );
+        let doc = br#"{"token_endpoint":"https://idp/auth/idp/k8sIdp/token","mtls_endpoint_aliases":{"token_endpoint":"https://mtls.idp/auth/idp/k8sIdp/token"}}"#;
+        assert_eq!(judge(doc, &paths()), DiscoveryVerdict::Matches);
+    }
+
+    #[test]
     fn matching_endpoint() {
         let doc =
             br#"{"issuer":"x","token_endpoint":"https://login.example.com/auth/idp/k8sIdp/token"}"#;
@@ -85,12 +109,12 @@ mod tests {
 
     #[test]
     fn a_typo_is_a_mismatch_that_blocks_readiness() {
-        let doc = br#"{"token_endpoint":"https://login.example.com/auth/idp/k8sidp/token"}"#;
+        let doc = br#"{"token_endpoint":"https://login.example.com/auth/idp/k8s-idp/token"}"#;
         let verdict = judge(doc, &paths());
         assert_eq!(
             verdict,
             DiscoveryVerdict::Mismatch {
-                token_endpoint_path: "/auth/idp/k8sidp/token".to_owned()
+                token_endpoint_path: "/auth/idp/k8s-idp/token".to_owned()
             }
         );
         assert!(verdict.blocks_readiness());

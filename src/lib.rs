@@ -21,6 +21,7 @@ pub mod policy;
 pub mod readiness;
 pub mod respond;
 pub mod secret;
+pub mod source_cap;
 pub mod store;
 pub mod token_response;
 

@@ -25,6 +25,12 @@ pub const UPSTREAM_NOT_ROTATING_TOTAL: &str = "refresh_gate_upstream_not_rotatin
 pub const STORE_ERRORS_TOTAL: &str = "refresh_gate_store_errors_total";
 /// `refresh_gate_store_up`.
 pub const STORE_UP: &str = "refresh_gate_store_up";
+/// `refresh_gate_token_requests_refused_total{reason}`: token-path requests the gate refused
+/// because it could not be certain they are not refresh grants (or they are malformed ones).
+pub const TOKEN_REQUESTS_REFUSED_TOTAL: &str = "refresh_gate_token_requests_refused_total";
+/// `refresh_gate_audit_suppressed_total{event}`: audit lines not written because their
+/// source address passed its per-second cap.
+pub const AUDIT_SUPPRESSED_TOTAL: &str = "refresh_gate_audit_suppressed_total";
 /// `refresh_gate_build_info{version}`.
 pub const BUILD_INFO: &str = "refresh_gate_build_info";
 
@@ -41,21 +47,24 @@ pub enum RefreshOutcome {
     Refused,
     /// The exchange (its own, or the one it waited for) failed.
     UpstreamError,
-    /// An ambiguous or malformed grant, refused.
+    /// An ambiguous or malformed token request, refused (`invalid_request`).
     InvalidRequest,
+    /// A grant type the gate does not forward, refused (`unsupported_grant_type`).
+    UnsupportedGrant,
     /// Forwarded untouched because the shared store was unavailable (`fail-open`).
     Unguarded,
 }
 
 impl RefreshOutcome {
     /// Every outcome, for pre-registering series at 0.
-    pub const ALL: [RefreshOutcome; 7] = [
+    pub const ALL: [RefreshOutcome; 8] = [
         RefreshOutcome::Forwarded,
         RefreshOutcome::Coalesced,
         RefreshOutcome::GraceReplay,
         RefreshOutcome::Refused,
         RefreshOutcome::UpstreamError,
         RefreshOutcome::InvalidRequest,
+        RefreshOutcome::UnsupportedGrant,
         RefreshOutcome::Unguarded,
     ];
 
@@ -68,6 +77,7 @@ impl RefreshOutcome {
             RefreshOutcome::Refused => "refused",
             RefreshOutcome::UpstreamError => "upstream_error",
             RefreshOutcome::InvalidRequest => "invalid_request",
+            RefreshOutcome::UnsupportedGrant => "unsupported_grant",
             RefreshOutcome::Unguarded => "unguarded",
         }
     }
@@ -125,6 +135,8 @@ pub struct Metrics {
     not_rotating: IntCounter,
     store_errors: IntCounter,
     store_up: IntGauge,
+    token_refused: IntCounterVec,
+    audit_suppressed: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -196,6 +208,20 @@ impl Metrics {
             "1 while the token store answers, 0 while it does not.",
         ));
         store_up.set(1);
+        let token_refused = must(IntCounterVec::new(
+            Opts::new(
+                TOKEN_REQUESTS_REFUSED_TOTAL,
+                "Token-path requests refused as uncertain or malformed, by reason.",
+            ),
+            &["reason"],
+        ));
+        let audit_suppressed = must(IntCounterVec::new(
+            Opts::new(
+                AUDIT_SUPPRESSED_TOTAL,
+                "Audit lines not written because their source passed its per-second cap.",
+            ),
+            &["event"],
+        ));
         let build_info = must(IntGaugeVec::new(
             Opts::new(BUILD_INFO, "Build information."),
             &["version"],
@@ -210,6 +236,8 @@ impl Metrics {
             Box::new(not_rotating.clone()),
             Box::new(store_errors.clone()),
             Box::new(store_up.clone()),
+            Box::new(token_refused.clone()),
+            Box::new(audit_suppressed.clone()),
             Box::new(build_info.clone()),
         ] {
             must(registry.register(collector));
@@ -220,6 +248,10 @@ impl Metrics {
         for reason in RefusalReason::ALL {
             refused.with_label_values(&[reason.label()]);
         }
+        for refusal in crate::grant::Refusal::ALL {
+            token_refused.with_label_values(&[refusal.reason()]);
+        }
+        audit_suppressed.with_label_values(&[crate::audit::TOKEN_REQUEST_REFUSED]);
         for kind in [UpstreamKind::Refresh, UpstreamKind::Passthrough] {
             upstream_duration.with_label_values(&[kind.label()]);
         }
@@ -242,6 +274,8 @@ impl Metrics {
             not_rotating,
             store_errors,
             store_up,
+            token_refused,
+            audit_suppressed,
         }
     }
 
@@ -269,6 +303,18 @@ impl Metrics {
     /// Count one refusal by reason.
     pub fn refused(&self, reason: RefusalReason) {
         self.refused.with_label_values(&[reason.label()]).inc();
+    }
+
+    /// Count one token-path request refused as uncertain or malformed.
+    pub fn token_request_refused(&self, refusal: crate::grant::Refusal) {
+        self.token_refused
+            .with_label_values(&[refusal.reason()])
+            .inc();
+    }
+
+    /// Count one audit line suppressed by the per-source cap.
+    pub fn audit_suppressed(&self, event: &'static str) {
+        self.audit_suppressed.with_label_values(&[event]).inc();
     }
 
     /// Time one upstream request.

@@ -1,5 +1,8 @@
 //! Path normalisation, so that `/token/`, `//token`, `/%74oken` and `/token;jsessionid=x`
-//! are all recognised as the token path `/token`.
+//! are all recognised as the token path `/token`, and the loose key under which every form
+//! some IdP router maps to a path is one path: case (`/TOKEN`), escapes decoded twice or as
+//! `%uXXXX`, trailing spaces and dots (`/token.`, `/token%20`), a NUL that ends a C string,
+//! and a file extension (`/token.json`, Spring's suffix matching).
 
 /// Normalise a request target's path for matching: drop the query and fragment, drop `;`
 /// path parameters of each segment, percent-decode, resolve `.` and `..`, collapse empty
@@ -47,24 +50,68 @@ pub enum PathMatch {
 /// Match a request target against normalised token paths.
 pub fn match_token_path(target: &str, token_paths: &[String]) -> PathMatch {
     let is_token = |p: &str| token_paths.iter().any(|t| t == p);
-    match normalize(target) {
-        Some(path) if is_token(&path) => PathMatch::Token,
-        Some(_) => PathMatch::Other,
-        None => {
-            let path = target.split(['?', '#']).next().unwrap_or("");
-            let loose = path
-                .replace("%2F", "/")
-                .replace("%2f", "/")
-                .replace("%5C", "/")
-                .replace("%5c", "/")
-                .replace('\\', "/");
-            let decoded = percent_encoding::percent_decode_str(&loose).decode_utf8_lossy();
-            match normalize(&decoded.replace('%', "%25")) {
-                Some(p) if is_token(&p) => PathMatch::Ambiguous,
-                _ => PathMatch::Other,
-            }
+    let strict = normalize(target);
+    if strict.as_deref().is_some_and(is_token) {
+        return PathMatch::Token;
+    }
+    let keys: Vec<String> = token_paths.iter().map(|p| loose_key(p)).collect();
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    let request = loose_key(path);
+    let is_loose_token = |key: &str| keys.iter().any(|k| k == key);
+    if is_loose_token(&request) || without_extension(&request).is_some_and(is_loose_token) {
+        return if strict.is_some() {
+            PathMatch::Token
+        } else {
+            PathMatch::Ambiguous
+        };
+    }
+    if strict.is_none() {
+        let loose = path
+            .replace("%2F", "/")
+            .replace("%2f", "/")
+            .replace("%5C", "/")
+            .replace("%5c", "/")
+            .replace('\\', "/");
+        let key = loose_key(&loose);
+        if is_loose_token(&key) || without_extension(&key).is_some_and(is_loose_token) {
+            return PathMatch::Ambiguous;
         }
     }
+    PathMatch::Other
+}
+
+/// The loose key of a path (see the module documentation). Paths with equal keys are one
+/// token path to the gate.
+pub fn loose_key(path: &str) -> String {
+    let mut segments: Vec<String> = Vec::new();
+    for raw in path.split('/') {
+        let without_params = raw.split(';').next().unwrap_or("");
+        let once = crate::grant::readings::lenient_decode(without_params.as_bytes(), false);
+        let twice = crate::grant::readings::lenient_decode(&once, false);
+        let decoded = String::from_utf8_lossy(&twice);
+        let until_nul = decoded.split('\0').next().unwrap_or("");
+        let trimmed = until_nul
+            .trim_start_matches(crate::grant::skeleton::is_ignorable)
+            .trim_end_matches(|c| c == '.' || crate::grant::skeleton::is_ignorable(c))
+            .to_lowercase();
+        match trimmed.as_str() {
+            "" if until_nul.starts_with("..") => {
+                segments.pop();
+            }
+            "" => {}
+            segment => segments.push(segment.to_owned()),
+        }
+    }
+    format!("/{}", segments.join("/"))
+}
+
+/// The key without a short file extension on its last segment (`/token.json` -> `/token`).
+fn without_extension(key: &str) -> Option<&str> {
+    let (stem, extension) = key.rsplit_once('.')?;
+    let is_extension = (1..=10).contains(&extension.len())
+        && extension.bytes().all(|b| b.is_ascii_alphanumeric())
+        && !stem.ends_with('/');
+    is_extension.then_some(stem)
 }
 
 #[cfg(test)]
@@ -120,6 +167,44 @@ mod tests {
             PathMatch::Ambiguous
         );
         assert_eq!(match_token_path("/api%2Fv1/pods", &paths), PathMatch::Other);
+    }
+
+    #[test]
+    fn every_router_reading_of_the_token_path_is_a_token_path() {
+        let paths = vec!["/auth/idp/k8sIdp/token".to_owned()];
+        for variant in [
+            "/auth/idp/k8sidp/token",
+            "/AUTH/IDP/K8SIDP/TOKEN",
+            "/auth/idp/k8sIdp/token.",
+            "/auth/idp/k8sIdp/token..",
+            "/auth/idp/k8sIdp/token%20",
+            "/auth/idp/k8sIdp/token%09",
+            "/auth/idp/k8sIdp/token%00.png",
+            "/auth/idp/k8sIdp/token.json",
+            "/auth/idp/k8sIdp/%2574oken",
+            "/auth/idp/k8sIdp/%u0074oken",
+            "/auth/idp/k8sIdp/token;x=y/",
+            "/auth/idp/k8sIdp/token/.",
+            "/auth/idp/k8sIdp/./token//",
+        ] {
+            assert_eq!(
+                match_token_path(variant, &paths),
+                PathMatch::Token,
+                "{variant}"
+            );
+        }
+        for other in [
+            "/auth/idp/k8sIdp/tokens",
+            "/auth/idp/k8sIdp/token/x",
+            "/auth/idp/k8sIdp/userinfo",
+            "/auth/idp/token",
+        ] {
+            assert_eq!(match_token_path(other, &paths), PathMatch::Other, "{other}");
+        }
+        assert_eq!(
+            match_token_path("/auth\\idp/k8sIdp/TOKEN", &paths),
+            PathMatch::Ambiguous
+        );
     }
 
     #[test]

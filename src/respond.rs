@@ -7,8 +7,9 @@ use bytes::Bytes;
 /// An answer the gate writes itself on the token path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GateReply {
-    /// `400 invalid_request`: an ambiguous or malformed grant.
-    InvalidRequest(String),
+    /// `400 invalid_request` or `unsupported_grant_type`: a token request the gate refused
+    /// as uncertain or malformed.
+    Refused(crate::grant::Refusal),
     /// `400 invalid_grant`: a refused replay.
     InvalidGrant(&'static str),
     /// `413`: a token-path body over the cap.
@@ -30,7 +31,7 @@ pub enum GateReply {
 impl GateReply {
     fn parts(&self) -> (u16, &'static str, String) {
         match self {
-            GateReply::InvalidRequest(d) => (400, "invalid_request", d.clone()),
+            GateReply::Refused(refusal) => (400, refusal.error(), refusal.description()),
             GateReply::InvalidGrant(d) => (400, "invalid_grant", (*d).to_owned()),
             GateReply::BodyTooLarge(cap) => (
                 413,

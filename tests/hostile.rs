@@ -130,14 +130,46 @@ fn cases(t: &str) -> Vec<Case> {
         Case { name: "HTTP/2 preface on the HTTP/1 port", request: b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(), expect: Expect::RejectedOrClosed },
         Case { name: "garbage request line", request: b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n".to_vec(), expect: Expect::RejectedOrClosed },
         Case { name: "a code grant (forwarded untouched)", request: form_request("/token", "", b"grant_type=authorization_code&code=abc"), expect: Expect::Forwarded },
-        Case { name: "grant_type empty, refresh_token present (not a refresh grant)", request: form_request("/token", "", format!("grant_type=&refresh_token={t}-x").as_bytes()), expect: Expect::Forwarded },
+        refused("grant_type empty, refresh_token present", form_request("/token", "", format!("grant_type=&refresh_token={t}").as_bytes())),
+        refused("lenient percent-decoding (Node's querystring reads a refresh grant)", form_request("/token", &basic_raw("k:secret"), format!("grant_type=%72efresh_token&%72efresh_token={t}&x=%zz").as_bytes())),
+        refused("UTF-16BE charset (a servlet container reads a refresh grant)", {
+            let utf16 = |s: &str| s.encode_utf16().flat_map(|u| u.to_be_bytes()).map(|b| format!("%{b:02X}")).collect::<String>();
+            let body = format!("{}={}&{}={}", utf16("grant_type"), utf16("refresh_token"), utf16("refresh_token"), utf16(t));
+            format!("POST /token HTTP/1.1\r\nHost: idp\r\nContent-Type: application/x-www-form-urlencoded; charset=UTF-16BE\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+        }),
+        refused("grant_type with a trailing space (fosite splits on spaces)", form_request("/token", "", format!("grant_type=refresh_token+&refresh_token={t}").as_bytes())),
+        refused("grant_type with a leading space", form_request("/token", "", format!("grant_type=%20refresh_token&refresh_token={t}").as_bytes())),
+        refused("grant_type in upper case", form_request("/token", "", format!("grant_type=REFRESH_TOKEN&refresh_token={t}").as_bytes())),
+        refused("grant_type with a long s (Go's EqualFold)", form_request("/token", "", format!("grant_type=refre%C5%BFh_token&refresh_token={t}").as_bytes())),
+        refused("a name in another case (Refresh_Token)", form_request("/token", "", format!("grant_type=authorization_code&code=x&Refresh_Token={t}").as_bytes())),
+        refused("Jetty's %u escapes", form_request("/token", "", format!("grant_type=%u0072efresh_token&refresh_token={t}").as_bytes())),
+        refused("a second grant behind ';'", form_request("/token", "", format!("grant_type=authorization_code&code=x;grant_type=refresh_token;refresh_token={t}").as_bytes())),
+        refused("method post (lower case) with a refresh body", form_request("/token", "", g).iter().skip(4).copied().fold(b"post".to_vec(), |mut v, b| { v.push(b); v })),
+        refused("method Post with a refresh body", form_request("/token", "", g).iter().skip(4).copied().fold(b"Post".to_vec(), |mut v, b| { v.push(b); v })),
+        refused("method PUT with a refresh body", form_request("/token", "", g).iter().skip(4).copied().fold(b"PUT".to_vec(), |mut v, b| { v.push(b); v })),
+        refused("GET with a refresh body", form_request("/token", "", g).iter().skip(4).copied().fold(b"GET".to_vec(), |mut v, b| { v.push(b); v })),
+        refused(
+            "JSON whose names carry \\u005f escapes",
+            {
+                let body = format!("{{\"grant\\u005ftype\":\"refresh_token\",\"refresh\\u005ftoken\":\"{t}\"}}");
+                format!("POST /token HTTP/1.1\r\nHost: idp\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+            },
+        ),
+        refused("a second Content-Type header", form_request("/token", "Content-Type: application/json\r\n", g)),
+        refused("a second Authorization header", form_request("/token", &format!("{}{}", basic_raw("k:secret"), basic_raw("other:x")), g)),
+        refused("Content-Encoding gzip", form_request("/token", "Content-Encoding: gzip\r\n", g)),
+        refused("an Authorization scheme other than Basic on a refresh grant", form_request("/token", "Authorization: Bearer x\r\n", g)),
+        refused("an unregistered grant type", form_request("/token", "", b"grant_type=magic")),
+        refused("the token path in upper case with a disguised grant", form_request("/TOKEN", "", format!("grant_type=refresh_token%20&refresh_token={t}").as_bytes())),
+        refused("the token path with a trailing dot and a form in UTF-16", form_request("/token.", "", b"grant_type=authorization_code&code=x&client_id=%FE%FF")),
+        refused("Upgrade on the token path", b"GET /token HTTP/1.1\r\nHost: idp\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".to_vec()),
         Case { name: "a 64 KiB refresh body (at the cap)", request: form_request("/token", "", format!("grant_type=refresh_token&refresh_token={}", "c".repeat(65536 - 38)).as_bytes()), expect: Expect::Forwarded },
         Case { name: "header flood (150 headers)", request: form_request("/token", &headers_flood, format!("grant_type=refresh_token&refresh_token={t}-flood").as_bytes()), expect: Expect::Forwarded },
         Case { name: "absolute-form request target", request: form_request("http://idp/token", "", format!("grant_type=refresh_token&refresh_token={t}-abs").as_bytes()), expect: Expect::Forwarded },
         Case { name: "dot segments in the token path", request: form_request("/x/../token", "", format!("grant_type=refresh_token&refresh_token={t}-dots").as_bytes()), expect: Expect::Forwarded },
         Case { name: "HTTP/1.0 without Host (pass-through)", request: b"GET /.well-known/openid-configuration HTTP/1.0\r\n\r\n".to_vec(), expect: Expect::Forwarded },
         Case { name: "empty Basic credentials (':')", request: form_request("/token", &basic_raw(":"), format!("grant_type=refresh_token&refresh_token={t}-anon").as_bytes()), expect: Expect::Forwarded },
-        Case { name: "percent-encoded NUL inside the token", request: form_request("/token", "", format!("grant_type=refresh_token&refresh_token={t}%00nul").as_bytes()), expect: Expect::Forwarded },
+        refused("percent-encoded NUL inside the token", form_request("/token", "", format!("grant_type=refresh_token&refresh_token={t}%00nul").as_bytes())),
         Case {
             name: "charset in Content-Type",
             request: {

@@ -4,12 +4,14 @@
 use super::refresh::{Origin, RefreshGate};
 use super::upstream::UpstreamPeers;
 use super::write::{add_forwarded, strip_hop_by_hop, write_answer, Freshness};
+use crate::audit::{self, RefusedRequest};
 use crate::client_ip;
 use crate::config::MAX_TOKEN_BODY_BYTES;
-use crate::grant::{self, Classification, TokenPathRequest};
-use crate::metrics::{Metrics, RefreshOutcome, Route, UpstreamKind};
+use crate::grant::{self, Classification, Forwarded, GrantRules, Refusal, TokenPathRequest};
+use crate::metrics::{Metrics, Route, UpstreamKind};
 use crate::path::{match_token_path, PathMatch};
 use crate::respond::GateReply;
+use crate::source_cap::SourceCap;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use pingora::http::RequestHeader;
@@ -28,7 +30,13 @@ pub struct Gate {
     metrics: Metrics,
     request_timeout: Duration,
     trusted_proxies: Vec<ipnet::IpNet>,
+    rules: GrantRules,
+    audit_cap: SourceCap,
 }
+
+/// Distinct source addresses whose refusals are audited in one second (the rest share one
+/// budget).
+const AUDITED_SOURCES_PER_SECOND: usize = 4096;
 
 /// Per-request state.
 #[derive(Debug)]
@@ -90,7 +98,18 @@ impl Gate {
             metrics,
             request_timeout,
             trusted_proxies: Vec::new(),
+            rules: GrantRules::default(),
+            audit_cap: SourceCap::new(
+                audit::REFUSALS_PER_SOURCE_PER_SECOND,
+                AUDITED_SOURCES_PER_SECOND,
+            ),
         }
+    }
+
+    /// Forward only these grant types untouched (`[upstream] forward_grant_types`).
+    pub fn with_grant_rules(mut self, rules: GrantRules) -> Self {
+        self.rules = rules;
+        self
     }
 
     /// Believe `X-Forwarded-For` / `Forwarded` / `X-Forwarded-Proto` from these peers.
@@ -188,60 +207,97 @@ impl Gate {
         }
     }
 
+    /// Refuse a token-path request: count it, audit it (capped per source), answer RFC 6749
+    /// JSON. Never forwarded.
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        refusal: Refusal,
+    ) -> pingora::Result<bool> {
+        let token_url = token_url(session.req_header(), ctx.proto);
+        audit::token_request_refused(
+            &self.metrics,
+            &self.audit_cap,
+            &RefusedRequest {
+                request_id: &ctx.request_id,
+                token_url: &token_url,
+                client_ip: ctx
+                    .client_ip
+                    .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+            },
+            refusal,
+            self.refresh.clock.now(),
+        );
+        let reply = match refusal {
+            Refusal::BodyTooLarge => GateReply::BodyTooLarge(MAX_TOKEN_BODY_BYTES),
+            refusal => GateReply::Refused(refusal),
+        };
+        self.reply(session, reply).await
+    }
+
     async fn token_request(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
-        let is_post = session.req_header().method == http::Method::POST;
-        let body = if is_post {
-            match self.read_body(session).await {
-                Ok(body) => body,
-                Err(BodyError::TooLarge) => {
-                    session.set_keepalive(None);
-                    self.metrics.refresh_outcome(RefreshOutcome::InvalidRequest);
-                    return self
-                        .reply(session, GateReply::BodyTooLarge(MAX_TOKEN_BODY_BYTES))
-                        .await;
-                }
-                Err(BodyError::TimedOut) => {
-                    session.set_keepalive(None);
-                    return self.reply(session, GateReply::BodyTimeout).await;
-                }
-                Err(BodyError::Client(error)) => {
-                    // A malformed or truncated body (bad chunk framing, a client that went
-                    // away): answer 400 if anyone is still listening.
-                    tracing::debug!(%error, "unreadable token-path body");
-                    session.set_keepalive(None);
-                    self.metrics.refresh_outcome(RefreshOutcome::InvalidRequest);
-                    let reply = GateReply::InvalidRequest("malformed request body".to_owned());
-                    return match write_answer(session, &reply.to_answer(), Freshness::FreshDate)
-                        .await
-                    {
-                        Ok(()) => Ok(true),
-                        Err(_) => Err(error),
-                    };
-                }
+        // Every method's body is read: a grant in a PUT or a `post` body is seen, not
+        // classified on an empty body.
+        let body = match self.read_body(session).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => {
+                session.set_keepalive(None);
+                return self.refuse(session, ctx, Refusal::BodyTooLarge).await;
             }
-        } else {
-            Bytes::new()
+            Err(BodyError::TimedOut) => {
+                session.set_keepalive(None);
+                return self.reply(session, GateReply::BodyTimeout).await;
+            }
+            Err(BodyError::Client(error)) => {
+                // A malformed or truncated body (bad chunk framing, a client that went
+                // away): answer 400 if anyone is still listening.
+                tracing::debug!(error = ?error.etype(), "unreadable token-path body");
+                session.set_keepalive(None);
+                return match self.refuse(session, ctx, Refusal::UnreadableBody).await {
+                    Ok(answered) => Ok(answered),
+                    Err(_) => Err(error),
+                };
+            }
         };
         let header = session.req_header();
-        let classification = grant::classify(&TokenPathRequest {
-            method: header.method.as_str(),
-            query: header.uri.query(),
-            content_type: header.headers.get("content-type").map(|v| v.as_bytes()),
-            authorization: header.headers.get("authorization").map(|v| v.as_bytes()),
-            body: &body,
-        });
+        let all = |name: &str| -> Vec<&[u8]> {
+            header
+                .headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect()
+        };
+        let (content_type, authorization, content_encoding) = (
+            all("content-type"),
+            all("authorization"),
+            all("content-encoding"),
+        );
+        let upgrade = header.headers.contains_key("upgrade")
+            || header.headers.contains_key("http2-settings")
+            || session.is_upgrade_req();
+        let classification = grant::classify(
+            &TokenPathRequest {
+                method: header.method.as_str(),
+                query: header.uri.query(),
+                content_type: &content_type,
+                authorization: &authorization,
+                content_encoding: &content_encoding,
+                upgrade,
+                body: &body,
+            },
+            &self.rules,
+        );
         match classification {
-            Classification::Forward => Ok(false),
-            Classification::Refuse(ambiguity) => {
-                self.metrics.refresh_outcome(RefreshOutcome::InvalidRequest);
-                tracing::info!(reason = %ambiguity, client_ip = ?ctx.client_ip, "ambiguous token request refused");
-                self.reply(session, GateReply::InvalidRequest(ambiguity.description()))
-                    .await
+            Classification::Forward(forwarded) => {
+                self.forward_checked(session, ctx, forwarded).await
             }
+            Classification::Refuse(refusal) => self.refuse(session, ctx, refusal).await,
             Classification::Refresh(grant) => {
                 let origin = Origin {
                     source: ctx.client_ip,
@@ -257,6 +313,30 @@ impl Gate {
                 Ok(true)
             }
         }
+    }
+
+    /// Forward a grant untouched unless one of its token-like values is a token the gate
+    /// tombstoned (a spent refresh token as a token exchange's `subject_token`).
+    async fn forward_checked(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        forwarded: Forwarded,
+    ) -> pingora::Result<bool> {
+        let now = self.refresh.clock.now();
+        for suspect in &forwarded.suspects {
+            let fingerprint = self.refresh.fingerprinter.token(suspect);
+            match self.refresh.store.is_spent(&fingerprint, now).await {
+                Ok(false) => {}
+                Ok(true) => return self.refuse(session, ctx, Refusal::SpentToken).await,
+                Err(error) => {
+                    // Defence in depth only: the IdP still decides the grant itself.
+                    tracing::warn!(%error, "could not check a forwarded grant against the tombstones");
+                    break;
+                }
+            }
+        }
+        Ok(false)
     }
 }
 
@@ -297,12 +377,7 @@ impl ProxyHttp for Gate {
             PathMatch::Other => Ok(false),
             PathMatch::Ambiguous => {
                 ctx.route = Route::Token;
-                self.metrics.refresh_outcome(RefreshOutcome::InvalidRequest);
-                self.reply(
-                    session,
-                    GateReply::InvalidRequest("ambiguous encoding of the token path".to_owned()),
-                )
-                .await
+                self.refuse(session, ctx, Refusal::AmbiguousPath).await
             }
             PathMatch::Token => {
                 ctx.route = Route::Token;

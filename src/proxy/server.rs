@@ -196,7 +196,8 @@ pub fn run(
         metrics.clone(),
         config.upstream.request_timeout,
     )
-    .with_trusted_proxies(config.trusted_proxies().unwrap_or_default());
+    .with_trusted_proxies(config.trusted_proxies().unwrap_or_default())
+    .with_grant_rules(config.grant_rules());
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gate, "refresh-gate");
     let certificate = match (&config.listen.tls_cert_file, &config.listen.tls_key_file) {

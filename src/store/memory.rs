@@ -125,6 +125,14 @@ impl MemoryStore {
 
 #[async_trait]
 impl TokenStore for MemoryStore {
+    async fn is_spent(
+        &self,
+        token: &TokenFingerprint,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        Ok(self.state().tombstones.get(token, now).is_some())
+    }
+
     async fn present(
         &self,
         token: &TokenFingerprint,

@@ -278,6 +278,11 @@ pub trait TokenStore: Send + Sync + 'static {
         now: UnixMillis,
     ) -> Result<AfterWait, StoreError>;
 
+    /// Whether `token` was rotated through the gate and its tombstone still lives (for the
+    /// check that a spent refresh token does not travel inside another grant).
+    async fn is_spent(&self, token: &TokenFingerprint, now: UnixMillis)
+        -> Result<bool, StoreError>;
+
     /// Tombstones held now (approximate; for a shared store, those this replica wrote).
     fn tombstone_count(&self) -> u64;
 

@@ -303,6 +303,14 @@ enum Settled {
 
 #[async_trait]
 impl TokenStore for RedisStore {
+    async fn is_spent(
+        &self,
+        token: &TokenFingerprint,
+        _now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        self.inner.is_spent(token).await
+    }
+
     async fn present(
         &self,
         token: &TokenFingerprint,

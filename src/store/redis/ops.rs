@@ -77,6 +77,18 @@ impl Inner {
         .await
     }
 
+    pub(super) async fn is_spent(&self, token: &TokenFingerprint) -> Result<bool, StoreError> {
+        let key = self.keys.token(token).state;
+        let mut connection = self.connection();
+        self.run("spent", async move {
+            redis::cmd("EXISTS")
+                .arg(key)
+                .query_async::<bool>(&mut connection)
+                .await
+        })
+        .await
+    }
+
     pub(super) async fn revoke(&self, family: &TokenFingerprint) -> Result<(), StoreError> {
         let key = self.keys.revoked(family);
         let ttl = milliseconds(self.tombstone_ttl);

@@ -1,0 +1,831 @@
+//! Deciding what a request on a token path is: a refresh grant (the gate decides it),
+//! another grant or a body-less request the gate is certain no IdP reads as a refresh grant
+//! (forwarded untouched), or anything else (refused, never forwarded). The rule, in the
+//! README's "What the gate does": forwarding needs certainty, never a guess.
+//!
+//! "Certain" is checked against how real IdP stacks read a request: the strict reading of
+//! `crate::form` must agree with every other reading in [`readings`], no name or
+//! `grant_type` may only *fold* to a grant parameter ([`skeleton`]), and the grant type must
+//! be one the configuration forwards.
+
+pub mod media;
+pub mod names;
+pub mod readings;
+pub mod skeleton;
+
+use crate::credentials::{self, ClientCredentials};
+use crate::form;
+use crate::secret::{ClientSecret, RefreshToken};
+use media::MediaType;
+use names::{GRANT_TYPE, QUERY_FORBIDDEN, REFRESH_TOKEN};
+use skeleton::{disguises, skeleton};
+
+/// The facts of one token-path request that classification needs. Header fields hold
+/// every value the request carried, so a repeated header is seen.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenPathRequest<'a> {
+    /// The HTTP method, as sent.
+    pub method: &'a str,
+    /// The raw query string (without `?`), if any.
+    pub query: Option<&'a str>,
+    /// Every `Content-Type` value.
+    pub content_type: &'a [&'a [u8]],
+    /// Every `Authorization` value.
+    pub authorization: &'a [&'a [u8]],
+    /// Every `Content-Encoding` value.
+    pub content_encoding: &'a [&'a [u8]],
+    /// Whether the request asks for a protocol upgrade (`Upgrade`, h2c, WebSocket).
+    pub upgrade: bool,
+    /// The whole request body (read for every method).
+    pub body: &'a [u8],
+}
+
+/// What the configuration lets through untouched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRules {
+    /// `[upstream] forward_grant_types`: grant types forwarded untouched, compared exactly.
+    pub forward_grant_types: Vec<String>,
+}
+
+impl Default for GrantRules {
+    fn default() -> Self {
+        GrantRules {
+            forward_grant_types: names::DEFAULT_FORWARD_GRANT_TYPES
+                .iter()
+                .map(|g| (*g).to_owned())
+                .collect(),
+        }
+    }
+}
+
+/// What a token-path request is.
+#[derive(Debug)]
+pub enum Classification {
+    /// A refresh grant: the gate decides it.
+    Refresh(RefreshGrant),
+    /// Certainly not a refresh grant: forward it untouched (after checking `suspects`).
+    Forward(Forwarded),
+    /// Anything else: refused, never forwarded.
+    Refuse(Refusal),
+}
+
+/// A request to forward, with the form values that could be tokens: the gate refuses it
+/// if one of them is a token it tombstoned (a spent refresh token as a `subject_token`).
+#[derive(Debug, Default)]
+pub struct Forwarded {
+    /// Values of token length, at most [`MAX_SUSPECTS`].
+    pub suspects: Vec<RefreshToken>,
+}
+
+/// The most form values checked against the tombstones per forwarded request.
+pub const MAX_SUSPECTS: usize = 8;
+/// The shortest value checked against the tombstones.
+pub const MIN_SUSPECT_LEN: usize = 16;
+/// The longest value checked against the tombstones.
+pub const MAX_SUSPECT_LEN: usize = 8192;
+
+/// A refresh grant: the presented token and the client credentials that came with it.
+#[derive(Debug)]
+pub struct RefreshGrant {
+    /// The decoded refresh token.
+    pub token: RefreshToken,
+    /// The client credentials (Basic or form).
+    pub client: ClientCredentials,
+}
+
+/// Why a token-path request was refused. Every variant has a stable [`Refusal::reason`]
+/// code for logs, audit events and metrics, and never carries a raw value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// A grant parameter in the query string.
+    #[error("grant parameters must not be sent in the query string")]
+    TokenInQuery,
+    /// A method other than `POST` with a body.
+    #[error("a token request must use POST")]
+    NotPost,
+    /// `Upgrade` on a token path.
+    #[error("protocol upgrades are not accepted on the token endpoint")]
+    Upgrade,
+    /// `Content-Type` or `Authorization` more than once.
+    #[error("Content-Type and Authorization must not be repeated")]
+    RepeatedHeader,
+    /// A `Content-Encoding` other than `identity`.
+    #[error("a token request body must not be content-encoded")]
+    ContentEncoding,
+    /// A body that is not `application/x-www-form-urlencoded`.
+    #[error("a token request must use application/x-www-form-urlencoded")]
+    NotForm,
+    /// A form charset other than UTF-8 or US-ASCII.
+    #[error("a token request form must be UTF-8")]
+    Charset,
+    /// A `Content-Type` that does not parse.
+    #[error("malformed Content-Type")]
+    MalformedContentType,
+    /// A form body that cannot be decoded unambiguously.
+    #[error("the form body is not valid application/x-www-form-urlencoded UTF-8")]
+    MalformedForm,
+    /// A name that only a lenient reading makes a grant parameter.
+    #[error("a parameter name is a grant parameter only after case folding or trimming")]
+    DisguisedParameter,
+    /// Readings of the body disagree about the grant.
+    #[error("the form body reads differently to different parsers")]
+    AmbiguousForm,
+    /// No `grant_type`, or an empty one.
+    #[error("grant_type is missing or empty")]
+    MissingGrantType,
+    /// A `grant_type` that some stack reads as `refresh_token`.
+    #[error("grant_type must be exactly refresh_token")]
+    DisguisedGrantType,
+    /// A grant type the gate does not forward.
+    #[error("this grant type is not supported at this endpoint")]
+    UnsupportedGrant,
+    /// `grant_type` more than once.
+    #[error("grant_type is repeated")]
+    DuplicateGrantType,
+    /// `refresh_token` more than once.
+    #[error("refresh_token is repeated")]
+    DuplicateRefreshToken,
+    /// A refresh grant without a non-empty `refresh_token`.
+    #[error("refresh_token is missing or empty")]
+    MissingRefreshToken,
+    /// A refresh token with spaces, controls, `%` or non-ASCII characters.
+    #[error("refresh_token holds characters no refresh token has")]
+    TokenCharacters,
+    /// A `refresh_token` parameter in another grant.
+    #[error("refresh_token is only accepted with grant_type=refresh_token")]
+    TokenInOtherGrant,
+    /// `client_id` or `client_secret` repeated in the form.
+    #[error("client credentials are repeated")]
+    DuplicateClientCredentials,
+    /// Basic and form credentials naming different clients.
+    #[error("HTTP Basic and form credentials name different clients")]
+    ConflictingClients,
+    /// An `Authorization: Basic` header that cannot be decoded.
+    #[error("malformed HTTP Basic client credentials")]
+    MalformedBasic,
+    /// An `Authorization` scheme other than Basic on a refresh grant.
+    #[error("a refresh grant authenticates its client with HTTP Basic or form credentials")]
+    AuthorizationScheme,
+    /// A path that only a lenient reading (`%2F` as `/`) makes a token path.
+    #[error("ambiguous encoding of the token path")]
+    AmbiguousPath,
+    /// A body over the cap.
+    #[error("request body too large")]
+    BodyTooLarge,
+    /// A body that could not be read (bad framing, a client that left).
+    #[error("malformed request body")]
+    UnreadableBody,
+    /// A forwarded grant carrying a token the gate tombstoned.
+    #[error("a spent refresh token is not accepted in another grant")]
+    SpentToken,
+}
+
+impl Refusal {
+    /// Every refusal, for pre-registering metric series.
+    pub const ALL: [Refusal; 27] = [
+        Refusal::TokenInQuery,
+        Refusal::NotPost,
+        Refusal::Upgrade,
+        Refusal::RepeatedHeader,
+        Refusal::ContentEncoding,
+        Refusal::NotForm,
+        Refusal::Charset,
+        Refusal::MalformedContentType,
+        Refusal::MalformedForm,
+        Refusal::DisguisedParameter,
+        Refusal::AmbiguousForm,
+        Refusal::MissingGrantType,
+        Refusal::DisguisedGrantType,
+        Refusal::UnsupportedGrant,
+        Refusal::DuplicateGrantType,
+        Refusal::DuplicateRefreshToken,
+        Refusal::MissingRefreshToken,
+        Refusal::TokenCharacters,
+        Refusal::TokenInOtherGrant,
+        Refusal::DuplicateClientCredentials,
+        Refusal::ConflictingClients,
+        Refusal::MalformedBasic,
+        Refusal::AuthorizationScheme,
+        Refusal::AmbiguousPath,
+        Refusal::BodyTooLarge,
+        Refusal::UnreadableBody,
+        Refusal::SpentToken,
+    ];
+
+    /// The RFC 6749 `error_description`.
+    pub fn description(&self) -> String {
+        self.to_string()
+    }
+
+    /// The RFC 6749 `error` code.
+    pub fn error(&self) -> &'static str {
+        match self {
+            Refusal::UnsupportedGrant => "unsupported_grant_type",
+            _ => "invalid_request",
+        }
+    }
+
+    /// The stable reason code (audit events, logs).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::TokenInQuery => "grant_parameter_in_query",
+            Refusal::NotPost => "not_post",
+            Refusal::Upgrade => "upgrade",
+            Refusal::RepeatedHeader => "repeated_header",
+            Refusal::ContentEncoding => "content_encoding",
+            Refusal::NotForm => "not_form",
+            Refusal::Charset => "charset",
+            Refusal::MalformedContentType => "malformed_content_type",
+            Refusal::MalformedForm => "malformed_form",
+            Refusal::DisguisedParameter => "disguised_parameter",
+            Refusal::AmbiguousForm => "ambiguous_form",
+            Refusal::MissingGrantType => "missing_grant_type",
+            Refusal::DisguisedGrantType => "disguised_grant_type",
+            Refusal::UnsupportedGrant => "unsupported_grant_type",
+            Refusal::DuplicateGrantType => "duplicate_grant_type",
+            Refusal::DuplicateRefreshToken => "duplicate_refresh_token",
+            Refusal::MissingRefreshToken => "missing_refresh_token",
+            Refusal::TokenCharacters => "token_characters",
+            Refusal::TokenInOtherGrant => "refresh_token_in_other_grant",
+            Refusal::DuplicateClientCredentials => "duplicate_client_credentials",
+            Refusal::ConflictingClients => "conflicting_clients",
+            Refusal::MalformedBasic => "malformed_basic",
+            Refusal::AuthorizationScheme => "authorization_scheme",
+            Refusal::AmbiguousPath => "ambiguous_path",
+            Refusal::BodyTooLarge => "body_too_large",
+            Refusal::UnreadableBody => "unreadable_body",
+            Refusal::SpentToken => "spent_token",
+        }
+    }
+}
+
+/// Classify one request on a token path.
+pub fn classify(req: &TokenPathRequest<'_>, rules: &GrantRules) -> Classification {
+    match classify_inner(req, rules) {
+        Ok(classification) => classification,
+        Err(refusal) => Classification::Refuse(refusal),
+    }
+}
+
+fn classify_inner(
+    req: &TokenPathRequest<'_>,
+    rules: &GrantRules,
+) -> Result<Classification, Refusal> {
+    if req.upgrade {
+        return Err(Refusal::Upgrade);
+    }
+    if let Some(query) = req.query {
+        check_query(query)?;
+    }
+    if req.method != "POST" {
+        // Nothing travels but the (checked) query: no stack reads a grant from it.
+        return if req.body.is_empty() {
+            Ok(Classification::Forward(Forwarded::default()))
+        } else {
+            Err(Refusal::NotPost)
+        };
+    }
+    if req.content_type.len() > 1 || req.authorization.len() > 1 {
+        return Err(Refusal::RepeatedHeader);
+    }
+    let identity = |v: &&[u8]| v.trim_ascii().eq_ignore_ascii_case(b"identity");
+    if !req.content_encoding.iter().all(identity) {
+        return Err(Refusal::ContentEncoding);
+    }
+    let ascii_only = match req.content_type.first().map(|v| media::parse(v)) {
+        Some(MediaType::FormUtf8) => false,
+        Some(MediaType::FormAscii) => true,
+        Some(MediaType::FormOtherCharset) => return Err(Refusal::Charset),
+        Some(MediaType::Malformed) => return Err(Refusal::MalformedContentType),
+        Some(MediaType::Other) | None if req.body.is_empty() => {
+            return Err(Refusal::MissingGrantType)
+        }
+        Some(MediaType::Other) | None => return Err(Refusal::NotForm),
+    };
+    let fields = form::parse(req.body).map_err(|_| Refusal::MalformedForm)?;
+    if ascii_only && fields.iter().any(|(k, v)| !k.is_ascii() || !v.is_ascii()) {
+        return Err(Refusal::Charset);
+    }
+    check_names(&fields)?;
+    let classification = classify_form(&fields, req.authorization.first().copied(), rules)?;
+    check_readings(req.body, &fields)?;
+    Ok(classification)
+}
+
+/// No grant parameter in the query, in any stack's reading of it.
+fn check_query(query: &str) -> Result<(), Refusal> {
+    let forbidden = readings::QUERY_READINGS.iter().any(|reading| {
+        reading
+            .pairs(query.as_bytes())
+            .iter()
+            .any(|(name, _)| QUERY_FORBIDDEN.contains(&skeleton(name).as_str()))
+    });
+    if forbidden {
+        Err(Refusal::TokenInQuery)
+    } else {
+        Ok(())
+    }
+}
+
+/// No name is a grant parameter only after folding.
+fn check_names(fields: &[(String, String)]) -> Result<(), Refusal> {
+    let disguised = fields.iter().any(|(name, _)| {
+        !names::is_grant_parameter(name) && names::is_grant_parameter(&skeleton(name))
+    });
+    if disguised {
+        Err(Refusal::DisguisedParameter)
+    } else {
+        Ok(())
+    }
+}
+
+/// Every modelled reading of the body sees the grant the strict reading sees.
+fn check_readings(body: &[u8], fields: &[(String, String)]) -> Result<(), Refusal> {
+    let strict = readings::grant_view(fields);
+    let agree = readings::BODY_READINGS
+        .iter()
+        .all(|reading| readings::grant_view(&reading.pairs(body)) == strict);
+    if agree {
+        Ok(())
+    } else {
+        Err(Refusal::AmbiguousForm)
+    }
+}
+
+fn values<'f>(fields: &'f [(String, String)], name: &str) -> Vec<&'f str> {
+    fields
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// A refresh token as issued: printable ASCII without spaces or `%` (what every stack
+/// decodes, trims and compares the same way).
+fn plausible_token(token: &str) -> bool {
+    token
+        .bytes()
+        .all(|b| (b'!'..=b'~').contains(&b) && b != b'%')
+}
+
+fn classify_form(
+    fields: &[(String, String)],
+    authorization: Option<&[u8]>,
+    rules: &GrantRules,
+) -> Result<Classification, Refusal> {
+    let grant_types = values(fields, GRANT_TYPE);
+    let tokens = values(fields, REFRESH_TOKEN);
+    if grant_types.len() > 1 {
+        return Err(Refusal::DuplicateGrantType);
+    }
+    if tokens.len() > 1 {
+        return Err(Refusal::DuplicateRefreshToken);
+    }
+    let grant_type = match grant_types.first() {
+        Some(g) if !g.is_empty() => *g,
+        _ => return Err(Refusal::MissingGrantType),
+    };
+    if grant_type != REFRESH_TOKEN {
+        if disguises(grant_type, REFRESH_TOKEN) {
+            return Err(Refusal::DisguisedGrantType);
+        }
+        if !rules.forward_grant_types.iter().any(|g| g == grant_type) {
+            return Err(Refusal::UnsupportedGrant);
+        }
+        if tokens.iter().any(|t| !t.is_empty()) {
+            return Err(Refusal::TokenInOtherGrant);
+        }
+        return Ok(Classification::Forward(Forwarded {
+            suspects: suspects(fields),
+        }));
+    }
+    let token = match tokens.first() {
+        Some(token) if !token.is_empty() => *token,
+        _ => return Err(Refusal::MissingRefreshToken),
+    };
+    if !plausible_token(token) {
+        return Err(Refusal::TokenCharacters);
+    }
+    let client = client_credentials(fields, authorization)?;
+    Ok(Classification::Refresh(RefreshGrant {
+        token: RefreshToken::new(token),
+        client,
+    }))
+}
+
+/// Form values that could be tokens, for the tombstone check of a forwarded grant.
+fn suspects(fields: &[(String, String)]) -> Vec<RefreshToken> {
+    fields
+        .iter()
+        .map(|(_, v)| v.as_str())
+        .filter(|v| (MIN_SUSPECT_LEN..=MAX_SUSPECT_LEN).contains(&v.len()) && plausible_token(v))
+        .take(MAX_SUSPECTS)
+        .map(RefreshToken::new)
+        .collect()
+}
+
+fn client_credentials(
+    fields: &[(String, String)],
+    authorization: Option<&[u8]>,
+) -> Result<ClientCredentials, Refusal> {
+    let form_ids = values(fields, "client_id");
+    let form_secrets = values(fields, "client_secret");
+    if form_ids.len() > 1 || form_secrets.len() > 1 {
+        return Err(Refusal::DuplicateClientCredentials);
+    }
+    let basic = match authorization {
+        Some(header) => match credentials::parse_basic(header) {
+            Ok(Some(basic)) => Some(basic),
+            Ok(None) => return Err(Refusal::AuthorizationScheme),
+            Err(_) => return Err(Refusal::MalformedBasic),
+        },
+        None => None,
+    };
+    let form_secret = form_secrets.first().map(|s| ClientSecret::new(*s));
+    match basic {
+        Some(basic) => {
+            let id_conflict = form_ids.first().is_some_and(|id| *id != basic.client_id);
+            let secret_conflict = form_secret
+                .as_ref()
+                .is_some_and(|s| Some(s) != basic.secret.as_ref());
+            if id_conflict || secret_conflict {
+                return Err(Refusal::ConflictingClients);
+            }
+            Ok(basic)
+        }
+        None => Ok(ClientCredentials {
+            client_id: form_ids.first().copied().unwrap_or_default().to_owned(),
+            secret: form_secret,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    const FORM: &[&[u8]] = &[b"application/x-www-form-urlencoded"];
+
+    fn post(body: &str) -> TokenPathRequest<'_> {
+        TokenPathRequest {
+            method: "POST",
+            query: None,
+            content_type: FORM,
+            authorization: &[],
+            content_encoding: &[],
+            upgrade: false,
+            body: body.as_bytes(),
+        }
+    }
+
+    fn run(req: &TokenPathRequest<'_>) -> Classification {
+        classify(req, &GrantRules::default())
+    }
+
+    fn refused(req: &TokenPathRequest<'_>) -> Option<Refusal> {
+        match run(req) {
+            Classification::Refuse(reason) => Some(reason),
+            _ => None,
+        }
+    }
+
+    fn forwarded(req: &TokenPathRequest<'_>) -> bool {
+        matches!(run(req), Classification::Forward(_))
+    }
+
+    #[test]
+    fn plain_refresh_grant_with_form_client() {
+        let req =
+            post("grant_type=refresh_token&refresh_token=abc%2B1&client_id=k&client_secret=s");
+        let Classification::Refresh(grant) = run(&req) else {
+            panic!("not a refresh grant")
+        };
+        assert_eq!(grant.token, RefreshToken::new("abc+1"));
+        assert_eq!(grant.client.client_id, "k");
+        assert_eq!(grant.client.secret, Some(ClientSecret::new("s")));
+    }
+
+    #[test]
+    fn basic_client_matches_form_style_identity() {
+        let header = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("k:s")
+        );
+        let authorization = [header.as_bytes()];
+        let mut req = post("grant_type=refresh_token&refresh_token=t");
+        req.authorization = &authorization;
+        let Classification::Refresh(basic) = run(&req) else {
+            panic!()
+        };
+        let form = post("client_id=k&client_secret=s&grant_type=refresh_token&refresh_token=t");
+        let Classification::Refresh(form) = run(&form) else {
+            panic!()
+        };
+        assert_eq!(basic.client, form.client);
+    }
+
+    #[test]
+    fn utf8_charsets_are_allowed_other_charsets_refused() {
+        let mut req = post("grant_type=refresh_token&refresh_token=t");
+        let utf8: &[&[u8]] = &[b"Application/X-WWW-Form-Urlencoded; charset=\"UTF-8\""];
+        req.content_type = utf8;
+        assert!(matches!(run(&req), Classification::Refresh(_)));
+        let utf16: &[&[u8]] = &[b"application/x-www-form-urlencoded; charset=UTF-16BE"];
+        req.content_type = utf16;
+        assert_eq!(refused(&req), Some(Refusal::Charset));
+        let code = post("grant_type=authorization_code&code=x");
+        let mut code = code;
+        code.content_type = utf16;
+        assert_eq!(refused(&code), Some(Refusal::Charset));
+    }
+
+    #[test]
+    fn registered_grants_are_forwarded_others_unsupported() {
+        assert!(forwarded(&post("grant_type=authorization_code&code=x")));
+        assert!(forwarded(&post("grant_type=client_credentials")));
+        assert!(forwarded(&post(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=x"
+        )));
+        assert_eq!(
+            refused(&post("grant_type=magic")),
+            Some(Refusal::UnsupportedGrant)
+        );
+        assert_eq!(
+            refused(&post("grant_type=Authorization_Code&code=x")),
+            Some(Refusal::UnsupportedGrant)
+        );
+        let rules = GrantRules {
+            forward_grant_types: vec!["magic".to_owned()],
+        };
+        assert!(matches!(
+            classify(&post("grant_type=magic"), &rules),
+            Classification::Forward(_)
+        ));
+        assert!(matches!(
+            classify(&post("grant_type=authorization_code&code=x"), &rules),
+            Classification::Refuse(Refusal::UnsupportedGrant)
+        ));
+    }
+
+    #[test]
+    fn empty_or_missing_grant_type_is_refused() {
+        for body in ["", "grant_type=", "code=x", "grant_type"] {
+            assert_eq!(
+                refused(&post(body)),
+                Some(Refusal::MissingGrantType),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_methods_are_forwarded_only_without_a_body() {
+        for method in ["GET", "HEAD", "OPTIONS", "post"] {
+            let mut req = post("");
+            req.method = method;
+            assert!(forwarded(&req), "{method}");
+        }
+        for method in ["post", "Post", "PUT", "PATCH", "GET", "DELETE", "POST "] {
+            let mut req = post("grant_type=refresh_token&refresh_token=t");
+            req.method = method;
+            assert_eq!(refused(&req), Some(Refusal::NotPost), "{method}");
+        }
+    }
+
+    #[test]
+    fn disguised_grant_types_are_refused() {
+        for body in [
+            "grant_type=refresh_token+&refresh_token=t",
+            "grant_type=%20refresh_token&refresh_token=t",
+            "grant_type=REFRESH_TOKEN&refresh_token=t",
+            "grant_type=refre%C5%BFh_token&refresh_token=t",
+            "grant_type=refresh_to%E2%84%AAen&refresh_token=t",
+            "grant_type=refresh_token%00&refresh_token=t",
+            "grant_type=authorization_code+refresh_token&refresh_token=t",
+            "grant_type=%EF%BB%BFrefresh_token&refresh_token=t",
+        ] {
+            assert_eq!(
+                refused(&post(body)),
+                Some(Refusal::DisguisedGrantType),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn disguised_parameter_names_are_refused() {
+        for body in [
+            "grant_type=authorization_code&code=x&Refresh_Token=t",
+            "grant_type=authorization_code&code=x&GRANT_TYPE=refresh_token",
+            "grant_type=authorization_code&code=x&grant_type%20=refresh_token",
+            "grant_type=authorization_code&code=x&%EF%BB%BFgrant_type=refresh_token",
+            "grant_type=refresh_token&refresh_token=t&Client_Id=other",
+            "grant_type=authorization_code&code=x&subject_token%09=t",
+            "grant_type=authorization_code&code=x&cl%C4%B1ent_id=x",
+        ] {
+            let refusal = refused(&post(body));
+            assert!(
+                matches!(
+                    refusal,
+                    Some(Refusal::DisguisedParameter) | Some(Refusal::AmbiguousForm)
+                ),
+                "{body}: {refusal:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bodies_read_differently_by_other_stacks_are_refused() {
+        for (body, expected) in [
+            (
+                "grant_type=%72efresh_token&%72efresh_token=t&x=%zz",
+                Refusal::MalformedForm,
+            ),
+            ("grant_type=%u0072efresh_token", Refusal::MalformedForm),
+            (
+                "grant_type=authorization_code&code=x;grant_type=refresh_token",
+                Refusal::AmbiguousForm,
+            ),
+            (
+                "grant_type=authorization_code&code=x&grant%255Ftype=refresh_token",
+                Refusal::AmbiguousForm,
+            ),
+            (
+                "grant_type=refresh_token&refresh_token=%ff",
+                Refusal::MalformedForm,
+            ),
+        ] {
+            assert_eq!(refused(&post(body)), Some(expected), "{body}");
+        }
+    }
+
+    #[test]
+    fn refresh_tokens_no_stack_reads_the_same_way_are_refused() {
+        for body in [
+            "grant_type=refresh_token&refresh_token=abc+",
+            "grant_type=refresh_token&refresh_token=abc%2541",
+            "grant_type=refresh_token&refresh_token=%C3%A9t",
+            "grant_type=refresh_token&refresh_token=a%09b",
+        ] {
+            assert_eq!(
+                refused(&post(body)),
+                Some(Refusal::TokenCharacters),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refresh_token_in_another_grant_is_refused() {
+        assert_eq!(
+            refused(&post(
+                "grant_type=authorization_code&code=x&refresh_token=t"
+            )),
+            Some(Refusal::TokenInOtherGrant)
+        );
+    }
+
+    #[test]
+    fn forwarded_grants_carry_their_token_like_values() {
+        let Classification::Forward(forwarded) = run(&post(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=0123456789abcdef0&x=short",
+        )) else {
+            panic!()
+        };
+        assert_eq!(
+            forwarded.suspects,
+            vec![
+                RefreshToken::new("urn:ietf:params:oauth:grant-type:token-exchange"),
+                RefreshToken::new("0123456789abcdef0")
+            ]
+        );
+    }
+
+    #[test]
+    fn headers_that_change_the_reading_are_refused() {
+        let two: &[&[u8]] = &[b"application/x-www-form-urlencoded", b"application/json"];
+        let mut req = post("grant_type=refresh_token&refresh_token=t");
+        req.content_type = two;
+        assert_eq!(refused(&req), Some(Refusal::RepeatedHeader));
+        let mut req = post("grant_type=refresh_token&refresh_token=t");
+        let auth: &[&[u8]] = &[b"Basic YTpi", b"Basic Yzpk"];
+        req.authorization = auth;
+        assert_eq!(refused(&req), Some(Refusal::RepeatedHeader));
+        let mut req = post("grant_type=refresh_token&refresh_token=t");
+        let gzip: &[&[u8]] = &[b"gzip"];
+        req.content_encoding = gzip;
+        assert_eq!(refused(&req), Some(Refusal::ContentEncoding));
+        let identity: &[&[u8]] = &[b"identity"];
+        req.content_encoding = identity;
+        assert!(matches!(run(&req), Classification::Refresh(_)));
+        let mut req = post("");
+        req.method = "GET";
+        req.upgrade = true;
+        assert_eq!(refused(&req), Some(Refusal::Upgrade));
+        let mut req = post("grant_type=refresh_token&refresh_token=t");
+        let bearer: &[&[u8]] = &[b"Bearer x"];
+        req.authorization = bearer;
+        assert_eq!(refused(&req), Some(Refusal::AuthorizationScheme));
+    }
+
+    #[test]
+    fn ambiguous_requests_are_refused() {
+        let cases: &[(&str, Refusal)] = &[
+            (
+                "grant_type=refresh_token&grant_type=refresh_token&refresh_token=t",
+                Refusal::DuplicateGrantType,
+            ),
+            (
+                "grant_type=authorization_code&grant_type=refresh_token&refresh_token=t",
+                Refusal::DuplicateGrantType,
+            ),
+            (
+                "grant_type=refresh_token&refresh_token=a&refresh_token=b",
+                Refusal::DuplicateRefreshToken,
+            ),
+            (
+                "grant_type=refresh_token&refresh_token=",
+                Refusal::MissingRefreshToken,
+            ),
+            ("grant_type=refresh_token", Refusal::MissingRefreshToken),
+            (
+                "grant_type=refresh_token&refresh_token=%zz",
+                Refusal::MalformedForm,
+            ),
+            (
+                "grant_type=refresh_token&refresh_token=t&client_id=a&client_id=b",
+                Refusal::DuplicateClientCredentials,
+            ),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(refused(&post(body)), Some(*expected), "{body}");
+        }
+    }
+
+    #[test]
+    fn grant_parameters_in_the_query_are_refused_on_every_method() {
+        let mut req = post("grant_type=authorization_code&code=x");
+        for query in [
+            "refresh_token=t",
+            "grant_type=refresh_token",
+            "Refresh_Token=t",
+            "%72efresh_token=t",
+            "%u0072efresh_token=t",
+            "x=1;refresh_token=t",
+            "refresh%255Ftoken=t",
+            "client_id=victim",
+            "x=%zz&refresh_token=t",
+        ] {
+            req.query = Some(query);
+            assert_eq!(refused(&req), Some(Refusal::TokenInQuery), "{query}");
+        }
+        req.method = "GET";
+        req.body = b"";
+        req.query = Some("grant_type=refresh_token");
+        assert_eq!(refused(&req), Some(Refusal::TokenInQuery));
+        req.query = Some("foo=bar");
+        assert!(forwarded(&req));
+    }
+
+    #[test]
+    fn refresh_grant_in_other_content_types_is_refused() {
+        for content_type in [
+            &[&b"application/json"[..]][..],
+            &[&b"multipart/form-data; boundary=x"[..]][..],
+            &[][..],
+        ] {
+            let mut req = post(r#"{"grant\u005ftype":"refresh_token","refresh_token":"t"}"#);
+            req.content_type = content_type;
+            assert_eq!(refused(&req), Some(Refusal::NotForm));
+        }
+    }
+
+    #[test]
+    fn basic_and_form_naming_different_clients_is_refused() {
+        let header = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("alice:s")
+        );
+        let authorization = [header.as_bytes()];
+        let mut req = post("grant_type=refresh_token&refresh_token=t&client_id=bob");
+        req.authorization = &authorization;
+        assert_eq!(refused(&req), Some(Refusal::ConflictingClients));
+        let mut req = post("grant_type=refresh_token&refresh_token=t&client_secret=other");
+        req.authorization = &authorization;
+        assert_eq!(refused(&req), Some(Refusal::ConflictingClients));
+        let mut req = post("grant_type=refresh_token&refresh_token=t");
+        let malformed: &[&[u8]] = &[b"Basic %%%"];
+        req.authorization = malformed;
+        assert_eq!(refused(&req), Some(Refusal::MalformedBasic));
+    }
+
+    #[test]
+    fn refusal_descriptions_never_echo_the_token() {
+        let req = post("grant_type=refresh_token&refresh_token=SECRET1&refresh_token=SECRET2");
+        let reason = refused(&req).unwrap();
+        assert!(!reason.description().contains("SECRET"));
+        assert_eq!(reason.error(), "invalid_request");
+        assert_eq!(Refusal::UnsupportedGrant.error(), "unsupported_grant_type");
+    }
+}
