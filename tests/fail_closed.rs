@@ -1,0 +1,197 @@
+//! Fail closed on the token path, through the real gate: refusals are counted, audited as
+//! `TokenRequestRefused` (capped per source), a spent token inside another grant is
+//! refused, every router reading of the token path is guarded, and `forward_grant_types`
+//! decides which other grants pass.
+
+mod common;
+
+use common::*;
+
+async fn post_form(gate: &GateProcess, path: &str, body: String) -> (u16, String) {
+    let response = client()
+        .post(gate.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", basic("k", "secret"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refusals_are_counted_and_audited_without_the_token() {
+    let idp = FakeIdp::start().await;
+    let mut options = GateOptions::new(idp.url());
+    options.log_format = "json";
+    let gate = GateProcess::start(&options).await;
+    let token = idp.mint();
+
+    let (status, body) = post_form(
+        &gate,
+        "/token",
+        format!("grant_type=refresh_token%20&refresh_token={token}"),
+    )
+    .await;
+    assert_eq!(
+        (status, oauth_error(&body).as_str()),
+        (400, "invalid_request")
+    );
+    let (status, body) = post_form(&gate, "/token", "grant_type=magic".to_owned()).await;
+    assert_eq!(
+        (status, oauth_error(&body).as_str()),
+        (400, "unsupported_grant_type")
+    );
+    assert!(idp.calls().is_empty(), "nothing refused reached the IdP");
+
+    let series = |s: &str| format!("refresh_gate_refresh_requests_total{{outcome=\"{s}\"}}");
+    assert_eq!(gate.metric(&series("invalid_request")).await, Some(1.0));
+    assert_eq!(gate.metric(&series("unsupported_grant")).await, Some(1.0));
+    let by_reason = "refresh_gate_token_requests_refused_total{reason=\"disguised_grant_type\"}";
+    assert_eq!(gate.metric(by_reason).await, Some(1.0));
+    let line = gate
+        .wait_for_log("\"reason\":\"unsupported_grant_type\"")
+        .await;
+    assert!(line.contains("TokenRequestRefused"), "{line}");
+    let log = gate.wait_for_log("disguised_grant_type").await;
+    assert!(!log.contains(&token), "the refused token is not logged");
+    // The token itself was never consumed.
+    assert_eq!(refresh(&gate, &token, "k").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_refusals_writes_a_capped_number_of_audit_lines() {
+    let idp = FakeIdp::start().await;
+    let mut options = GateOptions::new(idp.url());
+    options.log_format = "json";
+    let gate = GateProcess::start(&options).await;
+    let sent = 40;
+    for _ in 0..sent {
+        let (status, _) = post_form(&gate, "/token", "grant_type=REFRESH_TOKEN".to_owned()).await;
+        assert_eq!(status, 400);
+    }
+    let suppressed = gate
+        .metric("refresh_gate_audit_suppressed_total{event=\"TokenRequestRefused\"}")
+        .await
+        .unwrap();
+    // The suppressed count is final once every answer is in; the lines are written by the
+    // log thread, so wait for the last one to show.
+    let written = sent as f64 - suppressed;
+    assert!(suppressed > 0.0, "the cap suppressed nothing");
+    let expected = written as usize;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let lines = loop {
+        let lines = gate
+            .log()
+            .matches("\"event\":\"TokenRequestRefused\"")
+            .count();
+        if lines >= expected || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(lines, expected, "every line is either written or counted");
+    // At most 5 a second from one source: 40 requests take well under 8 seconds here.
+    assert!(lines <= 5 * 8, "{lines} lines");
+    assert!(lines < sent, "{lines} lines for {sent} refusals");
+    assert_eq!(
+        gate.metric("refresh_gate_refresh_requests_total{outcome=\"invalid_request\"}")
+            .await,
+        Some(sent as f64),
+        "every refusal is counted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_spent_refresh_token_inside_a_token_exchange_is_refused() {
+    let idp = FakeIdp::start().await;
+    let mut options = GateOptions::new(idp.url());
+    options.grace_period = "0s";
+    let gate = GateProcess::start(&options).await;
+    let spent = idp.mint();
+    assert_eq!(refresh(&gate, &spent, "k").await.0, 200);
+    let calls = idp.calls().len();
+    let exchange = |subject: &str| {
+        format!(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token={subject}&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Arefresh_token"
+        )
+    };
+    let (status, body) = post_form(&gate, "/token", exchange(&spent)).await;
+    assert_eq!(
+        (status, oauth_error(&body).as_str()),
+        (400, "invalid_request")
+    );
+    assert_eq!(
+        idp.calls().len(),
+        calls,
+        "the spent token never reached the IdP"
+    );
+    gate.wait_for_log("spent_token").await;
+    // A token the gate never rotated is forwarded untouched.
+    let fresh = idp.mint();
+    let (status, _) = post_form(&gate, "/token", exchange(&fresh)).await;
+    assert_ne!(status, 400);
+    assert_eq!(idp.calls().len(), calls + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_router_reading_of_the_token_path_is_guarded() {
+    let idp = FakeIdp::start().await;
+    let mut options = GateOptions::new(idp.url());
+    options.grace_period = "0s";
+    let gate = GateProcess::start(&options).await;
+    let spent = idp.mint();
+    assert_eq!(refresh(&gate, &spent, "k").await.0, 200);
+    let calls = idp.calls().len();
+    for path in [
+        "/TOKEN",
+        "/Token/",
+        "/token.",
+        "/token%20",
+        "/token.json",
+        "/%2574oken",
+        "/token;x=1",
+        "//token",
+    ] {
+        let (status, body) = post_form(
+            &gate,
+            path,
+            format!("grant_type=refresh_token&refresh_token={spent}"),
+        )
+        .await;
+        assert_eq!(
+            (status, oauth_error(&body).as_str()),
+            (400, "invalid_grant"),
+            "{path}: the gate decides the grant"
+        );
+    }
+    assert_eq!(idp.calls().len(), calls, "no replay reached the IdP");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forward_grant_types_decides_which_other_grants_pass() {
+    let idp = FakeIdp::start().await;
+    let mut options = GateOptions::new(idp.url());
+    options.upstream_extra = "forward_grant_types = [\"client_credentials\"]".to_owned();
+    let gate = GateProcess::start(&options).await;
+    let (status, _) = post_form(&gate, "/token", "grant_type=client_credentials".to_owned()).await;
+    assert_ne!(status, 400);
+    let (status, body) = post_form(
+        &gate,
+        "/token",
+        "grant_type=authorization_code&code=x".to_owned(),
+    )
+    .await;
+    assert_eq!(
+        (status, oauth_error(&body).as_str()),
+        (400, "unsupported_grant_type")
+    );
+    assert_eq!(idp.calls().len(), 1);
+    // Body-less requests on the token path (CORS preflight, a probe) still pass.
+    let preflight = client()
+        .request(reqwest::Method::OPTIONS, gate.url("/token"))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(preflight.status().as_u16(), 400);
+}
