@@ -259,6 +259,59 @@ async fn scenario_4_a_spent_token_after_the_window_is_refused_and_never_reaches_
     report("replay after the window: 400 invalid_grant from the gate, the IdP saw nothing, the session lives on");
 }
 
+/// POST a raw form body with the kubernetes client's Basic credentials to `url`.
+async fn post_raw(url: String, body: String) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .basic_auth("kubernetes", Some("kube-secret"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scenario_4_a_leniently_encoded_refresh_grant_is_refused_and_the_grant_survives() {
+    let stack = stack(Duration::ZERO, |o| o.grace_period = "1s").await;
+    let crafted = |token: &str| format!("grant_type=%72efresh_token&%72efresh_token={token}&x=%zz");
+    // node-oidc-provider itself reads this body as a refresh grant (its lenient parser):
+    // sent straight to it, a fresh token is exchanged.
+    let direct = stack.idp.mint().await;
+    let (status, answer) = post_raw(format!("{}/token", stack.idp.url()), crafted(&direct)).await;
+    assert_eq!(
+        status, 200,
+        "node-oidc-provider reads a refresh grant: {answer}"
+    );
+
+    let token = stack.idp.mint().await;
+    let (status, first) = refresh_at(&stack.gate, &token).await;
+    assert_eq!(status, 200, "{first}");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The spent token, crafted, through the gate: refused, never forwarded.
+    let (status, refused) = post_raw(stack.gate.url("/token"), crafted(&token)).await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    let stats = stack.idp.stats().await;
+    assert_eq!(
+        (
+            stats.refresh_success,
+            stats.refresh_error,
+            stats.grants_revoked
+        ),
+        (2, 0, 0),
+        "{stats:?}"
+    );
+    // The IdP never saw the crafted replay, so the grant lives on.
+    let next = first["refresh_token"].as_str().unwrap();
+    assert_eq!(refresh_at(&stack.gate, next).await.0, 200);
+    report("a leniently encoded replay (%72efresh_token, %zz): 400 invalid_request from the gate, node-oidc-provider saw nothing, the grant survives");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scenario_5_grace_zero_the_gate_enforces_one_time_use() {
     let stack = stack(Duration::ZERO, |o| o.grace_period = "0s").await;
