@@ -72,6 +72,8 @@ fn bench_pure(c: &mut Criterion) {
         content_type,
         authorization,
         content_encoding: &[],
+        transfer_encoding: &[],
+        connection: &[],
         upgrade: false,
         body: body.as_bytes(),
     };

@@ -90,10 +90,11 @@ pub fn loose_key(path: &str) -> String {
         let twice = crate::grant::readings::lenient_decode(&once, false);
         let decoded = String::from_utf8_lossy(&twice);
         let until_nul = decoded.split('\0').next().unwrap_or("");
-        let trimmed = until_nul
-            .trim_start_matches(crate::grant::skeleton::is_ignorable)
-            .trim_end_matches(|c| c == '.' || crate::grant::skeleton::is_ignorable(c))
-            .to_lowercase();
+        let trimmed = crate::grant::skeleton::fold(
+            until_nul
+                .trim_start_matches(crate::grant::skeleton::is_ignorable)
+                .trim_end_matches(|c| c == '.' || crate::grant::skeleton::is_ignorable(c)),
+        );
         match trimmed.as_str() {
             "" if until_nul.starts_with("..") => {
                 segments.pop();
@@ -183,6 +184,8 @@ mod tests {
             "/auth/idp/k8sIdp/token.json",
             "/auth/idp/k8sIdp/%2574oken",
             "/auth/idp/k8sIdp/%u0074oken",
+            "/auth/idp/k8%C5%BFIdp/to%E2%84%AAen",
+            "/auth/idp/%EF%BD%8B8sIdp/token",
             "/auth/idp/k8sIdp/token;x=y/",
             "/auth/idp/k8sIdp/token/.",
             "/auth/idp/k8sIdp/./token//",

@@ -23,6 +23,8 @@ fuzz_target!(|data: &[u8]| {
         content_type: &content_type,
         authorization: &authorization,
         content_encoding: &[],
+        transfer_encoding: &[],
+        connection: &[],
         upgrade: false,
         body,
     };

@@ -34,6 +34,10 @@ pub struct TokenPathRequest<'a> {
     pub authorization: &'a [&'a [u8]],
     /// Every `Content-Encoding` value.
     pub content_encoding: &'a [&'a [u8]],
+    /// Every `Transfer-Encoding` value.
+    pub transfer_encoding: &'a [&'a [u8]],
+    /// Every `Connection` value.
+    pub connection: &'a [&'a [u8]],
     /// Whether the request asks for a protocol upgrade (`Upgrade`, h2c, WebSocket).
     pub upgrade: bool,
     /// The whole request body (read for every method).
@@ -112,6 +116,13 @@ pub enum Refusal {
     /// A `Content-Encoding` other than `identity`.
     #[error("a token request body must not be content-encoded")]
     ContentEncoding,
+    /// A `Transfer-Encoding` other than one `chunked`.
+    #[error("a token request body must be sent with Content-Length or chunked alone")]
+    TransferEncoding,
+    /// `Connection` naming a header other than `keep-alive`, `close` or `te` (a hop-by-hop
+    /// strip would change what the IdP reads).
+    #[error("Connection may only carry keep-alive, close or te on the token endpoint")]
+    ConnectionHeader,
     /// A body that is not `application/x-www-form-urlencoded`.
     #[error("a token request must use application/x-www-form-urlencoded")]
     NotForm,
@@ -182,12 +193,14 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every refusal, for pre-registering metric series.
-    pub const ALL: [Refusal; 27] = [
+    pub const ALL: [Refusal; 29] = [
         Refusal::TokenInQuery,
         Refusal::NotPost,
         Refusal::Upgrade,
         Refusal::RepeatedHeader,
         Refusal::ContentEncoding,
+        Refusal::TransferEncoding,
+        Refusal::ConnectionHeader,
         Refusal::NotForm,
         Refusal::Charset,
         Refusal::MalformedContentType,
@@ -233,6 +246,8 @@ impl Refusal {
             Refusal::Upgrade => "upgrade",
             Refusal::RepeatedHeader => "repeated_header",
             Refusal::ContentEncoding => "content_encoding",
+            Refusal::TransferEncoding => "transfer_encoding",
+            Refusal::ConnectionHeader => "connection_header",
             Refusal::NotForm => "not_form",
             Refusal::Charset => "charset",
             Refusal::MalformedContentType => "malformed_content_type",
@@ -274,6 +289,7 @@ fn classify_inner(
     if req.upgrade {
         return Err(Refusal::Upgrade);
     }
+    check_framing(req)?;
     if let Some(query) = req.query {
         check_query(query)?;
     }
@@ -310,6 +326,34 @@ fn classify_inner(
     let classification = classify_form(&fields, req.authorization.first().copied(), rules)?;
     check_readings(req.body, &fields)?;
     Ok(classification)
+}
+
+/// One `chunked` at most, and a `Connection` that names no end-to-end header.
+fn check_framing(req: &TokenPathRequest<'_>) -> Result<(), Refusal> {
+    let chunked_alone = match req.transfer_encoding {
+        [] => true,
+        [one] => one.trim_ascii().eq_ignore_ascii_case(b"chunked"),
+        _ => false,
+    };
+    if !chunked_alone {
+        return Err(Refusal::TransferEncoding);
+    }
+    let harmless = |option: &[u8]| {
+        let option = option.trim_ascii();
+        option.is_empty()
+            || [&b"keep-alive"[..], b"close", b"te"]
+                .iter()
+                .any(|h| option.eq_ignore_ascii_case(h))
+    };
+    let only_harmless = req
+        .connection
+        .iter()
+        .all(|value| value.split(|b| *b == b',').all(harmless));
+    if only_harmless {
+        Ok(())
+    } else {
+        Err(Refusal::ConnectionHeader)
+    }
 }
 
 /// No grant parameter in the query, in any stack's reading of it.
@@ -474,6 +518,8 @@ mod tests {
             content_type: FORM,
             authorization: &[],
             content_encoding: &[],
+            transfer_encoding: &[],
+            connection: &[],
             upgrade: false,
             body: body.as_bytes(),
         }
@@ -727,6 +773,38 @@ mod tests {
         let bearer: &[&[u8]] = &[b"Bearer x"];
         req.authorization = bearer;
         assert_eq!(refused(&req), Some(Refusal::AuthorizationScheme));
+    }
+
+    #[test]
+    fn framing_and_hop_by_hop_tricks_are_refused() {
+        let body = "grant_type=refresh_token&refresh_token=t";
+        let encodings: [&[&[u8]]; 3] = [
+            &[b"gzip, chunked"],
+            &[b"chunked", b"chunked"],
+            &[b"identity"],
+        ];
+        for encoding in encodings {
+            let mut req = post(body);
+            req.transfer_encoding = encoding;
+            assert_eq!(refused(&req), Some(Refusal::TransferEncoding));
+        }
+        let mut req = post(body);
+        let chunked: &[&[u8]] = &[b" Chunked"];
+        req.transfer_encoding = chunked;
+        assert!(matches!(run(&req), Classification::Refresh(_)));
+        let connections: [&[&[u8]]; 3] = [
+            &[b"Content-Type"],
+            &[b"keep-alive, authorization"],
+            &[b"close", b"content-length"],
+        ];
+        for connection in connections {
+            let mut req = post(body);
+            req.connection = connection;
+            assert_eq!(refused(&req), Some(Refusal::ConnectionHeader));
+        }
+        let usual: &[&[u8]] = &[b"keep-alive", b"close, TE"];
+        req.connection = usual;
+        assert!(matches!(run(&req), Classification::Refresh(_)));
     }
 
     #[test]

@@ -25,7 +25,10 @@ pub fn is_ignorable(c: char) -> bool {
 
 /// Fold one string: compatibility-normalise (NFKC), drop combining marks left over from
 /// folding (`İ` lower-cases to `i` + U+0307), and fold case through upper then lower case.
-fn fold(s: &str) -> String {
+pub fn fold(s: &str) -> String {
+    if s.is_ascii() {
+        return s.to_ascii_lowercase();
+    }
     s.nfkc()
         .flat_map(char::to_uppercase)
         .flat_map(char::to_lowercase)

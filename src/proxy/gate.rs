@@ -273,10 +273,12 @@ impl Gate {
                 .map(|v| v.as_bytes())
                 .collect()
         };
-        let (content_type, authorization, content_encoding) = (
+        let (content_type, authorization, content_encoding, transfer_encoding, connection) = (
             all("content-type"),
             all("authorization"),
             all("content-encoding"),
+            all("transfer-encoding"),
+            all("connection"),
         );
         let upgrade = header.headers.contains_key("upgrade")
             || header.headers.contains_key("http2-settings")
@@ -288,6 +290,8 @@ impl Gate {
                 content_type: &content_type,
                 authorization: &authorization,
                 content_encoding: &content_encoding,
+                transfer_encoding: &transfer_encoding,
+                connection: &connection,
                 upgrade,
                 body: &body,
             },
