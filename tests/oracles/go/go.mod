@@ -1,0 +1,3 @@
+module refresh-gate/oracle
+
+go 1.19
