@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod path;
 pub mod policy;
 pub mod readiness;
+pub mod redact;
 pub mod respond;
 pub mod secret;
 pub mod source_cap;

@@ -460,6 +460,24 @@ impl ProxyHttp for Gate {
         }
     }
 
+    /// What Pingora's own error lines say about a request: method, path and Host, never the
+    /// query (it may carry a `code` or a token under any name).
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        let header = session.req_header();
+        let host = header
+            .headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
+            .unwrap_or("-");
+        format!(
+            "{} {}, Host: {host}, request id {}",
+            header.method,
+            header.uri.path(),
+            ctx.request_id
+        )
+    }
+
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session
             .response_written()

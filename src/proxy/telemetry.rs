@@ -1,8 +1,19 @@
-//! Logging: plain or JSON lines on stderr, with Pingora's `log` records captured into the
-//! same subscriber. Pingora's TRACE records print raw request headers (`Authorization`,
-//! query strings), so they are dropped whatever the configured level.
+//! Logging: plain or JSON lines on stderr, with the `log` records of Pingora, rustls and
+//! redis captured into the same subscriber. No secret is written, at any level, in two
+//! layers:
+//!
+//! 1. A filter: records of third-party targets (Pingora, h2, hyper, rustls, redis, tokio,
+//!    everything but the gate's own modules and `audit`) are capped at INFO whatever the
+//!    configured level. Their DEBUG and TRACE records print request and response headers
+//!    (`Authorization`, `Cookie`), bodies (token responses) and URIs with their queries. The
+//!    cap sits outside the reloadable level filter: `RUST_LOG=trace`, `log.level = "trace"`
+//!    or a reload raising the level lift it for the gate's own targets only.
+//! 2. A redaction of every written line ([`crate::redact`]), plain or JSON, on the log
+//!    writer thread: Pingora's INFO to ERROR lines still carry the request summary (method,
+//!    URI with its query, Host), e.g. `Fail to proxy: ..., GET /cb?code=..., Host: ...`.
 
 use crate::config::{Log, LogFormat};
+use crate::redact::RedactingWriter;
 use tracing::{Level, Metadata};
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
@@ -20,10 +31,31 @@ pub enum TelemetryError {
     Init(String),
 }
 
-/// True for records that may carry secrets and are never written.
-pub fn is_secret_bearing(metadata: &Metadata<'_>) -> bool {
-    *metadata.level() == Level::TRACE && metadata.target().starts_with("pingora")
+/// The most verbose level written for third-party targets, whatever the configuration.
+pub const THIRD_PARTY_MAX_LEVEL: Level = Level::INFO;
+
+/// True for the gate's own targets (its modules, the binary and the audit events), which
+/// follow the configured level; every other target is third-party.
+pub fn is_own_target(target: &str) -> bool {
+    target == crate::audit::TARGET
+        || target
+            .strip_prefix("refresh_gate")
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
 }
+
+/// True for records that may carry secrets and are never written: third-party records more
+/// verbose than [`THIRD_PARTY_MAX_LEVEL`].
+pub fn is_secret_bearing(metadata: &Metadata<'_>) -> bool {
+    is_capped(metadata.level(), metadata.target())
+}
+
+fn is_capped(level: &Level, target: &str) -> bool {
+    *level > THIRD_PARTY_MAX_LEVEL && !is_own_target(target)
+}
+
+// No "secret" in it: tests look for a client secret named so in the log.
+const FILTER_IN_FORCE: &str = "log filter in force: the gate's own records follow it, \
+     third-party records are capped at info, and every line is redacted";
 
 /// Install the global subscriber (which also captures the `log` records Pingora writes).
 /// `RUST_LOG`, when set, overrides `log.level`.
@@ -37,7 +69,7 @@ pub fn init(log: &Log) -> Result<LogGuard, TelemetryError> {
     }
     .map_err(|e| TelemetryError::Filter(e.to_string()))?;
     let (filter, level) = reload::Layer::new(filter);
-    let redact = filter_fn(|metadata| !is_secret_bearing(metadata));
+    let cap = filter_fn(|metadata| !is_secret_bearing(metadata));
     // Lines are formatted on the request path but written by a dedicated thread, so a burst
     // of audit events does not stall requests on write(2). Not lossy: when the queue is
     // full, the request waits rather than drop an audit line.
@@ -45,7 +77,8 @@ pub fn init(log: &Log) -> Result<LogGuard, TelemetryError> {
         .lossy(false)
         .buffered_lines_limit(65_536)
         .thread_name("refresh-gate-log")
-        .finish(std::io::stderr());
+        // Redacted on the writer thread, off the request path: one whole line per write.
+        .finish(RedactingWriter::new(std::io::stderr()));
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -55,9 +88,13 @@ pub fn init(log: &Log) -> Result<LogGuard, TelemetryError> {
         LogFormat::Json => layer.json().flatten_event(true).boxed(),
     };
     tracing_subscriber::registry()
-        .with(layer.with_filter(filter).with_filter(redact))
+        .with(layer.with_filter(filter).with_filter(cap))
         .try_init()
         .map_err(|e| TelemetryError::Init(e.to_string()))?;
+    tracing::trace!(
+        filter = from_env.as_deref().unwrap_or(&log.level),
+        "{FILTER_IN_FORCE}"
+    );
     Ok(LogGuard {
         _writer: guard,
         level,
@@ -100,7 +137,9 @@ impl LogLevel {
             EnvFilter::try_new(level).map_err(|e| TelemetryError::Filter(e.to_string()))?;
         self.handle
             .reload(filter)
-            .map_err(|e| TelemetryError::Init(e.to_string()))
+            .map_err(|e| TelemetryError::Init(e.to_string()))?;
+        tracing::trace!(filter = level, "{FILTER_IN_FORCE}");
+        Ok(())
     }
 }
 
@@ -109,4 +148,46 @@ pub fn check_filter(level: &str) -> Result<(), TelemetryError> {
     EnvFilter::try_new(level)
         .map(|_| ())
         .map_err(|e| TelemetryError::Filter(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gates_own_targets_follow_the_configured_level() {
+        for target in [
+            "audit",
+            "refresh_gate",
+            "refresh_gate::proxy::refresh",
+            "refresh_gate::store::redis",
+        ] {
+            assert!(is_own_target(target), "{target}");
+            assert!(!is_capped(&Level::TRACE, target), "{target}");
+            assert!(!is_capped(&Level::DEBUG, target), "{target}");
+        }
+    }
+
+    #[test]
+    fn third_party_records_above_info_are_never_written() {
+        for target in [
+            "pingora_core::protocols::http::v1::client",
+            "pingora_proxy",
+            "h2::codec::framed_read",
+            "hyper::proto::h1::io",
+            "rustls::client::hs",
+            "redis::aio",
+            "tokio::task",
+            "refresh_gatekeeper",
+            "audit_log",
+            "log",
+        ] {
+            assert!(!is_own_target(target), "{target}");
+            assert!(is_capped(&Level::TRACE, target), "{target}");
+            assert!(is_capped(&Level::DEBUG, target), "{target}");
+            for level in [Level::INFO, Level::WARN, Level::ERROR] {
+                assert!(!is_capped(&level, target), "{target} {level}");
+            }
+        }
+    }
 }

@@ -34,6 +34,11 @@ struct Knobs {
     latency: Duration,
     /// Answer this many refresh grants with 503 first.
     fail_next: u32,
+    /// When set, answer `authorization_code` grants with this JSON body (status 200)
+    /// instead of echoing the request.
+    code_answer: Option<String>,
+    /// When set, pass-through (echo) answers carry this `Set-Cookie` value.
+    echo_set_cookie: Option<String>,
 }
 
 /// One call the token endpoint saw.
@@ -128,6 +133,8 @@ impl FakeIdp {
                 mode: IdpMode::Rotate,
                 latency: Duration::ZERO,
                 fail_next: 0,
+                code_answer: None,
+                echo_set_cookie: None,
             }),
             record: Mutex::new(Record::default()),
             counter: AtomicU64::new(0),
@@ -184,6 +191,16 @@ impl FakeIdp {
 
     pub fn fail_next(&self, count: u32) {
         self.shared.knobs.lock().unwrap().fail_next = count;
+    }
+
+    /// Answer `authorization_code` grants with this JSON body (`None`: echo them, the default).
+    pub fn set_code_answer(&self, body: Option<String>) {
+        self.shared.knobs.lock().unwrap().code_answer = body;
+    }
+
+    /// Add this `Set-Cookie` to pass-through (echo) answers (`None`: none, the default).
+    pub fn set_echo_cookie(&self, value: Option<String>) {
+        self.shared.knobs.lock().unwrap().echo_set_cookie = value;
     }
 
     /// Every RFC 7009 revocation call so far (`refresh_token` holds the revoked token).
@@ -296,16 +313,27 @@ async fn token(
         headers: header_pairs(&headers),
         refresh_token: refresh_token.clone(),
     });
-    let (mode, latency, fail) = {
+    let (mode, latency, fail, code_answer) = {
         let mut knobs = s.knobs.lock().unwrap();
         let fail = knobs.fail_next > 0;
         if fail {
             knobs.fail_next -= 1;
         }
-        (knobs.mode.clone(), knobs.latency, fail)
+        (
+            knobs.mode.clone(),
+            knobs.latency,
+            fail,
+            knobs.code_answer.clone(),
+        )
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
+    }
+    if let Some(answer) = code_answer.filter(|_| {
+        refresh_token.is_none()
+            && form_value(&body, "grant_type").as_deref() == Some("authorization_code")
+    }) {
+        return json_response(200, answer);
     }
     let Some(presented) = refresh_token else {
         // Another grant: echo what arrived, so tests can check it byte for byte.
@@ -369,8 +397,15 @@ async fn revoke(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -
     StatusCode::OK
 }
 
-async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
-    axum::Json(serde_json::json!({
+async fn echo(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let cookie = s.knobs.lock().unwrap().echo_set_cookie.clone();
+    let echoed = axum::Json(serde_json::json!({
         "method": method.as_str(),
         "uri": uri.to_string(),
         "headers": headers
@@ -379,7 +414,11 @@ async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> impl
             .collect::<Vec<_>>(),
         "body_len": body.len(),
         "body_sha256": hex::encode(Sha256::digest(&body)),
-    }))
+    }));
+    match cookie {
+        Some(cookie) => ([(axum::http::header::SET_COOKIE, cookie)], echoed).into_response(),
+        None => echoed.into_response(),
+    }
 }
 
 /// A long-lived streaming answer, like a Kubernetes watch: four lines, 300 ms apart.

@@ -29,6 +29,8 @@ pub struct GateOptions {
     pub upstream_extra: String,
     pub rotation_extra: String,
     pub extra: String,
+    /// Environment variables for the gate process (`RUST_LOG` is removed unless set here).
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl GateOptions {
@@ -54,6 +56,7 @@ impl GateOptions {
             upstream_extra: String::new(),
             rotation_extra: String::new(),
             extra: String::new(),
+            env: Vec::new(),
         }
     }
 
@@ -154,6 +157,12 @@ impl GateProcess {
                 .arg("--config")
                 .arg(&config)
                 .env_remove("RUST_LOG")
+                .envs(
+                    options
+                        .env
+                        .iter()
+                        .map(|(name, value)| (*name, value.as_str())),
+                )
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
