@@ -231,6 +231,10 @@ pub struct Upstream {
     /// exactly; any other grant type is refused with `unsupported_grant_type`.
     #[serde(default = "default_forward_grant_types")]
     pub forward_grant_types: Vec<String>,
+    /// `token_encoding`: `"opaque"` (tokens compared as strings) or `"base64"` (the IdP
+    /// decodes base64 / base64url / JWT tokens, so spellings it reads alike are one token).
+    #[serde(default)]
+    pub token_encoding: crate::token_spelling::TokenEncoding,
 }
 
 fn default_forward_grant_types() -> Vec<String> {

@@ -41,6 +41,7 @@ pub enum KeyError {
 #[derive(Clone)]
 pub struct Fingerprinter {
     key: Box<[u8]>,
+    encoding: crate::token_spelling::TokenEncoding,
 }
 
 impl fmt::Debug for Fingerprinter {
@@ -52,7 +53,16 @@ impl fmt::Debug for Fingerprinter {
 impl Fingerprinter {
     /// A fingerprinter with the given key bytes.
     pub fn new(key: &[u8]) -> Self {
-        Fingerprinter { key: key.into() }
+        Fingerprinter {
+            key: key.into(),
+            encoding: Default::default(),
+        }
+    }
+
+    /// Fingerprint tokens by how the IdP reads them (`[upstream] token_encoding`).
+    pub fn with_token_encoding(mut self, encoding: crate::token_spelling::TokenEncoding) -> Self {
+        self.encoding = encoding;
+        self
     }
 
     /// A fingerprinter with a random key: fingerprints last as long as the process.
@@ -85,9 +95,12 @@ impl Fingerprinter {
         mac.finalize().into_bytes().into()
     }
 
-    /// The fingerprint of a refresh token.
+    /// The fingerprint of a refresh token: one for every spelling the IdP reads as it.
     pub fn token(&self, token: &RefreshToken) -> TokenFingerprint {
-        TokenFingerprint(self.mac(b"refresh-gate/token/v1\0", token.expose()))
+        TokenFingerprint(self.mac(
+            b"refresh-gate/token/v1\0",
+            &self.encoding.key(token.expose()),
+        ))
     }
 
     /// The fingerprint of a client secret (16 bytes are plenty to tell secrets apart).

@@ -25,6 +25,7 @@ pub mod secret;
 pub mod source_cap;
 pub mod store;
 pub mod token_response;
+pub mod token_spelling;
 
 #[cfg(feature = "proxy")]
 pub mod proxy;

@@ -13,7 +13,7 @@ impl RefreshToken {
         RefreshToken(value.into())
     }
 
-    /// The raw bytes: only for fingerprinting and for deriving the envelope key.
+    /// The raw bytes: only for fingerprinting, the envelope key and revocation at the IdP.
     pub fn expose(&self) -> &[u8] {
         self.0.as_bytes()
     }

@@ -195,3 +195,65 @@ async fn forward_grant_types_decides_which_other_grants_pass() {
         .unwrap();
     assert_ne!(preflight.status().as_u16(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn padding_cannot_push_a_spent_token_past_the_check() {
+    let idp = FakeIdp::start().await;
+    let mut options = GateOptions::new(idp.url());
+    options.grace_period = "0s";
+    let gate = GateProcess::start(&options).await;
+    let spent = idp.mint();
+    assert_eq!(refresh(&gate, &spent, "k").await.0, 200);
+    let calls = idp.calls().len();
+    let mut body =
+        "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange".to_owned();
+    for n in 0..12 {
+        body.push_str(&format!("&p{n}=padpadpadpadpad{n:02}"));
+    }
+    body.push_str(&format!("&subject_token={spent}"));
+    let (status, answer) = post_form(&gate, "/token", body).await;
+    assert_eq!(
+        (status, oauth_error(&answer).as_str()),
+        (400, "invalid_request")
+    );
+    assert_eq!(idp.calls().len(), calls);
+    gate.wait_for_log("too_many_token_values").await;
+}
+
+/// A spelling of `token` that a base64 decoder reads as the same bytes.
+fn base64_respelling(token: &str) -> String {
+    format!("{token}=")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_base64_tokens_every_spelling_of_a_spent_token_is_the_spent_token() {
+    let idp = FakeIdp::start().await;
+    let mut options = GateOptions::new(idp.url());
+    options.grace_period = "0s";
+    options.upstream_extra = "token_encoding = \"base64\"".to_owned();
+    let gate = GateProcess::start(&options).await;
+    let spent = idp.mint();
+    assert_eq!(refresh(&gate, &spent, "k").await.0, 200);
+    let calls = idp.calls().len();
+    let (status, body) = refresh(&gate, &base64_respelling(&spent), "k").await;
+    assert_eq!(
+        (status, oauth_error(&body).as_str()),
+        (400, "invalid_grant")
+    );
+    assert_eq!(
+        idp.calls().len(),
+        calls,
+        "the respelt token never reached the IdP"
+    );
+
+    // Opaque tokens (the default): another spelling is another token, for the IdP to judge.
+    let idp = FakeIdp::start().await;
+    let mut options = GateOptions::new(idp.url());
+    options.grace_period = "0s";
+    let gate = GateProcess::start(&options).await;
+    let spent = idp.mint();
+    assert_eq!(refresh(&gate, &spent, "k").await.0, 200);
+    let calls = idp.calls().len();
+    refresh(&gate, &base64_respelling(&spent), "k").await;
+    assert_eq!(idp.calls().len(), calls + 1);
+}

@@ -186,6 +186,9 @@ pub enum Refusal {
     /// A body that could not be read (bad framing, a client that left).
     #[error("malformed request body")]
     UnreadableBody,
+    /// A forwarded grant with more token-like values than the gate checks.
+    #[error("too many token-like values in one request")]
+    TooManyValues,
     /// A forwarded grant carrying a token the gate tombstoned.
     #[error("a spent refresh token is not accepted in another grant")]
     SpentToken,
@@ -193,7 +196,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every refusal, for pre-registering metric series.
-    pub const ALL: [Refusal; 29] = [
+    pub const ALL: [Refusal; 30] = [
         Refusal::TokenInQuery,
         Refusal::NotPost,
         Refusal::Upgrade,
@@ -222,6 +225,7 @@ impl Refusal {
         Refusal::AmbiguousPath,
         Refusal::BodyTooLarge,
         Refusal::UnreadableBody,
+        Refusal::TooManyValues,
         Refusal::SpentToken,
     ];
 
@@ -269,6 +273,7 @@ impl Refusal {
             Refusal::AmbiguousPath => "ambiguous_path",
             Refusal::BodyTooLarge => "body_too_large",
             Refusal::UnreadableBody => "unreadable_body",
+            Refusal::TooManyValues => "too_many_token_values",
             Refusal::SpentToken => "spent_token",
         }
     }
@@ -359,10 +364,12 @@ fn check_framing(req: &TokenPathRequest<'_>) -> Result<(), Refusal> {
 /// No grant parameter in the query, in any stack's reading of it.
 fn check_query(query: &str) -> Result<(), Refusal> {
     let forbidden = readings::QUERY_READINGS.iter().any(|reading| {
-        reading
-            .pairs(query.as_bytes())
-            .iter()
-            .any(|(name, _)| QUERY_FORBIDDEN.contains(&skeleton(name).as_str()))
+        reading.pairs(query.as_bytes()).iter().any(|(name, _)| {
+            QUERY_FORBIDDEN.contains(&skeleton(name).as_str())
+                || skeleton::rewritten_names(name)
+                    .iter()
+                    .any(|r| QUERY_FORBIDDEN.contains(&skeleton(r).as_str()))
+        })
     });
     if forbidden {
         Err(Refusal::TokenInQuery)
@@ -371,10 +378,15 @@ fn check_query(query: &str) -> Result<(), Refusal> {
     }
 }
 
-/// No name is a grant parameter only after folding.
+/// No name is a grant parameter only after folding, or after another stack's rewrite of
+/// separators and brackets (PHP, Rack).
 fn check_names(fields: &[(String, String)]) -> Result<(), Refusal> {
     let disguised = fields.iter().any(|(name, _)| {
-        !names::is_grant_parameter(name) && names::is_grant_parameter(&skeleton(name))
+        !names::is_grant_parameter(name)
+            && (names::is_grant_parameter(&skeleton(name))
+                || skeleton::rewritten_names(name)
+                    .iter()
+                    .any(|r| names::is_grant_parameter(&skeleton(r))))
     });
     if disguised {
         Err(Refusal::DisguisedParameter)
@@ -440,7 +452,7 @@ fn classify_form(
             return Err(Refusal::TokenInOtherGrant);
         }
         return Ok(Classification::Forward(Forwarded {
-            suspects: suspects(fields),
+            suspects: suspects(fields)?,
         }));
     }
     let token = match tokens.first() {
@@ -457,15 +469,21 @@ fn classify_form(
     }))
 }
 
-/// Form values that could be tokens, for the tombstone check of a forwarded grant.
-fn suspects(fields: &[(String, String)]) -> Vec<RefreshToken> {
-    fields
+/// Form values that could be tokens, for the tombstone check of a forwarded grant. More
+/// than [`MAX_SUSPECTS`] is refused rather than checked in part (padding must not push a
+/// spent token past the check).
+fn suspects(fields: &[(String, String)]) -> Result<Vec<RefreshToken>, Refusal> {
+    let suspects: Vec<RefreshToken> = fields
         .iter()
+        .filter(|(name, _)| name != GRANT_TYPE)
         .map(|(_, v)| v.as_str())
         .filter(|v| (MIN_SUSPECT_LEN..=MAX_SUSPECT_LEN).contains(&v.len()) && plausible_token(v))
-        .take(MAX_SUSPECTS)
         .map(RefreshToken::new)
-        .collect()
+        .collect();
+    if suspects.len() > MAX_SUSPECTS {
+        return Err(Refusal::TooManyValues);
+    }
+    Ok(suspects)
 }
 
 fn client_credentials(
@@ -669,6 +687,13 @@ mod tests {
             "grant_type=refresh_token&refresh_token=t&Client_Id=other",
             "grant_type=authorization_code&code=x&subject_token%09=t",
             "grant_type=authorization_code&code=x&cl%C4%B1ent_id=x",
+            "grant_type=authorization_code&code=c&grant.type=refresh_token&refresh.token=t",
+            "grant_type=authorization_code&code=c&grant[type=refresh_token&refresh[token=t",
+            "grant_type=authorization_code&code=c&grant_type]=refresh_token&refresh_token]=t",
+            "grant_type=authorization_code&code=c&[grant_type]=refresh_token",
+            "grant_type=refresh_token&refresh_token=a&refresh.token=t",
+            "grant_type=refresh_token&refresh_token=a&refresh_token[]=t",
+            "grant_type=refresh_token&refresh_token=a&client_id=alice&client.id=bob",
         ] {
             let refusal = refused(&post(body));
             assert!(
@@ -741,11 +766,13 @@ mod tests {
         };
         assert_eq!(
             forwarded.suspects,
-            vec![
-                RefreshToken::new("urn:ietf:params:oauth:grant-type:token-exchange"),
-                RefreshToken::new("0123456789abcdef0")
-            ]
+            vec![RefreshToken::new("0123456789abcdef0")]
         );
+        let mut padded = "grant_type=authorization_code&code=x".to_owned();
+        for n in 0..=MAX_SUSPECTS {
+            padded.push_str(&format!("&p{n}=padpadpadpadpad{n:02}"));
+        }
+        assert_eq!(refused(&post(&padded)), Some(Refusal::TooManyValues));
     }
 
     #[test]
@@ -852,6 +879,8 @@ mod tests {
             "%u0072efresh_token=t",
             "x=1;refresh_token=t",
             "refresh%255Ftoken=t",
+            "refresh.token=t",
+            "refresh_token[]=t",
             "client_id=victim",
             "x=%zz&refresh_token=t",
         ] {

@@ -46,6 +46,38 @@ pub fn skeleton(s: &str) -> String {
     fold(s).chars().filter(|c| !is_ignorable(*c)).collect()
 }
 
+/// The names other stacks read for a parameter name: PHP's `parse_str` (leading spaces
+/// dropped; `.`, space and the first unmatched `[` become `_`; `a[b]` is an array under
+/// `a`), Rack's nested query (leading `[`/`]` and a trailing `]` dropped, `a[b]` nested under
+/// `a`), and a generic rewrite of every separator to `_`.
+pub fn rewritten_names(name: &str) -> [String; 4] {
+    let php = {
+        let trimmed = name.trim_start_matches(' ');
+        match trimmed.find('[') {
+            Some(open) if trimmed[open..].contains(']') => trimmed[..open].replace(['.', ' '], "_"),
+            Some(open) => {
+                let mut rewritten = trimmed[..open].replace(['.', ' '], "_");
+                rewritten.push('_');
+                rewritten.push_str(&trimmed[open + 1..]);
+                rewritten
+            }
+            None => trimmed.replace(['.', ' '], "_"),
+        }
+    };
+    let rack = {
+        let stripped = name.trim_start_matches(['[', ']']);
+        let base = stripped.split('[').next().unwrap_or("");
+        base.strip_suffix(']').unwrap_or(base).to_owned()
+    };
+    let generic = name.replace(['.', ' ', '[', ']', '-'], "_");
+    [
+        php,
+        rack,
+        generic,
+        name.split(['[', '.']).next().unwrap_or("").to_owned(),
+    ]
+}
+
 /// The words a space-splitting stack (fosite) reads in a value, each folded.
 pub fn words(s: &str) -> impl Iterator<Item = String> + '_ {
     fold(s)
@@ -107,6 +139,33 @@ mod tests {
         ] {
             assert!(disguises(value, "refresh_token"), "{value:?}");
         }
+    }
+
+    #[test]
+    fn php_and_rack_rewrites_are_seen() {
+        for name in [
+            "grant.type",
+            "grant type",
+            "grant[type",
+            "grant_type[]",
+            "grant_type[x]",
+            "grant_type]",
+            "[grant_type]",
+            " grant_type",
+            "grant-type",
+        ] {
+            let rewritten = rewritten_names(name);
+            assert!(
+                rewritten.iter().any(|r| r == "grant_type"),
+                "{name}: {rewritten:?}"
+            );
+        }
+        assert!(rewritten_names("grant_type")
+            .iter()
+            .all(|r| r == "grant_type"));
+        assert!(rewritten_names("pre-authorized_code")
+            .iter()
+            .all(|r| r != "grant_type"));
     }
 
     #[test]

@@ -148,7 +148,8 @@ pub fn run(
             );
             Fingerprinter::random()
         }
-    };
+    }
+    .with_token_encoding(config.upstream.token_encoding);
     let peers = UpstreamPeers::from_config(&config)?;
     let metrics = Metrics::new();
     let readiness = Arc::new(Readiness::default());
