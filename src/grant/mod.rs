@@ -81,6 +81,9 @@ pub struct Forwarded {
     pub suspects: Vec<RefreshToken>,
 }
 
+/// The most parameters a token request may carry (Tomcat and Jetty stop reading at their
+/// own limits, so a longer form reads differently there).
+pub const MAX_PARAMETERS: usize = 128;
 /// The most form values checked against the tombstones per forwarded request.
 pub const MAX_SUSPECTS: usize = 8;
 /// The shortest value checked against the tombstones.
@@ -186,8 +189,9 @@ pub enum Refusal {
     /// A body that could not be read (bad framing, a client that left).
     #[error("malformed request body")]
     UnreadableBody,
-    /// A forwarded grant with more token-like values than the gate checks.
-    #[error("too many token-like values in one request")]
+    /// More parameters than any token request has (parsers with a parameter limit read
+    /// only a prefix), or more token-like values than the gate checks.
+    #[error("too many parameters or token-like values in one request")]
     TooManyValues,
     /// A forwarded grant carrying a token the gate tombstoned.
     #[error("a spent refresh token is not accepted in another grant")]
@@ -324,6 +328,9 @@ fn classify_inner(
         Some(MediaType::Other) | None => return Err(Refusal::NotForm),
     };
     let fields = form::parse(req.body).map_err(|_| Refusal::MalformedForm)?;
+    if fields.len() > MAX_PARAMETERS {
+        return Err(Refusal::TooManyValues);
+    }
     if ascii_only && fields.iter().any(|(k, v)| !k.is_ascii() || !v.is_ascii()) {
         return Err(Refusal::Charset);
     }
@@ -773,6 +780,11 @@ mod tests {
             padded.push_str(&format!("&p{n}=padpadpadpadpad{n:02}"));
         }
         assert_eq!(refused(&post(&padded)), Some(Refusal::TooManyValues));
+        let many = format!(
+            "grant_type=refresh_token&refresh_token=t{}",
+            "&a=1".repeat(MAX_PARAMETERS)
+        );
+        assert_eq!(refused(&post(&many)), Some(Refusal::TooManyValues));
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub fn rewritten_names(name: &str) -> [String; 4] {
         php,
         rack,
         generic,
-        name.split(['[', '.']).next().unwrap_or("").to_owned(),
+        name.split(['[', '.', '\0']).next().unwrap_or("").to_owned(),
     ]
 }
 
@@ -153,6 +153,7 @@ mod tests {
             "[grant_type]",
             " grant_type",
             "grant-type",
+            "grant_type\0x",
         ] {
             let rewritten = rewritten_names(name);
             assert!(
