@@ -1,10 +1,11 @@
 //! Differential test of the fail-closed rule against real parsers. A deterministic corpus
 //! (the committed fuzz seeds, plus generators for each class of disguise: methods, media
-//! types and charsets, escapes, folded names and grant types, other separators, the query,
-//! token-path spellings) is judged by four IdP stacks (Node / node-oidc-provider, Python,
-//! Go / fosite and Dex, Jetty 9) and sent through the real gate. Whenever any stack reads a
-//! refresh grant, the gate must have decided it as one or refused it: never forwarded it
-//! untouched.
+//! types and charsets, escapes, folded and rewritten names and grant types, other
+//! separators, the query, token-path spellings) is judged by six IdP stacks (Node /
+//! node-oidc-provider, Python, Go / fosite and Dex, Jetty 9, PHP, Rack) and sent through the
+//! real gate. Whenever any stack reads a refresh grant, the gate must have decided it as one
+//! or refused it, never forwarded it untouched; and where the gate's classifier reads a
+//! refresh grant, every stack that reads one reads the same token.
 
 mod common;
 
@@ -127,6 +128,15 @@ fn name_spellings(name: &str) -> Vec<String> {
         name.replacen('k', "%E2%84%AA", 1),
         name.replacen('i', "%C4%B1", 1),
         percent_all(name),
+        name.replace('_', "."),
+        name.replace('_', "+"),
+        name.replacen('_', "[", 1),
+        format!("{name}]"),
+        format!("[{name}]"),
+        format!("{name}[]"),
+        format!("{name}[x]"),
+        name.replace('_', "%2E"),
+        name.replace('_', "-"),
     ]
 }
 
@@ -271,6 +281,29 @@ fn corpus() -> Vec<Sample> {
                 format!("grant_type=refresh_token&{spelled}={}{tail}", next()),
             ));
         }
+        // A second token under a disguised name beside the exact one (which one does the
+        // IdP exchange?).
+        bodies.push((
+            "name",
+            format!(
+                "grant_type=refresh_token&refresh_token={}&{spelled}={}",
+                next(),
+                next()
+            ),
+        ));
+    }
+    // Both names disguised the same way, beside an exact other grant.
+    for (grant, token) in name_spellings("grant_type")
+        .into_iter()
+        .zip(name_spellings("refresh_token"))
+    {
+        bodies.push((
+            "paired names",
+            format!(
+                "grant_type=authorization_code&code=c&{grant}=refresh_token&{token}={}",
+                next()
+            ),
+        ));
     }
     for template in [
         "grant_type=authorization_code;grant_type=refresh_token;refresh_token={t}",
@@ -417,6 +450,68 @@ async fn send(gate: &GateProcess, raw: &[u8]) -> Option<u16> {
     text.lines().next()?.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The request line, headers and body of a generated request (the format `raw_request`
+/// writes).
+fn split_raw(raw: &[u8]) -> (String, String, Vec<(String, Vec<u8>)>, &[u8]) {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a header block");
+    let head = &raw[..end];
+    let mut lines = head
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let request_line = String::from_utf8_lossy(lines.next().unwrap_or_default()).into_owned();
+    let mut parts = request_line.split(' ');
+    let method = parts.next().unwrap_or_default().to_owned();
+    let target = parts.next().unwrap_or_default().to_owned();
+    let headers = lines
+        .filter_map(|line| {
+            let colon = line.iter().position(|b| *b == b':')?;
+            let name = String::from_utf8_lossy(&line[..colon]).to_ascii_lowercase();
+            Some((name, line[colon + 1..].trim_ascii().to_vec()))
+        })
+        .collect();
+    (method, target, headers, &raw[end + 4..])
+}
+
+/// The gate's classifier on a generated request, as the proxy calls it.
+fn classify_raw(raw: &[u8]) -> Option<String> {
+    use refresh_gate::grant::{classify, Classification, GrantRules, TokenPathRequest};
+    let (method, target, headers, body) = split_raw(raw);
+    let all = |name: &str| -> Vec<&[u8]> {
+        headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+            .collect()
+    };
+    let (content_type, authorization, content_encoding, transfer_encoding, connection) = (
+        all("content-type"),
+        all("authorization"),
+        all("content-encoding"),
+        all("transfer-encoding"),
+        all("connection"),
+    );
+    let request = TokenPathRequest {
+        method: &method,
+        query: target.split_once('?').map(|(_, q)| q),
+        content_type: &content_type,
+        authorization: &authorization,
+        content_encoding: &content_encoding,
+        transfer_encoding: &transfer_encoding,
+        connection: &connection,
+        upgrade: false,
+        body,
+    };
+    match classify(&request, &GrantRules::default()) {
+        Classification::Refresh(grant) => {
+            Some(String::from_utf8_lossy(grant.token.expose()).into_owned())
+        }
+        _ => None,
+    }
+}
+
 async fn decided_count(gate: &GateProcess) -> f64 {
     let (_, text) = gate.admin_get("/metrics").await;
     text.lines()
@@ -441,6 +536,22 @@ async fn no_request_any_real_parser_reads_as_a_refresh_grant_is_forwarded_untouc
 
     let mut positives = 0;
     let mut slipped = Vec::new();
+    let mut other_token = Vec::new();
+    for (sample, verdict) in samples.iter().zip(&verdicts) {
+        let Some(gate_token) = classify_raw(&sample.raw) else {
+            continue;
+        };
+        for (stack, read) in verdict.all() {
+            if read.refresh && read.token.as_deref() != Some(gate_token.as_str()) {
+                other_token.push(format!(
+                    "[{}] the gate decides token {gate_token:?}, {stack} reads {:?}:\n{}",
+                    sample.class,
+                    read.token,
+                    String::from_utf8_lossy(&sample.raw).escape_debug()
+                ));
+            }
+        }
+    }
     for (sample, verdict) in samples.iter().zip(&verdicts) {
         let readers = verdict.who();
         let calls_before = idp.calls().len();
@@ -466,19 +577,22 @@ async fn no_request_any_real_parser_reads_as_a_refresh_grant_is_forwarded_untouc
     }
     let by_stack = |name: &str| verdicts.iter().filter(|v| v.who().contains(&name)).count();
     eprintln!(
-        "differential: {} requests, {positives} read as refresh grants by some stack (node {}, python {}, go {}, java {}), {} slipped past",
+        "differential: {} requests, {positives} read as refresh grants by some stack (node {}, python {}, go {}, java {}, php {}, rack {}), {} slipped past",
         samples.len(),
         by_stack("node"),
         by_stack("python"),
         by_stack("go"),
         by_stack("java"),
+        by_stack("php"),
+        by_stack("rack"),
         slipped.len()
     );
     // Each stack reads some disguised grants, or the oracles prove nothing.
-    for stack in ["node", "python", "go", "java"] {
+    for stack in ["node", "python", "go", "java", "php", "rack"] {
         assert!(by_stack(stack) > 10, "{stack} read almost no refresh grant");
     }
     assert!(slipped.is_empty(), "{}", slipped.join("\n\n"));
+    assert!(other_token.is_empty(), "{}", other_token.join("\n\n"));
     // The gate still serves.
     assert_eq!(refresh(&gate, &idp.mint(), "k").await.0, 200);
 }

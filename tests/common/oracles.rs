@@ -1,9 +1,10 @@
 //! Oracles for the differential test: for a raw HTTP/1.1 request sent to an IdP's token
 //! endpoint, would that IdP stack read it as a refresh grant? One long-lived program per stack,
 //! each on the stack's real parsers (tests/oracles): Node (llhttp, node-oidc-provider 9's body
-//! reading, `querystring`), Python (http.server, `parse_qsl`), Go (net/http: fosite, Dex) and a
-//! Java servlet container (Jetty 9.4). Protocol: JSON lines, `{"id", "raw": base64}` in and
-//! `{"id", "refresh", "token", "note"}` out, in order.
+//! reading, `querystring`), Python (http.server, `parse_qsl`), Go (net/http: fosite, Dex), a
+//! Java servlet container (Jetty 9.4), PHP (the SAPI's `$_POST` rules and `parse_str`) and Ruby
+//! (Rack 2's `Rack::Request`, `parse_nested_query`). Protocol: JSON lines,
+//! `{"id", "raw": base64}` in and `{"id", "refresh", "token", "note"}` out, in order.
 
 use super::prereq::require;
 use base64::Engine;
@@ -13,8 +14,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-const SETUP_HINT: &str = "Run scripts/setup (it installs golang-go, default-jdk-headless and \
-                          libjetty9-java and builds the oracles into target/oracles).";
+const SETUP_HINT: &str = "Run scripts/setup (it installs golang-go, default-jdk-headless, \
+                          libjetty9-java, php-cli and ruby-rack and builds the oracles into \
+                          target/oracles).";
 
 /// One stack's reading of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,16 +36,20 @@ pub struct Verdicts {
     pub python: Verdict,
     pub go: Verdict,
     pub java: Verdict,
+    pub php: Verdict,
+    pub rack: Verdict,
 }
 
 impl Verdicts {
     /// The verdicts by stack name.
-    pub fn all(&self) -> [(&'static str, &Verdict); 4] {
+    pub fn all(&self) -> [(&'static str, &Verdict); 6] {
         [
             ("node", &self.node),
             ("python", &self.python),
             ("go", &self.go),
             ("java", &self.java),
+            ("php", &self.php),
+            ("rack", &self.rack),
         ]
     }
 
@@ -162,12 +168,14 @@ impl Drop for Oracle {
     }
 }
 
-/// The four oracle processes.
+/// The six oracle processes.
 pub struct Oracles {
     node: Oracle,
     python: Oracle,
     go: Oracle,
     java: Oracle,
+    php: Oracle,
+    rack: Oracle,
 }
 
 fn root() -> &'static Path {
@@ -200,8 +208,25 @@ fn require_built(built: &Path, sources: &[&str]) {
     }
 }
 
+/// `program args…` runs and exits 0, else a panic naming what is missing and scripts/setup.
+fn require_working(program: &Path, args: &[&str], missing: &str) {
+    let ok = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(
+        ok,
+        "prerequisite missing: {missing} ({} {}). {SETUP_HINT}",
+        program.display(),
+        args.join(" ")
+    );
+}
+
 impl Oracles {
-    /// Starts the four oracles; panics naming what is missing and scripts/setup.
+    /// Starts the six oracles; panics naming what is missing and scripts/setup.
     pub fn start() -> Oracles {
         let dir = oracles_dir();
         let node = super::e2e::node();
@@ -225,6 +250,21 @@ impl Oracles {
                 "prerequisite missing: {jar} (libjetty9-java). {SETUP_HINT}"
             );
         }
+        let php = require("php", "Install php-cli.");
+        require_working(
+            &php,
+            &["-n", "-r", "exit(PHP_VERSION_ID >= 80000 ? 0 : 1);"],
+            "PHP 8 (php-cli)",
+        );
+        let ruby = require("ruby", "Install ruby and ruby-rack.");
+        require_working(
+            &ruby,
+            &[
+                "-e",
+                "require 'rack'; exit(Rack.release.start_with?('2.') ? 0 : 1)",
+            ],
+            "Rack 2 for Ruby (ruby-rack)",
+        );
 
         let mut node_cmd = Command::new(node);
         node_cmd.arg(root().join("tests/oracles/node.mjs"));
@@ -239,24 +279,33 @@ impl Oracles {
                 classpath.trim()
             ))
             .arg("Oracle");
+        // -n: PHP's built-in ini defaults (arg_separator.input "&", max_input_vars 1000).
+        let mut php_cmd = Command::new(php);
+        php_cmd.arg("-n").arg(root().join("tests/oracles/php.php"));
+        let mut rack_cmd = Command::new(ruby);
+        rack_cmd.arg(root().join("tests/oracles/rack.rb"));
         Oracles {
             node: Oracle::spawn("node", node_cmd),
             python: Oracle::spawn("python", python_cmd),
             go: Oracle::spawn("go", Command::new(go)),
             java: Oracle::spawn("java", java_cmd),
+            php: Oracle::spawn("php", php_cmd),
+            rack: Oracle::spawn("rack", rack_cmd),
         }
     }
 
-    /// Every stack's reading of each raw request, in order (the four judge in parallel).
+    /// Every stack's reading of each raw request, in order (the six judge in parallel).
     pub fn judge(&mut self, raw: &[&[u8]]) -> Vec<Verdicts> {
         let Oracles {
             node,
             python,
             go,
             java,
+            php,
+            rack,
         } = self;
-        let [node, python, go, java] = std::thread::scope(|scope| {
-            [node, python, go, java]
+        let [node, python, go, java, php, rack] = std::thread::scope(|scope| {
+            [node, python, go, java, php, rack]
                 .map(|oracle| scope.spawn(move || oracle.judge(raw)))
                 .map(|thread| thread.join().expect("oracle thread"))
         });
@@ -264,11 +313,15 @@ impl Oracles {
             .zip(python)
             .zip(go)
             .zip(java)
-            .map(|(((node, python), go), java)| Verdicts {
+            .zip(php)
+            .zip(rack)
+            .map(|(((((node, python), go), java), php), rack)| Verdicts {
                 node,
                 python,
                 go,
                 java,
+                php,
+                rack,
             })
             .collect()
     }
