@@ -450,9 +450,12 @@ async fn send(gate: &GateProcess, raw: &[u8]) -> Option<u16> {
     text.lines().next()?.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Header names (lower case) and values, in order.
+type Headers = Vec<(String, Vec<u8>)>;
+
 /// The request line, headers and body of a generated request (the format `raw_request`
 /// writes).
-fn split_raw(raw: &[u8]) -> (String, String, Vec<(String, Vec<u8>)>, &[u8]) {
+fn split_raw(raw: &[u8]) -> (String, String, Headers, &[u8]) {
     let end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
