@@ -196,3 +196,39 @@ async fn a_thousand_mixed_faulty_exchanges_lose_no_session() {
     );
     assert_eq!(gate.admin_get("/livez").await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn informational_answers_before_the_token_response_are_skipped() {
+    let idp = FaultIdp::start().await;
+    let gate = gate_for(&idp).await;
+    for (n, fault) in [(20, Fault::EarlyHints), (21, Fault::ManyInformational)] {
+        let t = token(n, fault);
+        let (status, first) = refresh(&gate, &t, "k").await;
+        assert_eq!(status, 200, "{fault:?}: {first}");
+        assert_eq!(Some(first.clone()), idp.rotation_of(&t), "{fault:?}");
+        // The rotation was recorded: a replay gets the same answer, without the IdP.
+        let (status, replay) = refresh(&gate, &t, "k").await;
+        assert_eq!((status, replay), (200, first), "{fault:?}");
+        assert_eq!(idp.calls_for(&t), 1, "{fault:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_101_is_an_error_that_holds_no_claim() {
+    let idp = FaultIdp::start().await;
+    let gate = gate_for(&idp).await;
+    let t = token(22, Fault::SwitchingProtocols);
+    let (status, body) = refresh(&gate, &t, "k").await;
+    assert_eq!(
+        (status, oauth_error(&body).as_str()),
+        (502, "temporarily_unavailable")
+    );
+    // Claimable again at once: the retry is exchanged (the IdP behaves the second time).
+    let started = std::time::Instant::now();
+    assert_eq!(refresh(&gate, &t, "k").await.0, 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "the claim was held"
+    );
+    assert_eq!(idp.calls_for(&t), 2);
+}

@@ -8,6 +8,9 @@ use pingora::connectors::http::v1::Connector;
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
 
+/// The most informational (1xx) answers skipped before the final answer.
+const MAX_INFORMATIONAL: usize = 16;
+
 /// The largest upstream answer to a refresh grant the gate accepts.
 pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
 
@@ -64,11 +67,22 @@ impl Exchanger {
         http.finish_body()
             .await
             .map_err(|_| ExchangeFailure::NotSent)?;
-        // From here on the IdP may have acted on the request.
-        http.read_response()
-            .await
-            .map_err(|_| ExchangeFailure::AfterSend)?;
-        let response = http.resp_header().ok_or(ExchangeFailure::AfterSend)?;
+        // From here on the IdP may have acted on the request. Informational answers (100,
+        // 102, 103) come before the final one and are skipped; a 101 is no answer to a
+        // token request.
+        let mut informational = 0;
+        let response = loop {
+            http.read_response()
+                .await
+                .map_err(|_| ExchangeFailure::AfterSend)?;
+            let response = http.resp_header().ok_or(ExchangeFailure::AfterSend)?;
+            match response.status.as_u16() {
+                101 => return Err(ExchangeFailure::AfterSend),
+                100..=199 if informational < MAX_INFORMATIONAL => informational += 1,
+                100..=199 => return Err(ExchangeFailure::AfterSend),
+                _ => break response,
+            }
+        };
         let status = response.status.as_u16();
         let headers: Vec<(String, Vec<u8>)> = response
             .headers

@@ -591,9 +591,44 @@ struct Exchange {
     token_url: String,
 }
 
+/// Releases a claim whose exchange ended without completing it (a panic, a cancelled
+/// task), so no token stays "in flight" and its waiters are woken.
+struct ClaimGuard {
+    gate: Arc<RefreshGate>,
+    fingerprint: TokenFingerprint,
+    armed: bool,
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        tracing::error!(
+            token = %self.fingerprint.display(),
+            "a refresh exchange ended without an outcome; its claim is released"
+        );
+        let (gate, fingerprint) = (self.gate.clone(), self.fingerprint);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                gate.complete(
+                    &fingerprint,
+                    ExchangeOutcome::Released(Released::Unreachable),
+                )
+                .await;
+            });
+        }
+    }
+}
+
 impl Exchange {
     async fn run(self, first: oneshot::Sender<FirstAnswer>) {
         let gate = self.gate.clone();
+        let mut guard = ClaimGuard {
+            gate: gate.clone(),
+            fingerprint: self.fingerprint,
+            armed: true,
+        };
         let started = Instant::now();
         let result = tokio::time::timeout(
             gate.exchange_timeout,
@@ -624,6 +659,7 @@ impl Exchange {
             Ok(Ok(answer)) => self.judge(answer),
         };
         gate.complete(&self.fingerprint, outcome).await;
+        guard.armed = false;
         // The first client may have gone: its answer is remembered all the same.
         let _ = first.send(answer);
     }

@@ -29,6 +29,12 @@ pub enum Fault {
     Oversize,
     /// Rotate, but answer only after `SLOW` (beyond the client's timeout).
     Slow,
+    /// Rotate and answer `103 Early Hints` before the 200.
+    EarlyHints,
+    /// Rotate and answer `100 Continue`, `102 Processing` and two `103`s before the 200.
+    ManyInformational,
+    /// Answer `101 Switching Protocols` (nothing rotated), then close.
+    SwitchingProtocols,
 }
 
 /// How long a `Slow` answer takes.
@@ -44,6 +50,9 @@ impl Fault {
             "noaccess" => Fault::NoAccessToken,
             "oversize" => Fault::Oversize,
             "slow" => Fault::Slow,
+            "hints" => Fault::EarlyHints,
+            "informational" => Fault::ManyInformational,
+            "switching" => Fault::SwitchingProtocols,
             _ => Fault::Ok,
         }
     }
@@ -59,6 +68,9 @@ impl Fault {
             Fault::NoAccessToken => "noaccess",
             Fault::Oversize => "oversize",
             Fault::Slow => "slow",
+            Fault::EarlyHints => "hints",
+            Fault::ManyInformational => "informational",
+            Fault::SwitchingProtocols => "switching",
         }
     }
 
@@ -66,7 +78,12 @@ impl Fault {
     pub fn rotates(self) -> bool {
         matches!(
             self,
-            Fault::Ok | Fault::ResetMidBody | Fault::Oversize | Fault::Slow
+            Fault::Ok
+                | Fault::ResetMidBody
+                | Fault::Oversize
+                | Fault::Slow
+                | Fault::EarlyHints
+                | Fault::ManyInformational
         )
     }
 }
@@ -267,6 +284,30 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
                 if stream.write_all(wire.as_bytes()).await.is_err() {
                     return;
                 }
+            }
+            Fault::EarlyHints | Fault::ManyInformational => {
+                let informational = if fault == Fault::EarlyHints {
+                    "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n".to_owned()
+                } else {
+                    "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n\
+                     HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n"
+                        .to_owned()
+                };
+                let wire = response("200 OK", "application/json", &answer.unwrap_or_default());
+                if stream.write_all(informational.as_bytes()).await.is_err() {
+                    return;
+                }
+                let _ = stream.flush().await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                if stream.write_all(wire.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            Fault::SwitchingProtocols => {
+                let wire = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n";
+                let _ = stream.write_all(wire.as_bytes()).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                return;
             }
             Fault::ResetBeforeHeaders => return reset(stream),
             Fault::ResetMidBody => {
