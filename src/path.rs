@@ -58,7 +58,7 @@ pub fn match_token_path(target: &str, token_paths: &[String]) -> PathMatch {
     let path = target.split(['?', '#']).next().unwrap_or("");
     let request = loose_key(path);
     let is_loose_token = |key: &str| keys.iter().any(|k| k == key);
-    if is_loose_token(&request) || without_extension(&request).is_some_and(is_loose_token) {
+    if is_loose_token(&request) || without_extension(&request).any(is_loose_token) {
         return if strict.is_some() {
             PathMatch::Token
         } else {
@@ -73,7 +73,7 @@ pub fn match_token_path(target: &str, token_paths: &[String]) -> PathMatch {
             .replace("%5c", "/")
             .replace('\\', "/");
         let key = loose_key(&loose);
-        if is_loose_token(&key) || without_extension(&key).is_some_and(is_loose_token) {
+        if is_loose_token(&key) || without_extension(&key).any(is_loose_token) {
             return PathMatch::Ambiguous;
         }
     }
@@ -106,13 +106,28 @@ pub fn loose_key(path: &str) -> String {
     format!("/{}", segments.join("/"))
 }
 
-/// The key without a short file extension on its last segment (`/token.json` -> `/token`).
-fn without_extension(key: &str) -> Option<&str> {
-    let (stem, extension) = key.rsplit_once('.')?;
-    let is_extension = (1..=10).contains(&extension.len())
-        && extension.bytes().all(|b| b.is_ascii_alphanumeric())
-        && !stem.ends_with('/');
-    is_extension.then_some(stem)
+/// The key with everything from a `.` of its last segment on removed (`/token.json`,
+/// `/token.a.b` -> `/token`: Spring's suffix pattern matching maps `/token.*` to `/token`),
+/// at each `.` in turn.
+fn without_extension(key: &str) -> impl Iterator<Item = &str> {
+    let last = key.rfind('/').map_or(0, |i| i + 1);
+    key[last..]
+        .match_indices('.')
+        .map(move |(i, _)| &key[..last + i])
+        .filter(|stem| !stem.ends_with('/'))
+}
+
+/// A path without its `;` parameters (`/a;x=1/token;jsessionid=s` -> `/a/token`), for logs:
+/// a session id travels there.
+pub fn without_parameters(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains(';') {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let segments: Vec<&str> = path
+        .split('/')
+        .map(|segment| segment.split(';').next().unwrap_or(""))
+        .collect();
+    std::borrow::Cow::Owned(segments.join("/"))
 }
 
 #[cfg(test)]
@@ -182,6 +197,11 @@ mod tests {
             "/auth/idp/k8sIdp/token%09",
             "/auth/idp/k8sIdp/token%00.png",
             "/auth/idp/k8sIdp/token.json",
+            "/auth/idp/k8sIdp/token.a.b",
+            "/auth/idp/k8sIdp/token.x-y",
+            "/auth/idp/k8sIdp/token.~",
+            "/auth/idp/k8sIdp/token.12345678901",
+            "/auth/idp/k8sIdp/Token.JSON.bak",
             "/auth/idp/k8sIdp/%2574oken",
             "/auth/idp/k8sIdp/%u0074oken",
             "/auth/idp/k8%C5%BFIdp/to%E2%84%AAen",
@@ -208,6 +228,15 @@ mod tests {
             match_token_path("/auth\\idp/k8sIdp/TOKEN", &paths),
             PathMatch::Ambiguous
         );
+    }
+
+    #[test]
+    fn parameters_are_left_out_of_logged_paths() {
+        assert_eq!(
+            super::without_parameters("/a;x=1/token;jsessionid=s"),
+            "/a/token"
+        );
+        assert_eq!(super::without_parameters("/token"), "/token");
     }
 
     #[test]

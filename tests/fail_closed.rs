@@ -45,7 +45,7 @@ async fn refusals_are_counted_and_audited_without_the_token() {
     assert!(idp.calls().is_empty(), "nothing refused reached the IdP");
 
     let series = |s: &str| format!("refresh_gate_refresh_requests_total{{outcome=\"{s}\"}}");
-    assert_eq!(gate.metric(&series("invalid_request")).await, Some(1.0));
+    assert!(gate.metric(&series("invalid_request")).await >= Some(1.0));
     assert_eq!(gate.metric(&series("unsupported_grant")).await, Some(1.0));
     let by_reason = "refresh_gate_token_requests_refused_total{reason=\"disguised_grant_type\"}";
     assert_eq!(gate.metric(by_reason).await, Some(1.0));
@@ -55,6 +55,28 @@ async fn refusals_are_counted_and_audited_without_the_token() {
     assert!(line.contains("TokenRequestRefused"), "{line}");
     let log = gate.wait_for_log("disguised_grant_type").await;
     assert!(!log.contains(&token), "the refused token is not logged");
+    // A session id in a path parameter is not logged either.
+    let (status, _) = post_form(
+        &gate,
+        "/token;jsessionid=SESSIONSECRET9",
+        "grant_type=REFRESH_TOKEN".to_owned(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let log = loop {
+        let log = gate.log();
+        let lines = log.matches("\"reason\":\"disguised_grant_type\"").count();
+        if lines >= 2 || std::time::Instant::now() > deadline {
+            break log;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(
+        log.matches("\"reason\":\"disguised_grant_type\"").count() >= 2,
+        "the refusal was logged"
+    );
+    assert!(!log.contains("SESSIONSECRET9"), "{log}");
     // The token itself was never consumed.
     assert_eq!(refresh(&gate, &token, "k").await.0, 200);
 }
@@ -149,6 +171,8 @@ async fn every_router_reading_of_the_token_path_is_guarded() {
         "/token.",
         "/token%20",
         "/token.json",
+        "/token.a.b",
+        "/token.x-y",
         "/%2574oken",
         "/token;x=1",
         "//token",
@@ -256,4 +280,46 @@ async fn with_base64_tokens_every_spelling_of_a_spent_token_is_the_spent_token()
     let calls = idp.calls().len();
     refresh(&gate, &base64_respelling(&spent), "k").await;
     assert_eq!(idp.calls().len(), calls + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_answer_to_an_assertion_client_goes_only_to_the_same_assertion() {
+    let idp = FakeIdp::start().await;
+    let gate = GateProcess::start(&GateOptions::new(idp.url())).await;
+    let token = idp.mint();
+    let grant = |extra: &str| {
+        format!("grant_type=refresh_token&refresh_token={token}&client_id=jwtclient{extra}")
+    };
+    let assertion = "&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=eyJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJqd3RjbGllbnQifQ.c2ln";
+    let (status, first) = send_form(&gate, grant(assertion)).await;
+    assert_eq!(status, 200, "{first}");
+    // Inside the window, without the assertion: another client.
+    let (status, body) = send_form(&gate, grant("")).await;
+    assert_eq!(
+        (status, oauth_error(&body).as_str()),
+        (400, "invalid_grant")
+    );
+    assert!(!body.contains("access_token"));
+    let (status, body) = send_form(&gate, grant(&assertion.replace("c2ln", "b3RoZXI"))).await;
+    assert_eq!(
+        (status, oauth_error(&body).as_str()),
+        (400, "invalid_grant")
+    );
+    assert_eq!(
+        gate.metric("refresh_gate_refused_total{reason=\"client_mismatch\"}")
+            .await,
+        Some(2.0)
+    );
+}
+
+/// POST a form without client authentication headers.
+async fn send_form(gate: &GateProcess, body: String) -> (u16, String) {
+    let response = client()
+        .post(gate.url("/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
 }

@@ -514,8 +514,29 @@ fn client_credentials(
 ) -> Result<ClientCredentials, Refusal> {
     let form_ids = values(fields, "client_id");
     let form_secrets = values(fields, "client_secret");
-    if form_ids.len() > 1 || form_secrets.len() > 1 {
+    let assertions = values(fields, "client_assertion");
+    let assertion_types = values(fields, "client_assertion_type");
+    if form_ids.len() > 1
+        || form_secrets.len() > 1
+        || assertions.len() > 1
+        || assertion_types.len() > 1
+    {
         return Err(Refusal::DuplicateClientCredentials);
+    }
+    if let Some(assertion) = assertions.first() {
+        // A client assertion (private_key_jwt, client_secret_jwt) is the client's
+        // authentication: it joins the identity the gate binds answers to, so a presenter
+        // without the same assertion is another client. One mechanism only (RFC 6749 §2.3).
+        if authorization.is_some() || !form_secrets.is_empty() {
+            return Err(Refusal::ConflictingClients);
+        }
+        let kind = assertion_types.first().copied().unwrap_or_default();
+        return Ok(ClientCredentials {
+            client_id: form_ids.first().copied().unwrap_or_default().to_owned(),
+            secret: Some(ClientSecret::new(format!(
+                "\0client_assertion\0{kind}\0{assertion}"
+            ))),
+        });
     }
     let basic = match authorization {
         Some(header) => match credentials::parse_basic(header) {
@@ -952,6 +973,38 @@ mod tests {
         let malformed: &[&[u8]] = &[b"Basic %%%"];
         req.authorization = malformed;
         assert_eq!(refused(&req), Some(Refusal::MalformedBasic));
+    }
+
+    #[test]
+    fn a_client_assertion_is_part_of_the_client_identity() {
+        let with = |assertion: &str| {
+            let body = format!("grant_type=refresh_token&refresh_token=t&client_id=c&client_assertion_type=jwt&client_assertion={assertion}");
+            match run(&post(&body)) {
+                Classification::Refresh(grant) => grant.client,
+                other => panic!("{other:?}"),
+            }
+        };
+        let plain = match run(&post(
+            "grant_type=refresh_token&refresh_token=t&client_id=c",
+        )) {
+            Classification::Refresh(grant) => grant.client,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(with("a.b.c"), with("a.b.c"));
+        assert_ne!(with("a.b.c"), with("x.y.z"));
+        assert_ne!(with("a.b.c"), plain, "no assertion is another client");
+        assert_eq!(
+            refused(&post(
+                "grant_type=refresh_token&refresh_token=t&client_secret=s&client_assertion=a"
+            )),
+            Some(Refusal::ConflictingClients)
+        );
+        assert_eq!(
+            refused(&post(
+                "grant_type=refresh_token&refresh_token=t&client_assertion=a&client_assertion=b"
+            )),
+            Some(Refusal::DuplicateClientCredentials)
+        );
     }
 
     #[test]

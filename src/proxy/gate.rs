@@ -72,7 +72,8 @@ fn token_url(header: &RequestHeader, proto: &str) -> String {
         .and_then(|h| h.to_str().ok())
         .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
         .unwrap_or("-");
-    format!("{proto}://{host}{}", header.uri.path())
+    let path = crate::path::without_parameters(header.uri.path());
+    format!("{proto}://{host}{path}")
 }
 
 /// Why a token-path body could not be read.
@@ -473,7 +474,7 @@ impl ProxyHttp for Gate {
         format!(
             "{} {}, Host: {host}, request id {}",
             header.method,
-            header.uri.path(),
+            crate::path::without_parameters(header.uri.path()),
             ctx.request_id
         )
     }
