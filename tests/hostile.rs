@@ -167,6 +167,8 @@ fn cases(t: &str) -> Vec<Case> {
             expect: Expect::RejectedOrClosed,
         },
         refused("Connection naming Content-Type (a hop-by-hop strip would change the reading)", form_request("/token", "Connection: Content-Type\r\n", g)),
+        refused("a disguised grant sent elsewhere with X-Original-URL naming the token path", form_request("/other", "X-Original-URL: /token\r\n", format!("grant_type=REFRESH_TOKEN&refresh_token={t}").as_bytes())),
+        refused("a disguised grant sent elsewhere with X-Rewrite-URL naming the token path", form_request("/other", "X-Rewrite-URL: http://idp/TOKEN?x=1\r\n", format!("grant_type=refresh_token+&refresh_token={t}").as_bytes())),
         refused("an unregistered grant type", form_request("/token", "", b"grant_type=magic")),
         refused("the token path in upper case with a disguised grant", form_request("/TOKEN", "", format!("grant_type=refresh_token%20&refresh_token={t}").as_bytes())),
         refused("the token path with a trailing dot and a form in UTF-16", form_request("/token.", "", b"grant_type=authorization_code&code=x&client_id=%FE%FF")),

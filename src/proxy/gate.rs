@@ -34,6 +34,14 @@ pub struct Gate {
     audit_cap: SourceCap,
 }
 
+/// Headers by which some frameworks route a request to another path than its target.
+const PATH_OVERRIDES: [&str; 4] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-override-url",
+];
+
 /// Distinct source addresses whose refusals are audited in one second (the rest share one
 /// budget).
 const AUDITED_SOURCES_PER_SECOND: usize = 4096;
@@ -208,6 +216,30 @@ impl Gate {
         }
     }
 
+    /// Whether a request is for a token path: by its target, or by a path-override header
+    /// some IdP framework routes by (IIS and Symfony honour `X-Original-URL` and
+    /// `X-Rewrite-URL`), so a grant sent to another path cannot reach the token endpoint
+    /// untouched.
+    fn token_path_of(&self, header: &RequestHeader) -> PathMatch {
+        let by_target = match_token_path(header.uri.path(), &self.token_paths);
+        if by_target != PathMatch::Other {
+            return by_target;
+        }
+        PATH_OVERRIDES
+            .iter()
+            .flat_map(|name| header.headers.get_all(*name))
+            .map(|value| {
+                let value = String::from_utf8_lossy(value.as_bytes());
+                let path = match value.split_once("://") {
+                    Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]).to_owned(),
+                    None => value.into_owned(),
+                };
+                match_token_path(&path, &self.token_paths)
+            })
+            .find(|m| *m != PathMatch::Other)
+            .unwrap_or(PathMatch::Other)
+    }
+
     /// Refuse a token-path request: count it, audit it (capped per source), answer RFC 6749
     /// JSON. Never forwarded.
     async fn refuse(
@@ -378,7 +410,7 @@ impl ProxyHttp for Gate {
                 id
             }
         };
-        match match_token_path(session.req_header().uri.path(), &self.token_paths) {
+        match self.token_path_of(session.req_header()) {
             PathMatch::Other => Ok(false),
             PathMatch::Ambiguous => {
                 ctx.route = Route::Token;
