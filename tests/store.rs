@@ -429,3 +429,31 @@ async fn each_presentation_sweeps_a_few_expired_answers() {
         "the requests that follow sweep the wave"
     );
 }
+
+#[tokio::test]
+async fn a_waiter_learns_who_claimed_the_exchange() {
+    let store = store(100);
+    let (_, fp) = fingerprint("rt-claimant");
+    let policy = Policy::default();
+    let claimant = ClientIdentity {
+        client_id: "kubernetes".into(),
+        secret: Some(refresh_gate::fingerprint::SecretFingerprint([9; 16])),
+    };
+    let other = client();
+    let first = Presenter {
+        client: &claimant,
+        source: source(),
+    };
+    let second = Presenter {
+        client: &other,
+        source: source(),
+    };
+    assert!(matches!(
+        store.present(&fp, &first, &policy, NOW).await.unwrap(),
+        Presented::Claimed { .. }
+    ));
+    let Presented::Wait(waiter) = store.present(&fp, &second, &policy, NOW).await.unwrap() else {
+        panic!("not waiting")
+    };
+    assert_eq!(waiter.claimant, claimant);
+}

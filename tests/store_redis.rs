@@ -497,3 +497,28 @@ async fn a_waiter_learns_at_once_when_redis_goes_away() {
     );
     assert!(stopped.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_on_another_replica_learns_who_claimed_the_exchange() {
+    let redis = RedisServer::start();
+    let stores = replicas(&redis, 2);
+    let (_, fp) = fingerprint("rt-claimant");
+    let policy = Policy::default();
+    let claimant = ClientIdentity {
+        client_id: "kube:netes".into(),
+        secret: Some(refresh_gate::fingerprint::SecretFingerprint([9; 16])),
+    };
+    let first = Presenter {
+        client: &claimant,
+        source: source(),
+    };
+    assert!(matches!(
+        stores[0].present(&fp, &first, &policy, NOW).await.unwrap(),
+        Presented::Claimed { .. }
+    ));
+    let Presented::Wait(waiter) = present(&stores[1], &fp, &policy).await else {
+        panic!("not waiting")
+    };
+    assert_eq!(waiter.claimant, claimant);
+    assert_ne!(waiter.claimant, client());
+}

@@ -202,9 +202,10 @@ impl RefreshGate {
             source: request.source,
         };
         let deadline = tokio::time::Instant::now() + self.request_timeout;
-        // An exchange that ended with nothing to share (its claimant gave the claim back)
-        // sends its waiters back to present again, once.
-        for _ in 0..2 {
+        // An exchange that ended with nothing to share (its claimant gave the claim back),
+        // or whose outcome belongs to another client, sends its waiters back to present
+        // again (a few times at most, within the deadline).
+        for _ in 0..3 {
             let presented = self
                 .store
                 .present(&request.fingerprint, &who, &self.policy(), self.clock.now())
@@ -213,8 +214,15 @@ impl RefreshGate {
                 Err(error) => self.store_failure(session, &request, error).await,
                 Ok(Presented::Claimed { family }) => self.forward(session, &request, family).await,
                 Ok(Presented::Wait(waiter)) => {
+                    // Every answer to its owner: an outcome that rotated nothing (an IdP
+                    // error, a non-rotating answer, a gate error) is handed only to a waiter
+                    // that authenticated as the claimant did; another presents on its own,
+                    // so a wrong secret in front of it cannot spoil its refresh. A rotation
+                    // is decided by the policy (`client_mismatch`).
+                    let owner = waiter.claimant == request.client;
                     let outcome = match tokio::time::timeout_at(deadline, waiter.outcome).await {
                         Ok(Ok(None)) => continue,
+                        Ok(Ok(Some(ExchangeOutcome::Released(_)))) if !owner => continue,
                         // The token was in flight: never forward it unguarded.
                         Ok(Err(error)) => {
                             tracing::warn!(%error, "the exchange waited for is unknown");

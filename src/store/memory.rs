@@ -5,6 +5,7 @@
 
 use super::answers::Answers;
 use super::tombstones::Tombstones;
+use crate::credentials::ClientIdentity;
 use super::{
     AfterWait, ExchangeOutcome, Presented, Refusal, StoreError, TokenRecord, TokenStore, Waiter,
 };
@@ -33,6 +34,7 @@ pub struct MemoryStoreLimits {
 struct InFlight {
     outcome: watch::Sender<Option<ExchangeOutcome>>,
     waiters: u32,
+    claimant: ClientIdentity,
 }
 
 struct State {
@@ -153,6 +155,7 @@ impl TokenStore for MemoryStore {
             });
             return Ok(Presented::Wait(Waiter {
                 slot: entry.waiters,
+                claimant: entry.claimant.clone(),
                 outcome,
             }));
         }
@@ -197,6 +200,7 @@ impl TokenStore for MemoryStore {
         state.in_flight.insert(
             *token,
             InFlight {
+                claimant: who.client.clone(),
                 outcome: sender,
                 waiters: 0,
             },

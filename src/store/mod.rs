@@ -136,6 +136,9 @@ pub type WaitOutcome =
 pub struct Waiter {
     /// Arrival order among this exchange's waiters (1 for the first).
     pub slot: u32,
+    /// Who claimed the exchange: only a presenter with the same client identity may be
+    /// handed an outcome that rotated nothing (DESIGN.md, "every answer to its owner").
+    pub claimant: ClientIdentity,
     /// Resolves to the exchange's outcome; `Ok(None)` if the exchange vanished without one
     /// (present again); an error if the store failed meanwhile (the outcome is unknown).
     pub outcome: WaitOutcome,
@@ -143,7 +146,10 @@ pub struct Waiter {
 
 impl std::fmt::Debug for Waiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Waiter").field("slot", &self.slot).finish()
+        f.debug_struct("Waiter")
+            .field("slot", &self.slot)
+            .field("claimant", &self.claimant.client_id)
+            .finish()
     }
 }
 

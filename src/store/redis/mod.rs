@@ -21,6 +21,7 @@ use super::{
     TokenStore, Waiter,
 };
 use crate::clock::{Clock, SystemClock, UnixMillis};
+use crate::credentials::ClientIdentity;
 use crate::envelope::SealedAnswer;
 use crate::fingerprint::{FingerprintHashing, TokenFingerprint};
 use crate::policy::{Policy, Presenter, RefusalReason};
@@ -280,7 +281,11 @@ fn deliver(waiters: &Waiters, push: PushInfo) {
 /// What a presentation found.
 enum Found {
     Rotated(TokenRecord, Option<Arc<SealedAnswer>>),
-    InFlight { id: u64, slot: u32 },
+    InFlight {
+        id: u64,
+        slot: u32,
+        claimant: ClientIdentity,
+    },
     Revoked,
     Full,
     Claimed { link: Option<TokenFingerprint> },
@@ -323,7 +328,7 @@ impl TokenStore for RedisStore {
         for _ in 0..MAX_ATTEMPTS {
             let claim_id = rand::random::<u64>();
             let may_claim = inner.claims().len() < inner.max_in_flight;
-            match inner.find(&keys, claim_id, may_claim).await? {
+            match inner.find(&keys, claim_id, may_claim, who.client).await? {
                 Found::Rotated(record, answer) => {
                     let held = answer.is_some();
                     match inner.settle(&keys, record, held, who, policy, now).await? {
@@ -335,9 +340,13 @@ impl TokenStore for RedisStore {
                         Settled::Retry => continue,
                     }
                 }
-                Found::InFlight { id, slot } => {
+                Found::InFlight { id, slot, claimant } => {
                     let outcome = Box::pin(inner.clone().wait(*token, id));
-                    return Ok(Presented::Wait(Waiter { slot, outcome }));
+                    return Ok(Presented::Wait(Waiter {
+                        slot,
+                        claimant,
+                        outcome,
+                    }));
                 }
                 Found::Revoked => {
                     return Ok(Presented::Refused(Refusal::new(

@@ -9,6 +9,7 @@ use super::{
     RELEASED_TTL,
 };
 use crate::clock::UnixMillis;
+use crate::credentials::ClientIdentity;
 use crate::envelope::SealedAnswer;
 use crate::fingerprint::{FingerprintHashing, TokenFingerprint};
 use crate::policy::{Decision, Policy, Presenter, RefusalReason};
@@ -110,6 +111,7 @@ impl Inner {
         keys: &TokenKeys,
         claim_id: u64,
         may_claim: bool,
+        claimant: &ClientIdentity,
     ) -> Result<Found, StoreError> {
         let mut connection = self.connection();
         let mut invocation = scripts::PRESENT.prepare_invoke();
@@ -121,7 +123,8 @@ impl Inner {
             .key(&keys.revoked)
             .arg(claim_id)
             .arg(milliseconds(self.claim_ttl))
-            .arg(if may_claim { "1" } else { "0" });
+            .arg(if may_claim { "1" } else { "0" })
+            .arg(super::record::encode_identity(claimant));
         let reply: Value = self
             .run("present", async move {
                 invocation.invoke_async(&mut connection).await
@@ -142,9 +145,15 @@ impl Inner {
                     .and_then(parse_claim_id)
                     .ok_or_else(|| malformed("claim id"))?;
                 let slot = parts.get(2).and_then(number).unwrap_or(1);
+                let claimant = parts
+                    .get(4)
+                    .and_then(text)
+                    .and_then(super::record::decode_identity)
+                    .ok_or_else(|| malformed("claimant"))?;
                 Found::InFlight {
                     id,
                     slot: u32::try_from(slot).unwrap_or(u32::MAX),
+                    claimant,
                 }
             }
             b"revoked" => Found::Revoked,

@@ -130,3 +130,47 @@ mod tests {
         assert!(decode(&fields).is_err());
     }
 }
+
+/// A client identity as one claim field: hex client id, `:`, hex secret fingerprint (empty
+/// when none).
+pub(super) fn encode_identity(client: &ClientIdentity) -> String {
+    let secret = client.secret.map(|s| hex::encode(s.0)).unwrap_or_default();
+    format!("{}:{secret}", hex::encode(client.client_id.as_bytes()))
+}
+
+/// The identity [`encode_identity`] wrote.
+pub(super) fn decode_identity(field: &[u8]) -> Option<ClientIdentity> {
+    let text = std::str::from_utf8(field).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    let client_id = String::from_utf8(hex::decode(id).ok()?).ok()?;
+    let secret = match secret {
+        "" => None,
+        hex_secret => Some(SecretFingerprint(hex::decode(hex_secret).ok()?.try_into().ok()?)),
+    };
+    Some(ClientIdentity {
+        client_id: client_id.into(),
+        secret,
+    })
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    #[test]
+    fn identities_round_trip() {
+        for client in [
+            ClientIdentity {
+                client_id: "kube:rnetes\0".into(),
+                secret: Some(SecretFingerprint([7; 16])),
+            },
+            ClientIdentity {
+                client_id: "".into(),
+                secret: None,
+            },
+        ] {
+            assert_eq!(decode_identity(encode_identity(&client).as_bytes()), Some(client));
+        }
+        assert_eq!(decode_identity(b"zz"), None);
+    }
+}

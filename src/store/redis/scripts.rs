@@ -6,9 +6,10 @@ use redis::Script;
 use std::sync::LazyLock;
 
 /// Present a token. KEYS: state, answer, claim, family link, own revocation mark.
-/// ARGV: claim id, claim TTL (ms), `1` if this replica may start another exchange.
+/// ARGV: claim id, claim TTL (ms), `1` if this replica may start another exchange, the
+/// claimant's client identity (encoded).
 ///
-/// Replies `{'rotated', fields, answer|nil}`, `{'in_flight', id, slot, pttl}`,
+/// Replies `{'rotated', fields, answer|nil}`, `{'in_flight', id, slot, pttl, claimant}`,
 /// `{'revoked'}`, `{'full', link|nil}` or `{'claimed', link|nil}`.
 pub static PRESENT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -19,7 +20,8 @@ if #state > 0 then
 end
 if redis.call('EXISTS', KEYS[3]) == 1 then
   local slot = redis.call('HINCRBY', KEYS[3], 'waiters', 1)
-  return {'in_flight', redis.call('HGET', KEYS[3], 'id'), slot, redis.call('PTTL', KEYS[3])}
+  return {'in_flight', redis.call('HGET', KEYS[3], 'id'), slot, redis.call('PTTL', KEYS[3]),
+    redis.call('HGET', KEYS[3], 'client')}
 end
 local link = redis.call('GET', KEYS[4])
 if not link and redis.call('EXISTS', KEYS[5]) == 1 then
@@ -28,7 +30,7 @@ end
 if ARGV[3] ~= '1' then
   return {'full', link}
 end
-redis.call('HSET', KEYS[3], 'id', ARGV[1], 'waiters', 0)
+redis.call('HSET', KEYS[3], 'id', ARGV[1], 'waiters', 0, 'client', ARGV[4])
 redis.call('PEXPIRE', KEYS[3], ARGV[2])
 return {'claimed', link}
 ",
