@@ -285,6 +285,10 @@ pub struct Rotation {
     /// `max_in_flight`: exchanges in flight at once; beyond it 503.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// `max_detached_per_source`: exchanges running whose clients left, per client address,
+    /// before new exchanges from that address get 503.
+    #[serde(default = "default_max_detached_per_source")]
+    pub max_detached_per_source: u32,
     /// `on_replay`: what a refused replay does beyond the refusal.
     #[serde(default)]
     pub on_replay: OnReplayConfig,
@@ -317,6 +321,7 @@ impl Default for Rotation {
             tombstone_ttl: default_tombstone_ttl(),
             max_tombstones: default_max_tombstones(),
             max_in_flight: default_max_in_flight(),
+            max_detached_per_source: default_max_detached_per_source(),
             on_replay: OnReplayConfig::default(),
             bind_source: BindSource::default(),
             subnet_ipv4_prefix: default_v4_prefix(),
@@ -469,6 +474,9 @@ fn default_max_tombstones() -> u64 {
 }
 fn default_max_in_flight() -> usize {
     10_000
+}
+fn default_max_detached_per_source() -> u32 {
+    64
 }
 fn default_log_level() -> String {
     "info".to_owned()
@@ -853,6 +861,12 @@ impl Config {
         if r.max_tombstones == 0 {
             return Err(invalid("rotation.max_tombstones", "must be at least 1"));
         }
+        if r.max_detached_per_source == 0 {
+            return Err(invalid(
+                "rotation.max_detached_per_source",
+                "must be at least 1",
+            ));
+        }
         if r.max_in_flight == 0 {
             return Err(invalid("rotation.max_in_flight", "must be at least 1"));
         }
@@ -932,6 +946,10 @@ impl Config {
         check(
             "rotation.max_in_flight",
             self.rotation.max_in_flight != new.rotation.max_in_flight,
+        );
+        check(
+            "rotation.max_detached_per_source",
+            self.rotation.max_detached_per_source != new.rotation.max_detached_per_source,
         );
         changed
     }

@@ -10,6 +10,7 @@ pub mod client_ip;
 pub mod clock;
 pub mod config;
 pub mod credentials;
+pub mod detached;
 pub mod discovery;
 pub mod envelope;
 pub mod fingerprint;

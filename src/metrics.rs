@@ -31,6 +31,11 @@ pub const TOKEN_REQUESTS_REFUSED_TOTAL: &str = "refresh_gate_token_requests_refu
 /// `refresh_gate_audit_suppressed_total{event}`: audit lines not written because their
 /// source address passed its per-second cap.
 pub const AUDIT_SUPPRESSED_TOTAL: &str = "refresh_gate_audit_suppressed_total";
+/// `refresh_gate_detached_exchanges`: exchanges running whose clients left.
+pub const DETACHED_EXCHANGES: &str = "refresh_gate_detached_exchanges";
+/// `refresh_gate_detached_limit_refusals_total`: refresh grants refused with 503 because
+/// their address had `max_detached_per_source` detached exchanges running.
+pub const DETACHED_LIMIT_REFUSALS_TOTAL: &str = "refresh_gate_detached_limit_refusals_total";
 /// `refresh_gate_build_info{version}`.
 pub const BUILD_INFO: &str = "refresh_gate_build_info";
 
@@ -137,6 +142,8 @@ pub struct Metrics {
     store_up: IntGauge,
     token_refused: IntCounterVec,
     audit_suppressed: IntCounterVec,
+    detached: IntGauge,
+    detached_refusals: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -222,6 +229,14 @@ impl Metrics {
             ),
             &["event"],
         ));
+        let detached = must(IntGauge::new(
+            DETACHED_EXCHANGES,
+            "Refresh exchanges running whose clients left.",
+        ));
+        let detached_refusals = must(IntCounter::new(
+            DETACHED_LIMIT_REFUSALS_TOTAL,
+            "Refresh grants refused because their address had too many detached exchanges.",
+        ));
         let build_info = must(IntGaugeVec::new(
             Opts::new(BUILD_INFO, "Build information."),
             &["version"],
@@ -238,6 +253,8 @@ impl Metrics {
             Box::new(store_up.clone()),
             Box::new(token_refused.clone()),
             Box::new(audit_suppressed.clone()),
+            Box::new(detached.clone()),
+            Box::new(detached_refusals.clone()),
             Box::new(build_info.clone()),
         ] {
             must(registry.register(collector));
@@ -276,6 +293,8 @@ impl Metrics {
             store_up,
             token_refused,
             audit_suppressed,
+            detached,
+            detached_refusals,
         }
     }
 
@@ -310,6 +329,17 @@ impl Metrics {
         self.token_refused
             .with_label_values(&[refusal.reason()])
             .inc();
+    }
+
+    /// Publish the number of detached exchanges running now.
+    pub fn detached_exchanges(&self, running: u64) {
+        self.detached
+            .set(i64::try_from(running).unwrap_or(i64::MAX));
+    }
+
+    /// Count one refresh grant refused by `max_detached_per_source`.
+    pub fn detached_limit_refused(&self) {
+        self.detached_refusals.inc();
     }
 
     /// Count one audit line suppressed by the per-source cap.

@@ -22,6 +22,9 @@ pub enum GateReply {
     Timeout,
     /// `503`: too many exchanges in flight.
     Busy,
+    /// `503`: this address has `max_detached_per_source` exchanges running whose clients
+    /// left.
+    SourceBusy,
     /// `503`: the shared store cannot be reached (`on_store_error = "fail-closed"`).
     StoreUnavailable,
     /// `500`: an internal fault (never expected).
@@ -57,6 +60,11 @@ impl GateReply {
                 503,
                 "temporarily_unavailable",
                 "too many refresh exchanges in flight; retry".to_owned(),
+            ),
+            GateReply::SourceBusy => (
+                503,
+                "temporarily_unavailable",
+                "too many refresh exchanges from this address are still running; retry".to_owned(),
             ),
             GateReply::StoreUnavailable => (
                 503,

@@ -9,6 +9,7 @@ use crate::audit::{self, FirstUse, RequestFacts};
 use crate::clock::Clock;
 use crate::config::OnStoreError;
 use crate::credentials::{ClientCredentials, ClientIdentity};
+use crate::detached::{DetachedExchanges, ExchangeLife};
 use crate::envelope::SealedAnswer;
 use crate::fingerprint::{Fingerprinter, TokenFingerprint};
 use crate::grant::RefreshGrant;
@@ -27,6 +28,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+
+/// `[rotation] max_detached_per_source` unless configured.
+const DEFAULT_MAX_DETACHED_PER_SOURCE: u32 = 64;
 
 /// Everything a refresh grant needs, shared by all requests.
 pub struct RefreshGate {
@@ -54,6 +58,7 @@ pub struct RefreshGate {
     pub on_store_error: OnStoreError,
     revoked_at_idp: moka::sync::Cache<TokenFingerprint, ()>,
     warned_clients: moka::sync::Cache<Box<str>, ()>,
+    detached: Arc<DetachedExchanges>,
 }
 
 impl std::fmt::Debug for RefreshGate {
@@ -144,7 +149,15 @@ impl RefreshGate {
                 .time_to_live(Duration::from_secs(3600))
                 .build(),
             warned_clients: moka::sync::Cache::new(10_000),
+            detached: DetachedExchanges::new(DEFAULT_MAX_DETACHED_PER_SOURCE),
         }
+    }
+
+    /// Refuse new exchanges from an address with this many detached ones running
+    /// (`[rotation] max_detached_per_source`).
+    pub fn with_max_detached_per_source(mut self, per_source: u32) -> Self {
+        self.detached = DetachedExchanges::new(per_source);
+        self
     }
 
     /// Report `claim` of the id_token as the subject in audit events.
@@ -212,6 +225,19 @@ impl RefreshGate {
                 .await;
             return match presented {
                 Err(error) => self.store_failure(session, &request, error).await,
+                Ok(Presented::Claimed { .. }) if !self.detached.admits(request.source) => {
+                    // This address already has its share of exchanges whose clients left:
+                    // give the claim back and ask it to retry.
+                    self.complete(
+                        &request.fingerprint,
+                        ExchangeOutcome::Released(Released::Unreachable),
+                    )
+                    .await;
+                    self.metrics.detached_limit_refused();
+                    self.metrics.refresh_outcome(RefreshOutcome::UpstreamError);
+                    let reply = GateReply::SourceBusy.to_answer();
+                    write_answer(session, &reply, Freshness::FreshDate).await
+                }
                 Ok(Presented::Claimed { family }) => self.forward(session, &request, family).await,
                 Ok(Presented::Wait(waiter)) => {
                     // Every answer to its owner: an outcome that rotated nothing (an IdP
@@ -334,7 +360,9 @@ impl RefreshGate {
                 return self.fail(session, GateReply::Internal).await;
             }
         };
+        let life = self.detached.track(request.source);
         let exchange = Exchange {
+            life: life.clone(),
             gate: self.clone(),
             token: request.token.clone(),
             fingerprint: request.fingerprint,
@@ -347,7 +375,31 @@ impl RefreshGate {
             token_url: request.token_url.clone(),
         };
         tokio::spawn(exchange.run(sender));
-        match tokio::time::timeout(self.request_timeout, receiver).await {
+        // Until its answer arrives, the client may leave (this future is dropped) or give up
+        // (the timeout): the exchange then runs on detached, counted for its address.
+        let mut waiting = ClientWait {
+            life,
+            gate: self.clone(),
+            answered: false,
+        };
+        let wait = tokio::time::timeout(self.request_timeout, receiver);
+        tokio::pin!(wait);
+        // Watch the client's connection meanwhile: Pingora does not read it while a filter
+        // runs, so a client that closes would otherwise be noticed only at the timeout.
+        let answer = tokio::select! {
+            answer = &mut wait => answer,
+            closed = session.read_body_or_idle(true) => match closed {
+                Err(_) => {
+                    drop(waiting);
+                    return Err(pingora::Error::new_down(pingora::ErrorType::ConnectionClosed));
+                }
+                // Bytes of a pipelined request: nothing to watch any more.
+                Ok(_) => wait.await,
+            },
+        };
+        waiting.answered = matches!(answer, Ok(Ok(_)));
+        drop(waiting);
+        match answer {
             Ok(Ok(FirstAnswer::Upstream { answer, success })) => {
                 let outcome = if success {
                     RefreshOutcome::Forwarded
@@ -585,8 +637,28 @@ fn first_use(record: &TokenRecord) -> FirstUse<'_> {
     }
 }
 
+/// The first client's wait for its exchange's answer: dropped without the answer, the
+/// exchange is detached.
+struct ClientWait {
+    life: Arc<ExchangeLife>,
+    gate: Arc<RefreshGate>,
+    answered: bool,
+}
+
+impl Drop for ClientWait {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.life.detach();
+            self.gate
+                .metrics
+                .detached_exchanges(self.gate.detached.total());
+        }
+    }
+}
+
 /// One exchange, owned by the claim: it runs to its end even if the client leaves.
 struct Exchange {
+    life: Arc<ExchangeLife>,
     gate: Arc<RefreshGate>,
     token: RefreshToken,
     fingerprint: TokenFingerprint,
@@ -604,11 +676,17 @@ struct Exchange {
 struct ClaimGuard {
     gate: Arc<RefreshGate>,
     fingerprint: TokenFingerprint,
+    life: Arc<ExchangeLife>,
     armed: bool,
 }
 
 impl Drop for ClaimGuard {
     fn drop(&mut self) {
+        // However the exchange ended, it no longer counts as detached.
+        self.life.finish();
+        self.gate
+            .metrics
+            .detached_exchanges(self.gate.detached.total());
         if !self.armed {
             return;
         }
@@ -635,6 +713,7 @@ impl Exchange {
         let mut guard = ClaimGuard {
             gate: gate.clone(),
             fingerprint: self.fingerprint,
+            life: self.life.clone(),
             armed: true,
         };
         let started = Instant::now();

@@ -188,7 +188,8 @@ pub fn run(
     )
     .with_subject_claim(&config.audit.subject_claim)
     .with_on_store_error(config.store.on_store_error)
-    .with_revocation_path(config.upstream.revocation_path.clone());
+    .with_revocation_path(config.upstream.revocation_path.clone())
+    .with_max_detached_per_source(config.rotation.max_detached_per_source);
     let refresh = Arc::new(refresh);
     let gate = Gate::new(
         refresh.clone(),

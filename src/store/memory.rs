@@ -5,11 +5,11 @@
 
 use super::answers::Answers;
 use super::tombstones::Tombstones;
-use crate::credentials::ClientIdentity;
 use super::{
     AfterWait, ExchangeOutcome, Presented, Refusal, StoreError, TokenRecord, TokenStore, Waiter,
 };
 use crate::clock::{Clock, SystemClock, UnixMillis};
+use crate::credentials::ClientIdentity;
 use crate::fingerprint::{FingerprintHashing, TokenFingerprint};
 use crate::policy::{Decision, Policy, Presenter, RefusalReason};
 use async_trait::async_trait;

@@ -288,7 +288,9 @@ enum Found {
     },
     Revoked,
     Full,
-    Claimed { link: Option<TokenFingerprint> },
+    Claimed {
+        link: Option<TokenFingerprint>,
+    },
 }
 
 /// Where a waiter's exchange stands.

@@ -145,7 +145,9 @@ pub(super) fn decode_identity(field: &[u8]) -> Option<ClientIdentity> {
     let client_id = String::from_utf8(hex::decode(id).ok()?).ok()?;
     let secret = match secret {
         "" => None,
-        hex_secret => Some(SecretFingerprint(hex::decode(hex_secret).ok()?.try_into().ok()?)),
+        hex_secret => Some(SecretFingerprint(
+            hex::decode(hex_secret).ok()?.try_into().ok()?,
+        )),
     };
     Some(ClientIdentity {
         client_id: client_id.into(),
@@ -169,7 +171,10 @@ mod identity_tests {
                 secret: None,
             },
         ] {
-            assert_eq!(decode_identity(encode_identity(&client).as_bytes()), Some(client));
+            assert_eq!(
+                decode_identity(encode_identity(&client).as_bytes()),
+                Some(client)
+            );
         }
         assert_eq!(decode_identity(b"zz"), None);
     }

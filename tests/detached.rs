@@ -1,0 +1,97 @@
+//! Detached exchanges capped per source: one address that sends refresh grants and closes
+//! each socket at once cannot hold every in-flight slot while the IdP is slow. The
+//! exchanges still run to their end (a rotation is never lost) and other addresses are not
+//! affected.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// Send a refresh grant from `source` (through the trusted-proxy header) and close the
+/// socket at once.
+async fn fire_and_forget(gate: &GateProcess, token: &str, source: &str) {
+    let body = refresh_body(token);
+    let request = format!(
+        "POST /token HTTP/1.1\r\nHost: idp\r\nContent-Type: application/x-www-form-urlencoded\r\nAuthorization: {}\r\nX-Forwarded-For: {source}\r\nContent-Length: {}\r\n\r\n{body}",
+        basic("k", "secret"),
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    drop(stream);
+}
+
+async fn refresh_from(gate: &GateProcess, token: &str, source: &str) -> (u16, Option<String>) {
+    let response = client()
+        .post(gate.url("/token"))
+        .header("authorization", basic("k", "secret"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-forwarded-for", source)
+        .body(refresh_body(token))
+        .send()
+        .await
+        .unwrap();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (response.status().as_u16(), retry_after)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_address_cannot_hold_the_slots_with_exchanges_it_abandoned() {
+    let idp = FakeIdp::start().await;
+    idp.set_latency(Duration::from_millis(1500));
+    let mut options = GateOptions::new(idp.url());
+    options.listen_extra = "trusted_proxies = [\"127.0.0.1/32\"]".to_owned();
+    options.rotation_extra = "max_detached_per_source = 4".to_owned();
+    options.request_timeout = "5s";
+    options.exchange_timeout = "10s";
+    let gate = GateProcess::start(&options).await;
+
+    let abandoned: Vec<String> = (0..6).map(|_| idp.mint()).collect();
+    for token in &abandoned {
+        fire_and_forget(&gate, token, "10.0.0.1").await;
+    }
+    // Wait until the gate has seen the clients leave.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while gate.metric("refresh_gate_detached_exchanges").await < Some(4.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exchange was detached"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The attacker's next exchange is refused; another address refreshes normally.
+    let (status, retry_after) = refresh_from(&gate, &idp.mint(), "10.0.0.1").await;
+    assert_eq!((status, retry_after.as_deref()), (503, Some("1")));
+    assert_eq!(
+        gate.metric("refresh_gate_detached_limit_refusals_total")
+            .await,
+        Some(1.0)
+    );
+    let (status, _) = refresh_from(&gate, &idp.mint(), "10.0.0.2").await;
+    assert_eq!(status, 200, "another address is not affected");
+
+    // The abandoned exchanges ran to their end: their rotations are remembered.
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    assert_eq!(
+        gate.metric("refresh_gate_detached_exchanges").await,
+        Some(0.0)
+    );
+    let exchanged = abandoned.iter().filter(|t| idp.calls_for(t) == 1).count();
+    assert!(
+        exchanged >= 4,
+        "{exchanged} abandoned exchanges reached the IdP"
+    );
+    let replayed = refresh_from(&gate, &abandoned[0], "10.0.0.1").await;
+    assert_eq!(
+        replayed.0, 200,
+        "the first abandoned rotation is remembered"
+    );
+    assert_eq!(idp.calls_for(&abandoned[0]), 1);
+    // Once they ended, the address may start exchanges again.
+    assert_eq!(refresh_from(&gate, &idp.mint(), "10.0.0.1").await.0, 200);
+}
