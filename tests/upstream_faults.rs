@@ -232,3 +232,42 @@ async fn a_101_is_an_error_that_holds_no_claim() {
     );
     assert_eq!(idp.calls_for(&t), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_kind_of_misbehaviour_leaves_a_claim_held_or_a_slot_taken() {
+    let idp = FaultIdp::start().await;
+    let mut options = GateOptions::new(idp.url());
+    options.request_timeout = "2s";
+    options.exchange_timeout = "5s";
+    options.max_in_flight = 2;
+    let gate = GateProcess::start(&options).await;
+    let faults = [
+        Fault::ResetBeforeHeaders,
+        Fault::ResetMidBody,
+        Fault::SwitchingProtocols,
+        Fault::NotJson,
+        Fault::NoAccessToken,
+        Fault::Oversize,
+        Fault::Unavailable,
+        Fault::EarlyHints,
+        Fault::ManyInformational,
+    ];
+    for (n, fault) in faults.iter().enumerate() {
+        let t = token(100 + n, *fault);
+        let busy = "too many refresh exchanges in flight";
+        let (_, body) = refresh(&gate, &t, "k").await;
+        assert!(!body.contains(busy), "{fault:?}: {body}");
+        // Whatever happened, the token is not wedged: it is decided at once.
+        let started = std::time::Instant::now();
+        let (again, body) = refresh(&gate, &t, "k").await;
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{fault:?}: the claim was held ({again})"
+        );
+        assert!(!body.contains(busy), "{fault:?}: {body}");
+    }
+    // Both in-flight slots are free: two exchanges at once are claimed, not refused.
+    let (a, b) = (token(200, Fault::Slow), token(201, Fault::Slow));
+    let (first, second) = tokio::join!(refresh(&gate, &a, "k"), refresh(&gate, &b, "k"));
+    assert_eq!((first.0, second.0), (200, 200), "{first:?} {second:?}");
+}
