@@ -29,7 +29,12 @@ pub const REFRESH_FORWARDED_UNGUARDED: &str = "RefreshForwardedUnguarded";
 /// A token-path request refused because the gate could not be certain it is not a refresh
 /// grant, or because it is a malformed one.
 pub const TOKEN_REQUEST_REFUSED: &str = "TokenRequestRefused";
-/// Audit lines per source address per second for [`TOKEN_REQUEST_REFUSED`].
+/// A refresh grant refused with 503 because its address had `max_detached_per_source`
+/// exchanges running whose clients left.
+pub const DETACHED_LIMIT_REACHED: &str = "RefreshDetachedLimitReached";
+
+/// Audit lines per source address per second for [`TOKEN_REQUEST_REFUSED`] and
+/// [`DETACHED_LIMIT_REACHED`].
 pub const REFUSALS_PER_SOURCE_PER_SECOND: u32 = 5;
 
 /// What every audit event says about the request that caused it.
@@ -259,6 +264,38 @@ pub fn token_request_refused(
         request.token_url,
         refusal.reason(),
         request.client_ip
+    );
+}
+
+/// A refresh grant refused by `max_detached_per_source`: counted always (outcome
+/// `upstream_error` and its own counter), the line written while the source is under its
+/// per-second cap.
+pub fn detached_limit_reached(
+    metrics: &Metrics,
+    cap: &crate::source_cap::SourceCap,
+    request: &RequestFacts<'_>,
+    now: UnixMillis,
+) {
+    metrics.detached_limit_refused();
+    metrics.refresh_outcome(RefreshOutcome::UpstreamError);
+    if !cap.allow(request.client_ip, now) {
+        metrics.audit_suppressed(DETACHED_LIMIT_REACHED);
+        return;
+    }
+    tracing::warn!(
+        target: TARGET,
+        schema_version = SCHEMA_VERSION,
+        ts = %timestamp(now),
+        event = DETACHED_LIMIT_REACHED,
+        request_id = request.request_id,
+        token_url = request.token_url,
+        token = %request.token,
+        client_id = request.client_id,
+        client_ip = %request.client_ip,
+        "[{DETACHED_LIMIT_REACHED}] - {} - too many exchanges from this address whose clients left; refresh refused with 503 [{}] - [{}]",
+        request.token_url,
+        request.client_ip,
+        request.token
     );
 }
 

@@ -269,6 +269,7 @@ impl Metrics {
             token_refused.with_label_values(&[refusal.reason()]);
         }
         audit_suppressed.with_label_values(&[crate::audit::TOKEN_REQUEST_REFUSED]);
+        audit_suppressed.with_label_values(&[crate::audit::DETACHED_LIMIT_REACHED]);
         for kind in [UpstreamKind::Refresh, UpstreamKind::Passthrough] {
             upstream_duration.with_label_values(&[kind.label()]);
         }

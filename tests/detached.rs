@@ -65,13 +65,12 @@ async fn one_address_cannot_hold_the_slots_with_exchanges_it_abandoned() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The attacker's next exchange is refused; another address refreshes normally.
+    let refusals = "refresh_gate_detached_limit_refusals_total";
+    let before = gate.metric(refusals).await.unwrap();
     let (status, retry_after) = refresh_from(&gate, &idp.mint(), "10.0.0.1").await;
     assert_eq!((status, retry_after.as_deref()), (503, Some("1")));
-    assert_eq!(
-        gate.metric("refresh_gate_detached_limit_refusals_total")
-            .await,
-        Some(1.0)
-    );
+    assert_eq!(gate.metric(refusals).await, Some(before + 1.0));
+    gate.wait_for_log("RefreshDetachedLimitReached").await;
     let (status, _) = refresh_from(&gate, &idp.mint(), "10.0.0.2").await;
     assert_eq!(status, 200, "another address is not affected");
 

@@ -59,6 +59,7 @@ pub struct RefreshGate {
     revoked_at_idp: moka::sync::Cache<TokenFingerprint, ()>,
     warned_clients: moka::sync::Cache<Box<str>, ()>,
     detached: Arc<DetachedExchanges>,
+    audit_cap: crate::source_cap::SourceCap,
 }
 
 impl std::fmt::Debug for RefreshGate {
@@ -150,6 +151,10 @@ impl RefreshGate {
                 .build(),
             warned_clients: moka::sync::Cache::new(10_000),
             detached: DetachedExchanges::new(DEFAULT_MAX_DETACHED_PER_SOURCE),
+            audit_cap: crate::source_cap::SourceCap::new(
+                audit::REFUSALS_PER_SOURCE_PER_SECOND,
+                4096,
+            ),
         }
     }
 
@@ -233,8 +238,12 @@ impl RefreshGate {
                         ExchangeOutcome::Released(Released::Unreachable),
                     )
                     .await;
-                    self.metrics.detached_limit_refused();
-                    self.metrics.refresh_outcome(RefreshOutcome::UpstreamError);
+                    audit::detached_limit_reached(
+                        &self.metrics,
+                        &self.audit_cap,
+                        &request.audit_facts(),
+                        self.clock.now(),
+                    );
                     let reply = GateReply::SourceBusy.to_answer();
                     write_answer(session, &reply, Freshness::FreshDate).await
                 }
