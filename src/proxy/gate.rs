@@ -72,16 +72,20 @@ fn generate_request_id() -> String {
     hex::encode(bytes)
 }
 
-/// The token endpoint URL a client used, for audit events (no query; Host as sent).
-fn token_url(header: &RequestHeader, proto: &str) -> String {
-    let host = header
+/// The `Host` as sent, when it is printable ASCII (for logs), else `-`.
+fn printable_host(header: &RequestHeader) -> &str {
+    header
         .headers
         .get("host")
         .and_then(|h| h.to_str().ok())
         .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
-        .unwrap_or("-");
+        .unwrap_or("-")
+}
+
+/// The token endpoint URL a client used, for audit events (no query, no `;` parameters).
+fn token_url(header: &RequestHeader, proto: &str) -> String {
     let path = crate::path::without_parameters(header.uri.path());
-    format!("{proto}://{host}{path}")
+    format!("{proto}://{}{path}", printable_host(header))
 }
 
 /// Why a token-path body could not be read.
@@ -497,16 +501,11 @@ impl ProxyHttp for Gate {
     /// query (it may carry a `code` or a token under any name).
     fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
         let header = session.req_header();
-        let host = header
-            .headers
-            .get("host")
-            .and_then(|h| h.to_str().ok())
-            .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
-            .unwrap_or("-");
         format!(
-            "{} {}, Host: {host}, request id {}",
+            "{} {}, Host: {}, request id {}",
             header.method,
             crate::path::without_parameters(header.uri.path()),
+            printable_host(header),
             ctx.request_id
         )
     }
