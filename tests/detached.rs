@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Send a refresh grant from `source` (through the trusted-proxy header) and close the
 /// socket at once.
@@ -93,4 +93,43 @@ async fn one_address_cannot_hold_the_slots_with_exchanges_it_abandoned() {
     assert_eq!(idp.calls_for(&abandoned[0]), 1);
     // Once they ended, the address may start exchanges again.
     assert_eq!(refresh_from(&gate, &idp.mint(), "10.0.0.1").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_that_wait_or_half_close_are_answered_and_never_counted_as_gone() {
+    let idp = FakeIdp::start().await;
+    idp.set_latency(Duration::from_millis(600));
+    let mut options = GateOptions::new(idp.url());
+    options.request_timeout = "300ms";
+    options.max_replay_delay = "100ms";
+    options.exchange_timeout = "5s";
+    let gate = GateProcess::start(&options).await;
+    // A client that waits its whole request_timeout is answered (504), not detached.
+    let (status, _) = refresh_from(&gate, &idp.mint(), "127.0.0.1").await;
+    assert_eq!(status, 504);
+    assert_eq!(
+        gate.metric("refresh_gate_detached_exchanges").await,
+        Some(0.0)
+    );
+
+    // A client that half-closes after its request still reads its answer.
+    idp.set_latency(Duration::from_millis(100));
+    let token = idp.mint();
+    let body = refresh_body(&token);
+    let request = format!(
+        "POST /token HTTP/1.1\r\nHost: idp\r\nContent-Type: application/x-www-form-urlencoded\r\nAuthorization: {}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        basic("k", "secret"),
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("access_token"), "{answer}");
 }

@@ -455,5 +455,5 @@ async fn a_waiter_learns_who_claimed_the_exchange() {
     let Presented::Wait(waiter) = store.present(&fp, &second, &policy, NOW).await.unwrap() else {
         panic!("not waiting")
     };
-    assert_eq!(waiter.claimant, claimant);
+    assert_eq!(waiter.claimant, Some(claimant));
 }

@@ -519,6 +519,26 @@ async fn a_waiter_on_another_replica_learns_who_claimed_the_exchange() {
     let Presented::Wait(waiter) = present(&stores[1], &fp, &policy).await else {
         panic!("not waiting")
     };
-    assert_eq!(waiter.claimant, claimant);
-    assert_ne!(waiter.claimant, client());
+    assert_eq!(waiter.claimant, Some(claimant));
+    assert_ne!(waiter.claimant, Some(client()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_written_by_an_older_replica_still_makes_its_presenters_wait() {
+    let redis = RedisServer::start();
+    let stores = replicas(&redis, 2);
+    let (_, fp) = fingerprint("rt-old-claim");
+    let policy = Policy::default();
+    assert!(matches!(
+        present(&stores[0], &fp, &policy).await,
+        Presented::Claimed { .. }
+    ));
+    // An older replica's claim has no claimant field.
+    let claim = format!("rg:{{{}}}:claim", fp.to_hex());
+    let removed: i64 = redis.command(&["HDEL", &claim, "client"]);
+    assert_eq!(removed, 1, "the claim names its claimant");
+    let Presented::Wait(waiter) = present(&stores[1], &fp, &policy).await else {
+        panic!("not waiting: the in-flight token must never be exchanged twice")
+    };
+    assert_eq!(waiter.claimant, None, "an unknown claimant owns nothing");
 }

@@ -254,7 +254,7 @@ impl RefreshGate {
                     // that authenticated as the claimant did; another presents on its own,
                     // so a wrong secret in front of it cannot spoil its refresh. A rotation
                     // is decided by the policy (`client_mismatch`).
-                    let owner = waiter.claimant == request.client;
+                    let owner = waiter.claimant.as_ref() == Some(&request.client);
                     let outcome = match tokio::time::timeout_at(deadline, waiter.outcome).await {
                         Ok(Ok(None)) => continue,
                         Ok(Ok(Some(ExchangeOutcome::Released(_)))) if !owner => continue,
@@ -397,16 +397,20 @@ impl RefreshGate {
         // runs, so a client that closes would otherwise be noticed only at the timeout.
         let answer = tokio::select! {
             answer = &mut wait => answer,
-            closed = session.read_body_or_idle(true) => match closed {
-                Err(_) => {
-                    drop(waiting);
-                    return Err(pingora::Error::new_down(pingora::ErrorType::ConnectionClosed));
+            closed = session.read_body_or_idle(true) => {
+                if closed.is_err() {
+                    // Closed, or only half-closed (a client may still read the answer):
+                    // the exchange counts as detached from now on, and the answer is still
+                    // written if it comes in time.
+                    waiting.detach();
                 }
-                // Bytes of a pipelined request: nothing to watch any more.
-                Ok(_) => wait.await,
-            },
+                // Otherwise: bytes of a pipelined request; nothing to watch any more.
+                wait.await
+            }
         };
-        waiting.answered = matches!(answer, Ok(Ok(_)));
+        // A client that waited its whole `request_timeout` was answered (504): it is not
+        // counted as detached; only a client that left before is.
+        waiting.answered = true;
         drop(waiting);
         match answer {
             Ok(Ok(FirstAnswer::Upstream { answer, success })) => {
@@ -646,21 +650,29 @@ fn first_use(record: &TokenRecord) -> FirstUse<'_> {
     }
 }
 
-/// The first client's wait for its exchange's answer: dropped without the answer, the
-/// exchange is detached.
+/// The first client's wait for its exchange's answer: if the client closes its connection
+/// (or the request is dropped) before the answer, the exchange is detached.
 struct ClientWait {
     life: Arc<ExchangeLife>,
     gate: Arc<RefreshGate>,
     answered: bool,
 }
 
+impl ClientWait {
+    /// The client left: the exchange runs on detached.
+    fn detach(&self) {
+        self.life.detach();
+        self.gate
+            .metrics
+            .detached_exchanges(self.gate.detached.total());
+    }
+}
+
 impl Drop for ClientWait {
     fn drop(&mut self) {
+        // Dropped without an answer: Pingora dropped this request (the client is gone).
         if !self.answered {
-            self.life.detach();
-            self.gate
-                .metrics
-                .detached_exchanges(self.gate.detached.total());
+            self.detach();
         }
     }
 }

@@ -155,7 +155,7 @@ impl TokenStore for MemoryStore {
             });
             return Ok(Presented::Wait(Waiter {
                 slot: entry.waiters,
-                claimant: entry.claimant.clone(),
+                claimant: Some(entry.claimant.clone()),
                 outcome,
             }));
         }

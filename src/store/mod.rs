@@ -136,9 +136,10 @@ pub type WaitOutcome =
 pub struct Waiter {
     /// Arrival order among this exchange's waiters (1 for the first).
     pub slot: u32,
-    /// Who claimed the exchange: only a presenter with the same client identity may be
-    /// handed an outcome that rotated nothing (DESIGN.md, "every answer to its owner").
-    pub claimant: ClientIdentity,
+    /// Who claimed the exchange (`None` when the store does not know, e.g. a claim written
+    /// by an older replica): only a presenter with the same client identity may be handed
+    /// an outcome that rotated nothing (DESIGN.md, "every answer to its owner").
+    pub claimant: Option<ClientIdentity>,
     /// Resolves to the exchange's outcome; `Ok(None)` if the exchange vanished without one
     /// (present again); an error if the store failed meanwhile (the outcome is unknown).
     pub outcome: WaitOutcome,
@@ -148,7 +149,7 @@ impl std::fmt::Debug for Waiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Waiter")
             .field("slot", &self.slot)
-            .field("claimant", &self.claimant.client_id)
+            .field("claimant", &self.claimant.as_ref().map(|c| &c.client_id))
             .finish()
     }
 }

@@ -284,7 +284,7 @@ enum Found {
     InFlight {
         id: u64,
         slot: u32,
-        claimant: ClientIdentity,
+        claimant: Option<ClientIdentity>,
     },
     Revoked,
     Full,

@@ -145,11 +145,12 @@ impl Inner {
                     .and_then(parse_claim_id)
                     .ok_or_else(|| malformed("claim id"))?;
                 let slot = parts.get(2).and_then(number).unwrap_or(1);
+                // A claim written by an older replica names no claimant: its waiters are
+                // then owners of nothing but a rotation (decided by the policy).
                 let claimant = parts
                     .get(4)
                     .and_then(text)
-                    .and_then(super::record::decode_identity)
-                    .ok_or_else(|| malformed("claimant"))?;
+                    .and_then(super::record::decode_identity);
                 Found::InFlight {
                     id,
                     slot: u32::try_from(slot).unwrap_or(u32::MAX),
