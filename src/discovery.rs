@@ -39,15 +39,6 @@ struct Aliases {
     token_endpoint: Option<String>,
 }
 
-/// The path of a URL (`https://host:port/a/b?q` → `/a/b`).
-fn url_path(url: &str) -> &str {
-    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
-    match after_scheme.find('/') {
-        Some(i) => &after_scheme[i..],
-        None => "/",
-    }
-}
-
 /// Judge a discovery document against the normalised token paths.
 pub fn judge(document: &[u8], token_paths: &[String]) -> DiscoveryVerdict {
     let Ok(doc) = serde_json::from_slice::<Document>(document) else {
@@ -60,7 +51,7 @@ pub fn judge(document: &[u8], token_paths: &[String]) -> DiscoveryVerdict {
     };
     let alias = doc.mtls_endpoint_aliases.and_then(|a| a.token_endpoint);
     for endpoint in std::iter::once(endpoint).chain(alias) {
-        let path = url_path(&endpoint);
+        let path = crate::path::url_path(&endpoint);
         if crate::path::match_token_path(path, token_paths) != crate::path::PathMatch::Token {
             return DiscoveryVerdict::Mismatch {
                 token_endpoint_path: path.split(['?', '#']).next().unwrap_or(path).to_owned(),

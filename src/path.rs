@@ -30,6 +30,51 @@ pub fn normalize(target: &str) -> Option<String> {
     Some(format!("/{}", segments.join("/")))
 }
 
+/// The path of a URL (`https://host:port/a/b?q` → `/a/b`).
+pub fn url_path(url: &str) -> &str {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    match after_scheme.find('/') {
+        Some(i) => &after_scheme[i..],
+        None => "/",
+    }
+}
+
+/// Headers by which some frameworks route a request to another path than its target (IIS
+/// and Symfony honour `X-Original-URL` and `X-Rewrite-URL`).
+pub const PATH_OVERRIDES: [&str; 4] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-override-url",
+];
+
+/// Match a request against the token paths by its target, or else by the value of a
+/// path-override header (a path or a URL), so a grant sent to another path cannot reach
+/// the token endpoint untouched.
+pub fn match_request<'v>(
+    target: &str,
+    overrides: impl IntoIterator<Item = &'v [u8]>,
+    token_paths: &[String],
+) -> PathMatch {
+    let by_target = match_token_path(target, token_paths);
+    if by_target != PathMatch::Other {
+        return by_target;
+    }
+    overrides
+        .into_iter()
+        .map(|value| {
+            let value = String::from_utf8_lossy(value);
+            let path = if value.contains("://") {
+                url_path(&value)
+            } else {
+                &value
+            };
+            match_token_path(path, token_paths)
+        })
+        .find(|m| *m != PathMatch::Other)
+        .unwrap_or(PathMatch::Other)
+}
+
 /// Normalise each configured token path once, at start-up, the same way.
 pub fn normalize_all(paths: &[String]) -> Vec<String> {
     paths.iter().filter_map(|p| normalize(p)).collect()
@@ -237,6 +282,22 @@ mod tests {
             "/a/token"
         );
         assert_eq!(super::without_parameters("/token"), "/token");
+    }
+
+    #[test]
+    fn a_path_override_naming_the_token_path_is_a_token_path() {
+        let paths = vec!["/token".to_owned()];
+        let matched =
+            |values: &[&[u8]]| super::match_request("/other", values.iter().copied(), &paths);
+        assert_eq!(matched(&[b"/token"]), PathMatch::Token);
+        assert_eq!(
+            matched(&[b"/x", b"https://idp/TOKEN?a=1"]),
+            PathMatch::Token
+        );
+        assert_eq!(matched(&[b"/a%2Ftoken"]), PathMatch::Other);
+        assert_eq!(matched(&[b"/x%2F..%2Ftoken"]), PathMatch::Ambiguous);
+        assert_eq!(matched(&[b"/userinfo"]), PathMatch::Other);
+        assert_eq!(matched(&[]), PathMatch::Other);
     }
 
     #[test]

@@ -480,33 +480,17 @@ fn split_raw(raw: &[u8]) -> (String, String, Headers, &[u8]) {
 
 /// The gate's classifier on a generated request, as the proxy calls it.
 fn classify_raw(raw: &[u8]) -> Option<String> {
-    use refresh_gate::grant::{classify, Classification, GrantRules, TokenPathRequest};
+    use refresh_gate::grant::{classify, Classification, GrantRules, TokenHeaders};
     let (method, target, headers, body) = split_raw(raw);
-    let all = |name: &str| -> Vec<&[u8]> {
+    let headers = TokenHeaders::collect(|name| {
         headers
             .iter()
             .filter(|(n, _)| n == name)
             .map(|(_, v)| v.as_slice())
             .collect()
-    };
-    let (content_type, authorization, content_encoding, transfer_encoding, connection) = (
-        all("content-type"),
-        all("authorization"),
-        all("content-encoding"),
-        all("transfer-encoding"),
-        all("connection"),
-    );
-    let request = TokenPathRequest {
-        method: &method,
-        query: target.split_once('?').map(|(_, q)| q),
-        content_type: &content_type,
-        authorization: &authorization,
-        content_encoding: &content_encoding,
-        transfer_encoding: &transfer_encoding,
-        connection: &connection,
-        upgrade: false,
-        body,
-    };
+    });
+    let query = target.split_once('?').map(|(_, q)| q);
+    let request = headers.request(&method, query, false, body);
     match classify(&request, &GrantRules::default()) {
         Classification::Refresh(grant) => {
             Some(String::from_utf8_lossy(grant.token.expose()).into_owned())

@@ -229,6 +229,18 @@ async fn fail_closed_answers_503_while_redis_is_down_and_recovers_by_itself() {
             >= 1.0
     );
     assert_eq!(gate.metric("refresh_gate_store_up").await, Some(0.0));
+    // A forwarded grant whose token-like values cannot be checked is not forwarded either.
+    let exchange = client()
+        .post(gate.url("/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token={before}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(exchange.status().as_u16(), 503);
+    assert_eq!(idp.calls().len(), 1, "only the refresh before the outage");
     assert_eq!(
         gate.metric("refresh_gate_refresh_requests_total{outcome=\"upstream_error\"}")
             .await,

@@ -44,6 +44,52 @@ pub struct TokenPathRequest<'a> {
     pub body: &'a [u8],
 }
 
+/// The header values classification reads, gathered once from any header map (the proxy's,
+/// or a test's), so every caller builds [`TokenPathRequest`] the same way.
+#[derive(Debug, Default)]
+pub struct TokenHeaders<'a> {
+    content_type: Vec<&'a [u8]>,
+    authorization: Vec<&'a [u8]>,
+    content_encoding: Vec<&'a [u8]>,
+    transfer_encoding: Vec<&'a [u8]>,
+    connection: Vec<&'a [u8]>,
+}
+
+impl<'a> TokenHeaders<'a> {
+    /// Gather every value of each header classification reads; `all(name)` returns the
+    /// values of one (lower-case) header name in order.
+    pub fn collect(mut all: impl FnMut(&str) -> Vec<&'a [u8]>) -> Self {
+        TokenHeaders {
+            content_type: all("content-type"),
+            authorization: all("authorization"),
+            content_encoding: all("content-encoding"),
+            transfer_encoding: all("transfer-encoding"),
+            connection: all("connection"),
+        }
+    }
+
+    /// The request to classify, with these headers.
+    pub fn request<'r>(
+        &'r self,
+        method: &'r str,
+        query: Option<&'r str>,
+        upgrade: bool,
+        body: &'r [u8],
+    ) -> TokenPathRequest<'r> {
+        TokenPathRequest {
+            method,
+            query,
+            content_type: &self.content_type,
+            authorization: &self.authorization,
+            content_encoding: &self.content_encoding,
+            transfer_encoding: &self.transfer_encoding,
+            connection: &self.connection,
+            upgrade,
+            body,
+        }
+    }
+}
+
 /// What the configuration lets through untouched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantRules {

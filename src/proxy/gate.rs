@@ -6,10 +6,11 @@ use super::upstream::UpstreamPeers;
 use super::write::{add_forwarded, strip_hop_by_hop, write_answer, Freshness};
 use crate::audit::{self, RefusedRequest};
 use crate::client_ip;
+use crate::config::OnStoreError;
 use crate::config::MAX_TOKEN_BODY_BYTES;
-use crate::grant::{self, Classification, Forwarded, GrantRules, Refusal, TokenPathRequest};
+use crate::grant::{self, Classification, Forwarded, GrantRules, Refusal, TokenHeaders};
 use crate::metrics::{Metrics, Route, UpstreamKind};
-use crate::path::{match_token_path, PathMatch};
+use crate::path::{match_request, PathMatch, PATH_OVERRIDES};
 use crate::respond::GateReply;
 use crate::source_cap::SourceCap;
 use async_trait::async_trait;
@@ -33,14 +34,6 @@ pub struct Gate {
     rules: GrantRules,
     audit_cap: SourceCap,
 }
-
-/// Headers by which some frameworks route a request to another path than its target.
-const PATH_OVERRIDES: [&str; 4] = [
-    "x-original-url",
-    "x-rewrite-url",
-    "x-original-uri",
-    "x-override-url",
-];
 
 /// Distinct source addresses whose refusals are audited in one second (the rest share one
 /// budget).
@@ -220,30 +213,6 @@ impl Gate {
         }
     }
 
-    /// Whether a request is for a token path: by its target, or by a path-override header
-    /// some IdP framework routes by (IIS and Symfony honour `X-Original-URL` and
-    /// `X-Rewrite-URL`), so a grant sent to another path cannot reach the token endpoint
-    /// untouched.
-    fn token_path_of(&self, header: &RequestHeader) -> PathMatch {
-        let by_target = match_token_path(header.uri.path(), &self.token_paths);
-        if by_target != PathMatch::Other {
-            return by_target;
-        }
-        PATH_OVERRIDES
-            .iter()
-            .flat_map(|name| header.headers.get_all(*name))
-            .map(|value| {
-                let value = String::from_utf8_lossy(value.as_bytes());
-                let path = match value.split_once("://") {
-                    Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]).to_owned(),
-                    None => value.into_owned(),
-                };
-                match_token_path(&path, &self.token_paths)
-            })
-            .find(|m| *m != PathMatch::Other)
-            .unwrap_or(PathMatch::Other)
-    }
-
     /// Refuse a token-path request: count it, audit it (capped per source), answer RFC 6749
     /// JSON. Never forwarded.
     async fn refuse(
@@ -302,38 +271,19 @@ impl Gate {
             }
         };
         let header = session.req_header();
-        let all = |name: &str| -> Vec<&[u8]> {
+        let headers = TokenHeaders::collect(|name| {
             header
                 .headers
                 .get_all(name)
                 .iter()
                 .map(|v| v.as_bytes())
                 .collect()
-        };
-        let (content_type, authorization, content_encoding, transfer_encoding, connection) = (
-            all("content-type"),
-            all("authorization"),
-            all("content-encoding"),
-            all("transfer-encoding"),
-            all("connection"),
-        );
+        });
         let upgrade = header.headers.contains_key("upgrade")
             || header.headers.contains_key("http2-settings")
             || session.is_upgrade_req();
-        let classification = grant::classify(
-            &TokenPathRequest {
-                method: header.method.as_str(),
-                query: header.uri.query(),
-                content_type: &content_type,
-                authorization: &authorization,
-                content_encoding: &content_encoding,
-                transfer_encoding: &transfer_encoding,
-                connection: &connection,
-                upgrade,
-                body: &body,
-            },
-            &self.rules,
-        );
+        let request = headers.request(header.method.as_str(), header.uri.query(), upgrade, &body);
+        let classification = grant::classify(&request, &self.rules);
         match classification {
             Classification::Forward(forwarded) => {
                 self.forward_checked(session, ctx, forwarded).await
@@ -371,8 +321,13 @@ impl Gate {
                 Ok(false) => {}
                 Ok(true) => return self.refuse(session, ctx, Refusal::SpentToken).await,
                 Err(error) => {
-                    // Defence in depth only: the IdP still decides the grant itself.
                     tracing::warn!(%error, "could not check a forwarded grant against the tombstones");
+                    // As for refresh grants: fail-closed answers 503; fail-open forwards,
+                    // and the IdP decides the grant itself.
+                    if self.refresh.on_store_error == OnStoreError::FailClosed {
+                        self.refresh.store_unavailable(session).await?;
+                        return Ok(true);
+                    }
                     break;
                 }
             }
@@ -414,7 +369,12 @@ impl ProxyHttp for Gate {
                 id
             }
         };
-        match self.token_path_of(session.req_header()) {
+        let header = session.req_header();
+        let overrides = PATH_OVERRIDES
+            .iter()
+            .flat_map(|name| header.headers.get_all(*name))
+            .map(|value| value.as_bytes());
+        match match_request(header.uri.path(), overrides, &self.token_paths) {
             PathMatch::Other => Ok(false),
             PathMatch::Ambiguous => {
                 ctx.route = Route::Token;

@@ -301,7 +301,7 @@ impl RefreshGate {
     }
 
     /// `503 temporarily_unavailable`: the store cannot decide this grant.
-    async fn store_unavailable(&self, session: &mut Session) -> pingora::Result<()> {
+    pub(super) async fn store_unavailable(&self, session: &mut Session) -> pingora::Result<()> {
         self.metrics.refresh_outcome(RefreshOutcome::Refused);
         self.metrics.refused(RefusalReason::StoreUnavailable);
         let reply = GateReply::StoreUnavailable.to_answer();
