@@ -19,6 +19,20 @@ async fn post_form(gate: &GateProcess, path: &str, body: String) -> (u16, String
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
+/// A gate with grace 0 (plus `upstream_extra`) and a token rotated through it: the IdP, the
+/// gate, the spent token and the IdP's call count so far.
+async fn spent_token(upstream_extra: &str) -> (FakeIdp, GateProcess, String, usize) {
+    let idp = FakeIdp::start().await;
+    let mut options = GateOptions::new(idp.url());
+    options.grace_period = "0s";
+    options.upstream_extra = upstream_extra.to_owned();
+    let gate = GateProcess::start(&options).await;
+    let spent = idp.mint();
+    assert_eq!(refresh(&gate, &spent, "k").await.0, 200);
+    let calls = idp.calls().len();
+    (idp, gate, spent, calls)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn refusals_are_counted_and_audited_without_the_token() {
     let idp = FakeIdp::start().await;
@@ -126,13 +140,7 @@ async fn a_flood_of_refusals_writes_a_capped_number_of_audit_lines() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_spent_refresh_token_inside_a_token_exchange_is_refused() {
-    let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.grace_period = "0s";
-    let gate = GateProcess::start(&options).await;
-    let spent = idp.mint();
-    assert_eq!(refresh(&gate, &spent, "k").await.0, 200);
-    let calls = idp.calls().len();
+    let (idp, gate, spent, calls) = spent_token("").await;
     let exchange = |subject: &str| {
         format!(
             "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token={subject}&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Arefresh_token"
@@ -158,13 +166,7 @@ async fn a_spent_refresh_token_inside_a_token_exchange_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_router_reading_of_the_token_path_is_guarded() {
-    let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.grace_period = "0s";
-    let gate = GateProcess::start(&options).await;
-    let spent = idp.mint();
-    assert_eq!(refresh(&gate, &spent, "k").await.0, 200);
-    let calls = idp.calls().len();
+    let (idp, gate, spent, calls) = spent_token("").await;
     for path in [
         "/TOKEN",
         "/Token/",
@@ -222,13 +224,7 @@ async fn forward_grant_types_decides_which_other_grants_pass() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn padding_cannot_push_a_spent_token_past_the_check() {
-    let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.grace_period = "0s";
-    let gate = GateProcess::start(&options).await;
-    let spent = idp.mint();
-    assert_eq!(refresh(&gate, &spent, "k").await.0, 200);
-    let calls = idp.calls().len();
+    let (idp, gate, spent, calls) = spent_token("").await;
     let mut body =
         "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange".to_owned();
     for n in 0..12 {
@@ -251,14 +247,7 @@ fn base64_respelling(token: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_base64_tokens_every_spelling_of_a_spent_token_is_the_spent_token() {
-    let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.grace_period = "0s";
-    options.upstream_extra = "token_encoding = \"base64\"".to_owned();
-    let gate = GateProcess::start(&options).await;
-    let spent = idp.mint();
-    assert_eq!(refresh(&gate, &spent, "k").await.0, 200);
-    let calls = idp.calls().len();
+    let (idp, gate, spent, calls) = spent_token("token_encoding = \"base64\"").await;
     let (status, body) = refresh(&gate, &base64_respelling(&spent), "k").await;
     assert_eq!(
         (status, oauth_error(&body).as_str()),
@@ -271,13 +260,7 @@ async fn with_base64_tokens_every_spelling_of_a_spent_token_is_the_spent_token()
     );
 
     // Opaque tokens (the default): another spelling is another token, for the IdP to judge.
-    let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.grace_period = "0s";
-    let gate = GateProcess::start(&options).await;
-    let spent = idp.mint();
-    assert_eq!(refresh(&gate, &spent, "k").await.0, 200);
-    let calls = idp.calls().len();
+    let (idp, gate, spent, calls) = spent_token("").await;
     refresh(&gate, &base64_respelling(&spent), "k").await;
     assert_eq!(idp.calls().len(), calls + 1);
 }
