@@ -296,12 +296,52 @@ fn check_readings(body: &[u8], fields: &[(String, String)]) -> Result<(), Refusa
     }
 }
 
-fn values<'f>(fields: &'f [(String, String)], name: &str) -> Vec<&'f str> {
-    fields
-        .iter()
-        .filter(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .collect()
+/// One parameter as classification needs it: its first value and how often it came.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen<'f> {
+    first: Option<&'f str>,
+    count: usize,
+}
+
+impl<'f> Seen<'f> {
+    fn add(&mut self, value: &'f str) {
+        self.first.get_or_insert(value);
+        self.count += 1;
+    }
+
+    fn repeated(&self) -> bool {
+        self.count > 1
+    }
+}
+
+/// The parameters that decide a grant and its client, gathered in one pass over the form.
+#[derive(Debug, Default)]
+struct GrantParams<'f> {
+    grant_type: Seen<'f>,
+    refresh_token: Seen<'f>,
+    client_id: Seen<'f>,
+    client_secret: Seen<'f>,
+    client_assertion: Seen<'f>,
+    client_assertion_type: Seen<'f>,
+}
+
+impl<'f> GrantParams<'f> {
+    fn gather(fields: &'f [(String, String)]) -> Self {
+        let mut params = GrantParams::default();
+        for (name, value) in fields {
+            let seen = match name.as_str() {
+                GRANT_TYPE => &mut params.grant_type,
+                REFRESH_TOKEN => &mut params.refresh_token,
+                "client_id" => &mut params.client_id,
+                "client_secret" => &mut params.client_secret,
+                "client_assertion" => &mut params.client_assertion,
+                "client_assertion_type" => &mut params.client_assertion_type,
+                _ => continue,
+            };
+            seen.add(value);
+        }
+        params
+    }
 }
 
 /// A refresh token as issued: printable ASCII without spaces or `%` (what every stack
@@ -317,16 +357,15 @@ fn classify_form(
     authorization: Option<&[u8]>,
     rules: &GrantRules,
 ) -> Result<Classification, Refusal> {
-    let grant_types = values(fields, GRANT_TYPE);
-    let tokens = values(fields, REFRESH_TOKEN);
-    if grant_types.len() > 1 {
+    let params = GrantParams::gather(fields);
+    if params.grant_type.repeated() {
         return Err(Refusal::DuplicateGrantType);
     }
-    if tokens.len() > 1 {
+    if params.refresh_token.repeated() {
         return Err(Refusal::DuplicateRefreshToken);
     }
-    let grant_type = match grant_types.first() {
-        Some(g) if !g.is_empty() => *g,
+    let grant_type = match params.grant_type.first {
+        Some(g) if !g.is_empty() => g,
         _ => return Err(Refusal::MissingGrantType),
     };
     if grant_type != REFRESH_TOKEN {
@@ -336,21 +375,21 @@ fn classify_form(
         if !rules.forward_grant_types.iter().any(|g| g == grant_type) {
             return Err(Refusal::UnsupportedGrant);
         }
-        if tokens.iter().any(|t| !t.is_empty()) {
+        if params.refresh_token.first.is_some_and(|t| !t.is_empty()) {
             return Err(Refusal::TokenInOtherGrant);
         }
         return Ok(Classification::Forward(Forwarded {
             suspects: suspects(fields)?,
         }));
     }
-    let token = match tokens.first() {
-        Some(token) if !token.is_empty() => *token,
+    let token = match params.refresh_token.first {
+        Some(token) if !token.is_empty() => token,
         _ => return Err(Refusal::MissingRefreshToken),
     };
     if !plausible_token(token) {
         return Err(Refusal::TokenCharacters);
     }
-    let client = client_credentials(fields, authorization)?;
+    let client = client_credentials(&params, authorization)?;
     Ok(Classification::Refresh(RefreshGrant {
         token: RefreshToken::new(token),
         client,
@@ -375,30 +414,32 @@ fn suspects(fields: &[(String, String)]) -> Result<Vec<RefreshToken>, Refusal> {
 }
 
 fn client_credentials(
-    fields: &[(String, String)],
+    params: &GrantParams<'_>,
     authorization: Option<&[u8]>,
 ) -> Result<ClientCredentials, Refusal> {
-    let form_ids = values(fields, "client_id");
-    let form_secrets = values(fields, "client_secret");
-    let assertions = values(fields, "client_assertion");
-    let assertion_types = values(fields, "client_assertion_type");
-    if form_ids.len() > 1
-        || form_secrets.len() > 1
-        || assertions.len() > 1
-        || assertion_types.len() > 1
-    {
+    let repeated = [
+        params.client_id,
+        params.client_secret,
+        params.client_assertion,
+        params.client_assertion_type,
+    ]
+    .iter()
+    .any(Seen::repeated);
+    if repeated {
         return Err(Refusal::DuplicateClientCredentials);
     }
-    if let Some(assertion) = assertions.first() {
+    let form_id = params.client_id.first;
+    let form_secret = params.client_secret.first;
+    if let Some(assertion) = params.client_assertion.first {
         // A client assertion (private_key_jwt, client_secret_jwt) is the client's
         // authentication: it joins the identity the gate binds answers to, so a presenter
         // without the same assertion is another client. One mechanism only (RFC 6749 §2.3).
-        if authorization.is_some() || !form_secrets.is_empty() {
+        if authorization.is_some() || form_secret.is_some() {
             return Err(Refusal::ConflictingClients);
         }
-        let kind = assertion_types.first().copied().unwrap_or_default();
+        let kind = params.client_assertion_type.first.unwrap_or_default();
         return Ok(ClientCredentials {
-            client_id: form_ids.first().copied().unwrap_or_default().to_owned(),
+            client_id: form_id.unwrap_or_default().to_owned(),
             secret: Some(ClientSecret::new(format!(
                 "\0client_assertion\0{kind}\0{assertion}"
             ))),
@@ -412,10 +453,10 @@ fn client_credentials(
         },
         None => None,
     };
-    let form_secret = form_secrets.first().map(|s| ClientSecret::new(*s));
+    let form_secret = form_secret.map(ClientSecret::new);
     match basic {
         Some(basic) => {
-            let id_conflict = form_ids.first().is_some_and(|id| *id != basic.client_id);
+            let id_conflict = form_id.is_some_and(|id| id != basic.client_id);
             let secret_conflict = form_secret
                 .as_ref()
                 .is_some_and(|s| Some(s) != basic.secret.as_ref());
@@ -425,7 +466,7 @@ fn client_credentials(
             Ok(basic)
         }
         None => Ok(ClientCredentials {
-            client_id: form_ids.first().copied().unwrap_or_default().to_owned(),
+            client_id: form_id.unwrap_or_default().to_owned(),
             secret: form_secret,
         }),
     }
