@@ -478,11 +478,11 @@ fn p5(
     first_use: &Path,
 ) {
     use refresh_gate::clock::UnixMillis;
-    use refresh_gate::credentials::ClientIdentity;
-    use refresh_gate::envelope::SealedAnswer;
-    use refresh_gate::fingerprint::Fingerprinter;
+    use refresh_gate::oauth::credentials::ClientIdentity;
     use refresh_gate::policy::{Policy, Presenter, Rules};
-    use refresh_gate::secret::RefreshToken;
+    use refresh_gate::seal::envelope::SealedAnswer;
+    use refresh_gate::seal::fingerprint::Fingerprinter;
+    use refresh_gate::seal::secret::RefreshToken;
     use refresh_gate::store::{
         ExchangeOutcome, MemoryStore, MemoryStoreLimits, TokenRecord, TokenStore,
     };
@@ -500,7 +500,9 @@ fn p5(
     let fingerprinter = Fingerprinter::new(&[9u8; 32]);
     let client = ClientIdentity {
         client_id: "kubernetes".into(),
-        secret: Some(fingerprinter.client_secret(&refresh_gate::secret::ClientSecret::new("s"))),
+        secret: Some(
+            fingerprinter.client_secret(&refresh_gate::seal::secret::ClientSecret::new("s")),
+        ),
     };
     let source: std::net::IpAddr = "10.20.30.40".parse().unwrap();
     let who = Presenter {
@@ -509,7 +511,7 @@ fn p5(
     };
     let answer = Arc::new(SealedAnswer::seal(
         &RefreshToken::new("x"),
-        &refresh_gate::answer::Answer {
+        &refresh_gate::http::answer::Answer {
             status: 200,
             headers: vec![],
             body: Bytes::new(),

@@ -4,14 +4,14 @@
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use refresh_gate::answer::Answer;
 use refresh_gate::clock::UnixMillis;
-use refresh_gate::credentials::ClientIdentity;
-use refresh_gate::envelope::SealedAnswer;
-use refresh_gate::fingerprint::Fingerprinter;
-use refresh_gate::grant::{self, TokenPathRequest};
+use refresh_gate::http::answer::Answer;
+use refresh_gate::oauth::credentials::ClientIdentity;
+use refresh_gate::oauth::grant::{self, TokenPathRequest};
 use refresh_gate::policy::{self, Policy, Presenter, Rotation, Rules};
-use refresh_gate::secret::RefreshToken;
+use refresh_gate::seal::envelope::SealedAnswer;
+use refresh_gate::seal::fingerprint::Fingerprinter;
+use refresh_gate::seal::secret::RefreshToken;
 use refresh_gate::store::{
     ExchangeOutcome, MemoryStore, MemoryStoreLimits, TokenRecord, TokenStore,
 };

@@ -234,11 +234,11 @@ pub struct Upstream {
     /// `token_encoding`: `"opaque"` (tokens compared as strings) or `"base64"` (the IdP
     /// decodes base64 / base64url / JWT tokens, so spellings it reads alike are one token).
     #[serde(default)]
-    pub token_encoding: crate::token_spelling::TokenEncoding,
+    pub token_encoding: crate::oauth::token_spelling::TokenEncoding,
 }
 
 fn default_forward_grant_types() -> Vec<String> {
-    crate::grant::GrantRules::default().forward_grant_types
+    crate::oauth::grant::GrantRules::default().forward_grant_types
 }
 
 impl Upstream {
@@ -246,7 +246,7 @@ impl Upstream {
     pub fn discovery_path(&self) -> String {
         match &self.discovery_path {
             Some(path) => path.clone(),
-            None => crate::discovery::default_discovery_path(
+            None => crate::health::discovery::default_discovery_path(
                 self.token_paths.first().map(String::as_str).unwrap_or("/"),
             ),
         }
@@ -590,7 +590,7 @@ impl Config {
             ));
         }
         for path in &self.upstream.token_paths {
-            if !path.starts_with('/') || crate::path::normalize(path).is_none() {
+            if !path.starts_with('/') || crate::http::path::normalize(path).is_none() {
                 return Err(invalid(
                     "upstream.token_paths",
                     format!("{path:?} is not an absolute path"),
@@ -599,7 +599,7 @@ impl Config {
         }
         for grant in &self.upstream.forward_grant_types {
             let printable = !grant.is_empty() && grant.bytes().all(|b| b.is_ascii_graphic());
-            if !printable || grant == crate::grant::names::REFRESH_TOKEN {
+            if !printable || grant == crate::oauth::grant::names::REFRESH_TOKEN {
                 return Err(invalid(
                     "upstream.forward_grant_types",
                     format!("{grant:?} is not a grant type the gate can forward"),
@@ -707,7 +707,7 @@ impl Config {
         }
         self.validate_rotation()?;
         if let Some(key) = &self.store.fingerprint_key_file {
-            crate::fingerprint::Fingerprinter::from_file(key)
+            crate::seal::fingerprint::Fingerprinter::from_file(key)
                 .map_err(|e| invalid("store.fingerprint_key_file", e.to_string()))?;
         }
         self.validate_store()
@@ -955,8 +955,8 @@ impl Config {
     }
 
     /// What the grant classifier lets through untouched.
-    pub fn grant_rules(&self) -> crate::grant::GrantRules {
-        crate::grant::GrantRules {
+    pub fn grant_rules(&self) -> crate::oauth::grant::GrantRules {
+        crate::oauth::grant::GrantRules {
             forward_grant_types: self.upstream.forward_grant_types.clone(),
         }
     }

@@ -1,32 +1,31 @@
 //! refresh-gate: one-time refresh tokens with a short grace window, in front of an
 //! OpenID Connect identity provider.
 //!
-//! The pure parts (policy, grant parsing, fingerprints, the sealed answer envelope and the
-//! store) build without Pingora; the `proxy` feature adds the Pingora glue and the binary.
+//! The layers, from the pure core outwards (`docs/DESIGN.md` has the state model):
+//! - [`clock`] and [`policy`]: the rotation rules as pure functions of (state, facts, now).
+//! - [`oauth`]: reading token requests and the IdP's token answers (RFC 6749).
+//! - [`http`]: token paths, the client's address, the gate's own answers.
+//! - [`seal`]: fingerprints, sealed answers and secret newtypes.
+//! - [`store`]: the state of each fingerprint behind one async trait (memory, Redis).
+//! - [`observe`]: the metric contract, the audit events, log redaction.
+//! - [`health`]: the discovery check and readiness.
+//! - [`config`]: the TOML file, validated into typed settings.
+//! - [`proxy`] (feature `proxy`): the Pingora request path, glue only.
+//! - [`process`] (feature `proxy`): start-up, listeners, reload, signals, logging.
+//!
+//! The pure parts build without Pingora; the `proxy` feature adds the glue and the binary.
 
-pub mod answer;
-pub mod audit;
-pub mod client_ip;
 pub mod clock;
 pub mod config;
-pub mod credentials;
-pub mod detached;
-pub mod discovery;
-pub mod envelope;
-pub mod fingerprint;
-pub mod form;
-pub mod grant;
-pub mod metrics;
-pub mod path;
+pub mod health;
+pub mod http;
+pub mod oauth;
+pub mod observe;
 pub mod policy;
-pub mod readiness;
-pub mod redact;
-pub mod respond;
-pub mod secret;
-pub mod source_cap;
+pub mod seal;
 pub mod store;
-pub mod token_response;
-pub mod token_spelling;
 
+#[cfg(feature = "proxy")]
+pub mod process;
 #[cfg(feature = "proxy")]
 pub mod proxy;

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use refresh_gate::config::Config;
-use refresh_gate::proxy::{server, telemetry};
+use refresh_gate::process::{server, telemetry};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -60,7 +60,7 @@ fn promtool_test_counters_start_at_zero_like_the_gate() {
 #[test]
 fn the_gate_metrics_pass_promtool_check_metrics() {
     let promtool = require("promtool", PROMETHEUS_HINT);
-    let text = refresh_gate::metrics::Metrics::new().render();
+    let text = refresh_gate::observe::metrics::Metrics::new().render();
     let mut child = Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -222,7 +222,7 @@ async fn a_real_prometheus_sees_replays_and_the_refused_replay_alert() {
 fn the_grafana_dashboard_queries_only_known_metrics() {
     let text = std::fs::read_to_string(conf("grafana/refresh-gate.json")).unwrap();
     let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let exported = refresh_gate::metrics::Metrics::new().render();
+    let exported = refresh_gate::observe::metrics::Metrics::new().render();
     let known: std::collections::HashSet<String> = exported
         .lines()
         .filter(|l| !l.starts_with('#'))

@@ -480,7 +480,7 @@ fn split_raw(raw: &[u8]) -> (String, String, Headers, &[u8]) {
 
 /// The gate's classifier on a generated request, as the proxy calls it.
 fn classify_raw(raw: &[u8]) -> Option<String> {
-    use refresh_gate::grant::{classify, Classification, GrantRules, TokenHeaders};
+    use refresh_gate::oauth::grant::{classify, Classification, GrantRules, TokenHeaders};
     let (method, target, headers, body) = split_raw(raw);
     let headers = TokenHeaders::collect(|name| {
         headers

@@ -320,7 +320,7 @@ fn assert_audit_intact(log: &str, gate: &GateProcess, json: bool) {
 }
 
 fn redact_mask() -> &'static str {
-    refresh_gate::redact::MASK
+    refresh_gate::observe::redact::MASK
 }
 
 /// Pingora's error line for the dead upstream is there; its request summary (the gate's own)

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use refresh_gate::metrics::RefreshOutcome;
+use refresh_gate::observe::metrics::RefreshOutcome;
 use refresh_gate::policy::RefusalReason;
 use std::sync::Arc;
 use std::time::Duration;

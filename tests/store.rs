@@ -2,13 +2,13 @@
 //! many presentations race, waiters woken with the outcome, the reuse cap never exceeded,
 //! evictions counted.
 
-use refresh_gate::answer::Answer;
 use refresh_gate::clock::UnixMillis;
-use refresh_gate::credentials::ClientIdentity;
-use refresh_gate::envelope::SealedAnswer;
-use refresh_gate::fingerprint::{Fingerprinter, TokenFingerprint};
+use refresh_gate::http::answer::Answer;
+use refresh_gate::oauth::credentials::ClientIdentity;
 use refresh_gate::policy::{OnReplay, Policy, Presenter, RefusalReason, Rules};
-use refresh_gate::secret::RefreshToken;
+use refresh_gate::seal::envelope::SealedAnswer;
+use refresh_gate::seal::fingerprint::{Fingerprinter, TokenFingerprint};
+use refresh_gate::seal::secret::RefreshToken;
 use refresh_gate::store::{
     AfterWait, ExchangeOutcome, MemoryStore, MemoryStoreLimits, Presented, Released, TokenRecord,
     TokenStore,
@@ -437,7 +437,7 @@ async fn a_waiter_learns_who_claimed_the_exchange() {
     let policy = Policy::default();
     let claimant = ClientIdentity {
         client_id: "kubernetes".into(),
-        secret: Some(refresh_gate::fingerprint::SecretFingerprint([9; 16])),
+        secret: Some(refresh_gate::seal::fingerprint::SecretFingerprint([9; 16])),
     };
     let other = client();
     let first = Presenter {

@@ -5,7 +5,7 @@
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-use refresh_gate::credentials::parse_basic;
+use refresh_gate::oauth::credentials::parse_basic;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(Some(credentials)) = parse_basic(data) {

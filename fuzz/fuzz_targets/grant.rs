@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use refresh_gate::grant::{classify, Classification, GrantRules, TokenPathRequest};
+use refresh_gate::oauth::grant::{classify, Classification, GrantRules, TokenPathRequest};
 
 fuzz_target!(|data: &[u8]| {
     // Split the input into method, query, content type, authorization and body at 0xFF.
@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
         Classification::Refresh(grant) => {
             assert_eq!(method, "POST");
             assert!(!grant.token.expose().is_empty());
-            let fields = refresh_gate::form::parse(body).expect("a refresh grant body parses");
+            let fields = refresh_gate::oauth::form::parse(body).expect("a refresh grant body parses");
             let tokens: Vec<_> = fields
                 .iter()
                 .filter(|(k, _)| k == "refresh_token")
@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
         }
         Classification::Forward(_) if method != "POST" => assert!(body.is_empty()),
         Classification::Forward(_) => {
-            let fields = refresh_gate::form::parse(body).expect("a forwarded body parses");
+            let fields = refresh_gate::oauth::form::parse(body).expect("a forwarded body parses");
             let grant: Vec<_> = fields.iter().filter(|(k, _)| k == "grant_type").collect();
             assert_eq!(grant.len(), 1);
             assert!(rules.forward_grant_types.contains(&grant[0].1));

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use refresh_gate::path::{match_token_path, normalize};
+use refresh_gate::http::path::{match_token_path, normalize};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(target) = std::str::from_utf8(data) else {

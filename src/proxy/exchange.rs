@@ -1,8 +1,8 @@
 //! One refresh exchange with the IdP, on the gate's own upstream connection: it belongs to
 //! the claim, not to the client's connection, so it completes even if the client leaves.
 
-use crate::answer::Answer;
-use crate::respond::is_hop_by_hop;
+use crate::http::answer::Answer;
+use crate::http::respond::is_hop_by_hop;
 use bytes::{Bytes, BytesMut};
 use pingora::connectors::http::v1::Connector;
 use pingora::http::RequestHeader;

@@ -4,15 +4,15 @@
 use super::refresh::{Origin, RefreshGate};
 use super::upstream::UpstreamPeers;
 use super::write::{add_forwarded, strip_hop_by_hop, write_answer, Freshness};
-use crate::audit::{self, RefusedRequest};
-use crate::client_ip;
 use crate::config::OnStoreError;
 use crate::config::MAX_TOKEN_BODY_BYTES;
-use crate::grant::{self, Classification, Forwarded, GrantRules, Refusal, TokenHeaders};
-use crate::metrics::{Metrics, Route, UpstreamKind};
-use crate::path::{match_request, PathMatch, PATH_OVERRIDES};
-use crate::respond::GateReply;
-use crate::source_cap::SourceCap;
+use crate::http::client_ip;
+use crate::http::path::{match_request, PathMatch, PATH_OVERRIDES};
+use crate::http::respond::GateReply;
+use crate::oauth::grant::{self, Classification, Forwarded, GrantRules, Refusal, TokenHeaders};
+use crate::observe::audit::{self, RefusedRequest};
+use crate::observe::metrics::{Metrics, Route, UpstreamKind};
+use crate::policy::source_cap::SourceCap;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use pingora::http::RequestHeader;
@@ -77,7 +77,7 @@ fn printable_host(header: &RequestHeader) -> &str {
 
 /// The token endpoint URL a client used, for audit events (no query, no `;` parameters).
 fn token_url(header: &RequestHeader, proto: &str) -> String {
-    let path = crate::path::without_parameters(header.uri.path());
+    let path = crate::http::path::without_parameters(header.uri.path());
     format!("{proto}://{}{path}", printable_host(header))
 }
 
@@ -100,7 +100,7 @@ impl Gate {
         Gate {
             refresh,
             peers,
-            token_paths: crate::path::normalize_all(token_paths),
+            token_paths: crate::http::path::normalize_all(token_paths),
             metrics,
             request_timeout,
             trusted_proxies: Vec::new(),
@@ -464,7 +464,7 @@ impl ProxyHttp for Gate {
         format!(
             "{} {}, Host: {}, request id {}",
             header.method,
-            crate::path::without_parameters(header.uri.path()),
+            crate::http::path::without_parameters(header.uri.path()),
             printable_host(header),
             ctx.request_id
         )

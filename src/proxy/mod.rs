@@ -1,15 +1,8 @@
-//! The Pingora glue: the `ProxyHttp` implementation, the refresh exchange, the server.
-//! Every decision is made by the pure modules; this layer only moves bytes.
+//! The request path on Pingora: the `ProxyHttp` implementation, the refresh handler, the
+//! exchange with the IdP. Every decision is made by the pure modules; this layer moves bytes.
 
-pub mod admin;
-pub mod background;
 pub mod exchange;
 pub mod gate;
 pub mod refresh;
-pub mod reload;
-pub mod server;
-pub mod signal;
-pub mod telemetry;
-pub mod tls;
 pub mod upstream;
 pub mod write;

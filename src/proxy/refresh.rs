@@ -4,23 +4,23 @@
 
 use super::exchange::{ExchangeFailure, Exchanger};
 use super::write::{exchange_request, write_answer, Freshness};
-use crate::answer::Answer;
-use crate::audit::{self, FirstUse, RequestFacts};
 use crate::clock::Clock;
 use crate::config::OnStoreError;
-use crate::credentials::{ClientCredentials, ClientIdentity};
-use crate::detached::{DetachedExchanges, ExchangeLife};
-use crate::envelope::SealedAnswer;
-use crate::fingerprint::{Fingerprinter, TokenFingerprint};
-use crate::grant::RefreshGrant;
-use crate::metrics::{Metrics, RefreshOutcome, UpstreamKind};
+use crate::http::answer::Answer;
+use crate::http::respond::{replayable, GateReply};
+use crate::oauth::credentials::{ClientCredentials, ClientIdentity};
+use crate::oauth::grant::RefreshGrant;
+use crate::oauth::token_response;
+use crate::observe::audit::{self, FirstUse, RequestFacts};
+use crate::observe::metrics::{Metrics, RefreshOutcome, UpstreamKind};
+use crate::policy::detached::{DetachedExchanges, ExchangeLife};
 use crate::policy::{Policy, Presenter, RefusalReason};
-use crate::respond::{replayable, GateReply};
-use crate::secret::RefreshToken;
+use crate::seal::envelope::SealedAnswer;
+use crate::seal::fingerprint::{Fingerprinter, TokenFingerprint};
+use crate::seal::secret::RefreshToken;
 use crate::store::{
     AfterWait, ExchangeOutcome, Presented, Refusal, Released, StoreError, TokenRecord, TokenStore,
 };
-use crate::token_response;
 use bytes::Bytes;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
@@ -59,7 +59,7 @@ pub struct RefreshGate {
     revoked_at_idp: moka::sync::Cache<TokenFingerprint, ()>,
     warned_clients: moka::sync::Cache<Box<str>, ()>,
     detached: Arc<DetachedExchanges>,
-    audit_cap: crate::source_cap::SourceCap,
+    audit_cap: crate::policy::source_cap::SourceCap,
 }
 
 impl std::fmt::Debug for RefreshGate {
@@ -151,7 +151,7 @@ impl RefreshGate {
                 .build(),
             warned_clients: moka::sync::Cache::new(10_000),
             detached: DetachedExchanges::new(DEFAULT_MAX_DETACHED_PER_SOURCE),
-            audit_cap: crate::source_cap::SourceCap::new(
+            audit_cap: crate::policy::source_cap::SourceCap::new(
                 audit::REFUSALS_PER_SOURCE_PER_SECOND,
                 4096,
             ),

@@ -1,7 +1,7 @@
 //! Writing answers to the client and shaping the request the gate sends upstream.
 
-use crate::answer::Answer;
-use crate::respond::is_hop_by_hop;
+use crate::http::answer::Answer;
+use crate::http::respond::is_hop_by_hop;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 use pingora::Result;

@@ -4,8 +4,8 @@
 //! first) at a fixed count.
 
 use crate::clock::UnixMillis;
-use crate::envelope::SealedAnswer;
-use crate::fingerprint::{FingerprintHashing, TokenFingerprint};
+use crate::seal::envelope::SealedAnswer;
+use crate::seal::fingerprint::{FingerprintHashing, TokenFingerprint};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 

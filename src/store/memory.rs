@@ -9,9 +9,9 @@ use super::{
     AfterWait, ExchangeOutcome, Presented, Refusal, StoreError, TokenRecord, TokenStore, Waiter,
 };
 use crate::clock::{Clock, SystemClock, UnixMillis};
-use crate::credentials::ClientIdentity;
-use crate::fingerprint::{FingerprintHashing, TokenFingerprint};
+use crate::oauth::credentials::ClientIdentity;
 use crate::policy::{Decision, Policy, Presenter, RefusalReason};
+use crate::seal::fingerprint::{FingerprintHashing, TokenFingerprint};
 use async_trait::async_trait;
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;

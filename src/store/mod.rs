@@ -13,10 +13,10 @@ pub use redis::{RedisStore, RedisStoreConfig};
 pub use tombstones::Tombstones;
 
 use crate::clock::UnixMillis;
-use crate::credentials::ClientIdentity;
-use crate::envelope::SealedAnswer;
-use crate::fingerprint::TokenFingerprint;
+use crate::oauth::credentials::ClientIdentity;
 use crate::policy::{self, Decision, Policy, Presenter, RefusalReason, Rotation};
+use crate::seal::envelope::SealedAnswer;
+use crate::seal::fingerprint::TokenFingerprint;
 use async_trait::async_trait;
 use std::future::Future;
 use std::net::IpAddr;

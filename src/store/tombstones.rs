@@ -5,8 +5,8 @@
 
 use super::TokenRecord;
 use crate::clock::UnixMillis;
-use crate::credentials::ClientIdentity;
-use crate::fingerprint::{FingerprintHashing, TokenFingerprint};
+use crate::oauth::credentials::ClientIdentity;
+use crate::seal::fingerprint::{FingerprintHashing, TokenFingerprint};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
@@ -320,8 +320,8 @@ fn key_of(fingerprint: &TokenFingerprint) -> Key {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fingerprint::Fingerprinter;
-    use crate::secret::RefreshToken;
+    use crate::seal::fingerprint::Fingerprinter;
+    use crate::seal::secret::RefreshToken;
 
     const NOW: UnixMillis = UnixMillis(1_800_000_000_000);
 

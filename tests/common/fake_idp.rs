@@ -281,7 +281,7 @@ fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
 }
 
 fn form_value(body: &[u8], name: &str) -> Option<String> {
-    refresh_gate::form::parse(body)
+    refresh_gate::oauth::form::parse(body)
         .ok()?
         .into_iter()
         .find(|(k, _)| k == name)

@@ -197,7 +197,7 @@ fn response(status: &str, content_type: &str, body: &str) -> String {
 
 async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
     while let Some((_head, body)) = read_request(&mut stream).await {
-        let token = refresh_gate::form::parse(&body)
+        let token = refresh_gate::oauth::form::parse(&body)
             .ok()
             .and_then(|f| {
                 f.into_iter()

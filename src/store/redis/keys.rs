@@ -2,7 +2,7 @@
 //! (`prefix{fp}:suffix`), so one token's keys live in one slot and the scripts that touch
 //! them work on Redis Cluster. Keys hold fingerprints, never tokens.
 
-use crate::fingerprint::TokenFingerprint;
+use crate::seal::fingerprint::TokenFingerprint;
 
 /// The names of every key and of the notification channel, under one prefix.
 #[derive(Debug, Clone)]

@@ -21,10 +21,10 @@ use super::{
     TokenStore, Waiter,
 };
 use crate::clock::{Clock, SystemClock, UnixMillis};
-use crate::credentials::ClientIdentity;
-use crate::envelope::SealedAnswer;
-use crate::fingerprint::{FingerprintHashing, TokenFingerprint};
+use crate::oauth::credentials::ClientIdentity;
 use crate::policy::{Policy, Presenter, RefusalReason};
+use crate::seal::envelope::SealedAnswer;
+use crate::seal::fingerprint::{FingerprintHashing, TokenFingerprint};
 use async_trait::async_trait;
 use health::Health;
 use recent::RecentCount;

@@ -9,10 +9,10 @@ use super::{
     RELEASED_TTL,
 };
 use crate::clock::UnixMillis;
-use crate::credentials::ClientIdentity;
-use crate::envelope::SealedAnswer;
-use crate::fingerprint::{FingerprintHashing, TokenFingerprint};
+use crate::oauth::credentials::ClientIdentity;
 use crate::policy::{Decision, Policy, Presenter, RefusalReason};
+use crate::seal::envelope::SealedAnswer;
+use crate::seal::fingerprint::{FingerprintHashing, TokenFingerprint};
 use crate::store::{ExchangeOutcome, Refusal, StoreError, TokenRecord};
 use redis::aio::ConnectionManager;
 use redis::{RedisResult, Value};

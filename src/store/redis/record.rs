@@ -1,8 +1,8 @@
 //! The tombstone as a Redis hash: field names and their text form, both ways.
 
 use crate::clock::UnixMillis;
-use crate::credentials::ClientIdentity;
-use crate::fingerprint::{SecretFingerprint, TokenFingerprint};
+use crate::oauth::credentials::ClientIdentity;
+use crate::seal::fingerprint::{SecretFingerprint, TokenFingerprint};
 use crate::store::TokenRecord;
 use std::collections::HashMap;
 use std::net::IpAddr;

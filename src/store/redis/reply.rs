@@ -1,8 +1,8 @@
 //! Reading the scripts' replies: RESP values into tombstones, sealed answers and outcomes.
 
 use super::record;
-use crate::envelope::SealedAnswer;
-use crate::fingerprint::TokenFingerprint;
+use crate::seal::envelope::SealedAnswer;
+use crate::seal::fingerprint::TokenFingerprint;
 use crate::store::{ExchangeOutcome, Released, StoreError, TokenRecord};
 use redis::Value;
 use std::collections::HashMap;

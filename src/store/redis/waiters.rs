@@ -2,7 +2,7 @@
 //! this replica waits for, woken by the pub/sub message that ends the exchange (or by this
 //! replica's own completion), and all woken when the connection to Redis drops.
 
-use crate::fingerprint::{FingerprintHashing, TokenFingerprint};
+use crate::seal::fingerprint::{FingerprintHashing, TokenFingerprint};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;

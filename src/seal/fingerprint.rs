@@ -1,7 +1,7 @@
 //! Keyed fingerprints: HMAC-SHA256 over the decoded token. The full MAC is the store key;
 //! a short display fingerprint, derived from it separately, is what logs and audit events show.
 
-use crate::secret::{ClientSecret, RefreshToken};
+use crate::seal::secret::{ClientSecret, RefreshToken};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -41,7 +41,7 @@ pub enum KeyError {
 #[derive(Clone)]
 pub struct Fingerprinter {
     key: Box<[u8]>,
-    encoding: crate::token_spelling::TokenEncoding,
+    encoding: crate::oauth::token_spelling::TokenEncoding,
 }
 
 impl fmt::Debug for Fingerprinter {
@@ -60,7 +60,10 @@ impl Fingerprinter {
     }
 
     /// Fingerprint tokens by how the IdP reads them (`[upstream] token_encoding`).
-    pub fn with_token_encoding(mut self, encoding: crate::token_spelling::TokenEncoding) -> Self {
+    pub fn with_token_encoding(
+        mut self,
+        encoding: crate::oauth::token_spelling::TokenEncoding,
+    ) -> Self {
         self.encoding = encoding;
         self
     }

@@ -1,7 +1,7 @@
 //! Readiness: a latch that flips to not-ready when shutdown begins, and the discovery
 //! verdict. `/readyz` answers from here.
 
-use crate::discovery::DiscoveryVerdict;
+use crate::health::discovery::DiscoveryVerdict;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 

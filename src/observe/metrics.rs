@@ -265,11 +265,11 @@ impl Metrics {
         for reason in RefusalReason::ALL {
             refused.with_label_values(&[reason.label()]);
         }
-        for refusal in crate::grant::Refusal::ALL {
+        for refusal in crate::oauth::grant::Refusal::ALL {
             token_refused.with_label_values(&[refusal.reason()]);
         }
-        audit_suppressed.with_label_values(&[crate::audit::TOKEN_REQUEST_REFUSED]);
-        audit_suppressed.with_label_values(&[crate::audit::DETACHED_LIMIT_REACHED]);
+        audit_suppressed.with_label_values(&[crate::observe::audit::TOKEN_REQUEST_REFUSED]);
+        audit_suppressed.with_label_values(&[crate::observe::audit::DETACHED_LIMIT_REACHED]);
         for kind in [UpstreamKind::Refresh, UpstreamKind::Passthrough] {
             upstream_duration.with_label_values(&[kind.label()]);
         }
@@ -326,7 +326,7 @@ impl Metrics {
     }
 
     /// Count one token-path request refused as uncertain or malformed.
-    pub fn token_request_refused(&self, refusal: crate::grant::Refusal) {
+    pub fn token_request_refused(&self, refusal: crate::oauth::grant::Refusal) {
         self.token_refused
             .with_label_values(&[refusal.reason()])
             .inc();

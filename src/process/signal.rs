@@ -2,7 +2,7 @@
 //! serving for `drain` (so Kubernetes stops routing to it), then Pingora stops accepting and
 //! waits `shutdown_grace` for requests in flight. SIGINT stops at once.
 
-use crate::readiness::Readiness;
+use crate::health::readiness::Readiness;
 use async_trait::async_trait;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 use std::sync::Arc;

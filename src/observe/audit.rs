@@ -2,9 +2,9 @@
 //! one metric increment, emitted together, so the two can never disagree.
 
 use crate::clock::UnixMillis;
-use crate::fingerprint::DisplayFingerprint;
-use crate::metrics::{Metrics, RefreshOutcome};
+use crate::observe::metrics::{Metrics, RefreshOutcome};
 use crate::policy::RefusalReason;
+use crate::seal::fingerprint::DisplayFingerprint;
 use std::net::IpAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -236,13 +236,13 @@ pub fn forwarded_unguarded(request: &RequestFacts<'_>, now: UnixMillis) {
 /// the source is under its per-second cap, otherwise the suppression is counted.
 pub fn token_request_refused(
     metrics: &Metrics,
-    cap: &crate::source_cap::SourceCap,
+    cap: &crate::policy::source_cap::SourceCap,
     request: &RefusedRequest<'_>,
-    refusal: crate::grant::Refusal,
+    refusal: crate::oauth::grant::Refusal,
     now: UnixMillis,
 ) {
     metrics.refresh_outcome(match refusal {
-        crate::grant::Refusal::UnsupportedGrant => RefreshOutcome::UnsupportedGrant,
+        crate::oauth::grant::Refusal::UnsupportedGrant => RefreshOutcome::UnsupportedGrant,
         _ => RefreshOutcome::InvalidRequest,
     });
     metrics.token_request_refused(refusal);
@@ -272,7 +272,7 @@ pub fn token_request_refused(
 /// per-second cap.
 pub fn detached_limit_reached(
     metrics: &Metrics,
-    cap: &crate::source_cap::SourceCap,
+    cap: &crate::policy::source_cap::SourceCap,
     request: &RequestFacts<'_>,
     now: UnixMillis,
 ) {

@@ -3,10 +3,10 @@
 //! policy, spacing, log level) is applied at once, keeping every remembered token; what
 //! needs a restart is refused with a clear log line.
 
-use super::refresh::RefreshGate;
 use super::telemetry::LogLevel;
 use super::tls::ReloadingCert;
 use crate::config::Config;
+use crate::proxy::refresh::RefreshGate;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;

@@ -2,19 +2,19 @@
 
 use super::admin::AdminApp;
 use super::background::{self, DiscoveryCheck};
-use super::exchange::Exchanger;
-use super::gate::Gate;
-use super::refresh::RefreshGate;
 use super::reload::Reloader;
 use super::signal::DrainingShutdown;
 use super::telemetry::LogLevel;
 use super::tls::{CertError, ReloadingCert};
-use super::upstream::{UpstreamError, UpstreamPeers};
 use crate::clock::SystemClock;
 use crate::config::{Backend, Config, UpstreamTarget};
-use crate::fingerprint::{Fingerprinter, KeyError};
-use crate::metrics::Metrics;
-use crate::readiness::Readiness;
+use crate::health::readiness::Readiness;
+use crate::observe::metrics::Metrics;
+use crate::proxy::exchange::Exchanger;
+use crate::proxy::gate::Gate;
+use crate::proxy::refresh::RefreshGate;
+use crate::proxy::upstream::{UpstreamError, UpstreamPeers};
+use crate::seal::fingerprint::{Fingerprinter, KeyError};
 use crate::store::{MemoryStore, RedisStore, RedisStoreConfig, TokenStore};
 use pingora::connectors::http::v1::Connector;
 use pingora::connectors::ConnectorOptions;
@@ -247,7 +247,7 @@ pub fn run(
             ),
             path: config.upstream.discovery_path(),
             host,
-            token_paths: crate::path::normalize_all(&config.upstream.token_paths),
+            token_paths: crate::http::path::normalize_all(&config.upstream.token_paths),
             interval: config.upstream.discovery_interval,
             timeout: config.upstream.request_timeout,
         }

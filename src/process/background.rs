@@ -1,11 +1,11 @@
 //! Work beside the request path, on its own thread: the discovery check and the store
 //! gauges.
 
-use super::exchange::Exchanger;
 use super::reload::Reloader;
-use crate::discovery::{self, DiscoveryVerdict};
-use crate::metrics::Metrics;
-use crate::readiness::Readiness;
+use crate::health::discovery::{self, DiscoveryVerdict};
+use crate::health::readiness::Readiness;
+use crate::observe::metrics::Metrics;
+use crate::proxy::exchange::Exchanger;
 use crate::store::TokenStore;
 use bytes::Bytes;
 use pingora::http::RequestHeader;

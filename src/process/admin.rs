@@ -1,7 +1,7 @@
 //! The admin listener: `/metrics`, `/livez`, `/readyz`, on its own address.
 
-use crate::metrics::Metrics;
-use crate::readiness::Readiness;
+use crate::health::readiness::Readiness;
+use crate::observe::metrics::Metrics;
 use crate::store::TokenStore;
 use async_trait::async_trait;
 use pingora::apps::http_app::ServeHttp;

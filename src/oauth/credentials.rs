@@ -1,9 +1,9 @@
 //! Client authentication as the token endpoint sees it: HTTP Basic (RFC 6749 §2.3.1, with
 //! form-decoded id and secret) or `client_id` / `client_secret` in the form body.
 
-use crate::fingerprint::{Fingerprinter, SecretFingerprint};
-use crate::form;
-use crate::secret::ClientSecret;
+use crate::oauth::form;
+use crate::seal::fingerprint::{Fingerprinter, SecretFingerprint};
+use crate::seal::secret::ClientSecret;
 use base64::Engine;
 
 /// The client credentials one request carried.

@@ -4,7 +4,7 @@
 //! README's "What the gate does": forwarding needs certainty, never a guess.
 //!
 //! "Certain" is checked against how real IdP stacks read a request: the strict reading of
-//! `crate::form` must agree with every other reading in [`readings`], no name or
+//! `crate::oauth::form` must agree with every other reading in [`readings`], no name or
 //! `grant_type` may only *fold* to a grant parameter ([`skeleton`]), and the grant type must
 //! be one the configuration forwards.
 
@@ -16,9 +16,9 @@ pub mod skeleton;
 
 pub use refusal::Refusal;
 
-use crate::credentials::{self, ClientCredentials};
-use crate::form;
-use crate::secret::{ClientSecret, RefreshToken};
+use crate::oauth::credentials::{self, ClientCredentials};
+use crate::oauth::form;
+use crate::seal::secret::{ClientSecret, RefreshToken};
 use media::MediaType;
 use names::{GRANT_TYPE, QUERY_FORBIDDEN, REFRESH_TOKEN};
 use skeleton::{disguises, skeleton};

@@ -51,8 +51,10 @@ pub fn judge(document: &[u8], token_paths: &[String]) -> DiscoveryVerdict {
     };
     let alias = doc.mtls_endpoint_aliases.and_then(|a| a.token_endpoint);
     for endpoint in std::iter::once(endpoint).chain(alias) {
-        let path = crate::path::url_path(&endpoint);
-        if crate::path::match_token_path(path, token_paths) != crate::path::PathMatch::Token {
+        let path = crate::http::path::url_path(&endpoint);
+        if crate::http::path::match_token_path(path, token_paths)
+            != crate::http::path::PathMatch::Token
+        {
             return DiscoveryVerdict::Mismatch {
                 token_endpoint_path: path.split(['?', '#']).next().unwrap_or(path).to_owned(),
             };

@@ -2,8 +2,11 @@
 //! (token state, request facts, now). No I/O, no tokio, no pingora: every rule is
 //! unit-tested here by moving time instead of sleeping.
 
+pub mod detached;
+pub mod source_cap;
+
 use crate::clock::UnixMillis;
-use crate::credentials::ClientIdentity;
+use crate::oauth::credentials::ClientIdentity;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;

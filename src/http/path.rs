@@ -131,14 +131,14 @@ pub fn loose_key(path: &str) -> String {
     let mut segments: Vec<String> = Vec::new();
     for raw in path.split('/') {
         let without_params = raw.split(';').next().unwrap_or("");
-        let once = crate::grant::readings::lenient_decode(without_params.as_bytes(), false);
-        let twice = crate::grant::readings::lenient_decode(&once, false);
+        let once = crate::oauth::grant::readings::lenient_decode(without_params.as_bytes(), false);
+        let twice = crate::oauth::grant::readings::lenient_decode(&once, false);
         let decoded = String::from_utf8_lossy(&twice);
         let until_nul = decoded.split('\0').next().unwrap_or("");
-        let trimmed = crate::grant::skeleton::fold(
+        let trimmed = crate::oauth::grant::skeleton::fold(
             until_nul
-                .trim_start_matches(crate::grant::skeleton::is_ignorable)
-                .trim_end_matches(|c| c == '.' || crate::grant::skeleton::is_ignorable(c)),
+                .trim_start_matches(crate::oauth::grant::skeleton::is_ignorable)
+                .trim_end_matches(|c| c == '.' || crate::oauth::grant::skeleton::is_ignorable(c)),
         );
         match trimmed.as_str() {
             "" if until_nul.starts_with("..") => {

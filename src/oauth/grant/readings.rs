@@ -1,5 +1,5 @@
 //! Other stacks' readings of a form body or query, and the part of a reading that decides
-//! a grant. The gate reads a body strictly (`crate::form`); a body is accepted only when
+//! a grant. The gate reads a body strictly (`crate::oauth::form`); a body is accepted only when
 //! every other reading modelled here sees the same grant: splitting on `;` (older Python,
 //! Perl, some Java frameworks), decoding twice, ISO-8859-1 (a servlet container's default),
 //! lenient escapes (Node's `querystring`, Python: `%zz` stays literal) and Jetty's `%uXXXX`.

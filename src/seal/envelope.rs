@@ -2,8 +2,8 @@
 //! derived with HKDF-SHA256 from the raw refresh token, so the store never holds usable
 //! tokens and only a client presenting the same refresh token can open it.
 
-use crate::answer::{Answer, DecodeError};
-use crate::secret::RefreshToken;
+use crate::http::answer::{Answer, DecodeError};
+use crate::seal::secret::RefreshToken;
 use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use hkdf::Hkdf;

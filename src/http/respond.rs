@@ -1,7 +1,7 @@
 //! The one place that turns the gate's own answers into HTTP: RFC 6749 §5.2 JSON errors on
 //! the token path, and the allow-listed form of a replayed answer.
 
-use crate::answer::Answer;
+use crate::http::answer::Answer;
 use bytes::Bytes;
 
 /// An answer the gate writes itself on the token path.
@@ -9,7 +9,7 @@ use bytes::Bytes;
 pub enum GateReply {
     /// `400 invalid_request` or `unsupported_grant_type`: a token request the gate refused
     /// as uncertain or malformed.
-    Refused(crate::grant::Refusal),
+    Refused(crate::oauth::grant::Refusal),
     /// `400 invalid_grant`: a refused replay.
     InvalidGrant(&'static str),
     /// `413`: a token-path body over the cap.

@@ -1,5 +1,5 @@
 //! Masks secrets in log lines: the second line of defence behind the log filter of
-//! `proxy::telemetry` (which already drops every third-party record above INFO). Every line
+//! `process::telemetry` (which already drops every third-party record above INFO). Every line
 //! the gate writes, plain or JSON, passes through [`redact`] on the log writer thread.
 //!
 //! What is masked (names compared case-insensitively, percent-encoded names such as

@@ -8,12 +8,12 @@
 //!    (`Authorization`, `Cookie`), bodies (token responses) and URIs with their queries. The
 //!    cap sits outside the reloadable level filter: `RUST_LOG=trace`, `log.level = "trace"`
 //!    or a reload raising the level lift it for the gate's own targets only.
-//! 2. A redaction of every written line ([`crate::redact`]), plain or JSON, on the log
+//! 2. A redaction of every written line ([`crate::observe::redact`]), plain or JSON, on the log
 //!    writer thread: Pingora's INFO to ERROR lines still carry the request summary (method,
 //!    URI with its query, Host), e.g. `Fail to proxy: ..., GET /cb?code=..., Host: ...`.
 
 use crate::config::{Log, LogFormat};
-use crate::redact::RedactingWriter;
+use crate::observe::redact::RedactingWriter;
 use tracing::{Level, Metadata};
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
@@ -37,7 +37,7 @@ pub const THIRD_PARTY_MAX_LEVEL: Level = Level::INFO;
 /// True for the gate's own targets (its modules, the binary and the audit events), which
 /// follow the configured level; every other target is third-party.
 pub fn is_own_target(target: &str) -> bool {
-    target == crate::audit::TARGET
+    target == crate::observe::audit::TARGET
         || target
             .strip_prefix("refresh_gate")
             .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))

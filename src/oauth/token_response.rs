@@ -1,8 +1,8 @@
 //! Reading the IdP's answer to a refresh grant: is it a token response, did it rotate the
 //! refresh token, and whose (`sub`) is it. Nothing here keeps the tokens.
 
-use crate::answer::Answer;
-use crate::secret::RefreshToken;
+use crate::http::answer::Answer;
+use crate::seal::secret::RefreshToken;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 

@@ -1,0 +1,4 @@
+//! Is the gate in force: the discovery check against the IdP, and readiness.
+
+pub mod discovery;
+pub mod readiness;

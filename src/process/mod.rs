@@ -1,0 +1,10 @@
+//! The process around the request path: assembling and running the server, the admin
+//! listener, background checks, reload, signals, logging and TLS.
+
+pub mod admin;
+pub mod background;
+pub mod reload;
+pub mod server;
+pub mod signal;
+pub mod telemetry;
+pub mod tls;
