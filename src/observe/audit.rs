@@ -33,6 +33,18 @@ pub const TOKEN_REQUEST_REFUSED: &str = "TokenRequestRefused";
 /// exchanges running whose clients left.
 pub const DETACHED_LIMIT_REACHED: &str = "RefreshDetachedLimitReached";
 
+/// Every audit event name, as the SIEM sees it in the `event` field (the README's table).
+pub const EVENT_NAMES: [&str; 8] = [
+    EXPIRED_REFRESH_TOKEN_USED,
+    REFRESH_TOKEN_REPLAY_REFUSED,
+    REFRESH_TOKEN_ROTATED,
+    REFRESH_TOKEN_FAMILY_REVOKED,
+    IDP_REVOCATION,
+    REFRESH_FORWARDED_UNGUARDED,
+    TOKEN_REQUEST_REFUSED,
+    DETACHED_LIMIT_REACHED,
+];
+
 /// Audit lines per source address per second for [`TOKEN_REQUEST_REFUSED`] and
 /// [`DETACHED_LIMIT_REACHED`].
 pub const REFUSALS_PER_SOURCE_PER_SECOND: u32 = 5;
