@@ -477,7 +477,7 @@ fn p5(
     seconds: u64,
     first_use: &Path,
 ) {
-    use refresh_gate::clock::UnixMillis;
+    use refresh_gate::clock::{SystemClock, UnixMillis};
     use refresh_gate::oauth::credentials::ClientIdentity;
     use refresh_gate::policy::{Policy, Presenter, Rules};
     use refresh_gate::seal::envelope::SealedAnswer;
@@ -488,11 +488,14 @@ fn p5(
     };
 
     const N: u64 = 1_000_000;
-    let store = MemoryStore::new(&MemoryStoreLimits {
-        tombstone_ttl: Duration::from_secs(900),
-        max_tombstones: N + 1000,
-        max_in_flight: 10_000,
-    });
+    let store = MemoryStore::new(
+        &MemoryStoreLimits {
+            tombstone_ttl: Duration::from_secs(900),
+            max_tombstones: N + 1000,
+            max_in_flight: 10_000,
+        },
+        Arc::new(SystemClock),
+    );
     let policy = Policy::uniform(Rules {
         grace_period: Duration::ZERO,
         ..Rules::default()

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use refresh_gate::clock::UnixMillis;
+use refresh_gate::clock::{SystemClock, UnixMillis};
 use refresh_gate::http::answer::Answer;
 use refresh_gate::oauth::credentials::ClientIdentity;
 use refresh_gate::oauth::grant::{self, TokenPathRequest};
@@ -96,11 +96,14 @@ fn bench_store(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let store = MemoryStore::new(&MemoryStoreLimits {
-        tombstone_ttl: Duration::from_secs(900),
-        max_tombstones: 1_000_000,
-        max_in_flight: 10_000,
-    });
+    let store = MemoryStore::new(
+        &MemoryStoreLimits {
+            tombstone_ttl: Duration::from_secs(900),
+            max_tombstones: 1_000_000,
+            max_in_flight: 10_000,
+        },
+        Arc::new(SystemClock),
+    );
     let policy = Policy::uniform(Rules {
         grace_period: Duration::from_secs(60),
         max_reuses: u32::MAX,

@@ -2,7 +2,7 @@
 //! many presentations race, waiters woken with the outcome, the reuse cap never exceeded,
 //! evictions counted.
 
-use refresh_gate::clock::UnixMillis;
+use refresh_gate::clock::{ManualClock, UnixMillis};
 use refresh_gate::http::answer::Answer;
 use refresh_gate::oauth::credentials::ClientIdentity;
 use refresh_gate::policy::{OnReplay, Policy, Presenter, RefusalReason, Rules};
@@ -20,11 +20,14 @@ use std::time::Duration;
 const NOW: UnixMillis = UnixMillis(1_800_000_000_000);
 
 fn store(max_tombstones: u64) -> Arc<MemoryStore> {
-    Arc::new(MemoryStore::new(&MemoryStoreLimits {
-        tombstone_ttl: Duration::from_secs(900),
-        max_tombstones,
-        max_in_flight: 1000,
-    }))
+    Arc::new(MemoryStore::new(
+        &MemoryStoreLimits {
+            tombstone_ttl: Duration::from_secs(900),
+            max_tombstones,
+            max_in_flight: 1000,
+        },
+        Arc::new(ManualClock::new(NOW)),
+    ))
 }
 
 /// Present a token the store must refuse; the refusal.

@@ -6,7 +6,7 @@
 mod common;
 
 use common::redis_server::RedisServer;
-use refresh_gate::clock::UnixMillis;
+use refresh_gate::clock::{SystemClock, UnixMillis};
 use refresh_gate::http::answer::Answer;
 use refresh_gate::oauth::credentials::ClientIdentity;
 use refresh_gate::policy::{OnReplay, Policy, Presenter, RefusalReason, Rules};
@@ -28,17 +28,20 @@ fn replicas(redis: &RedisServer, count: usize) -> Vec<Arc<RedisStore>> {
     (0..count)
         .map(|_| {
             Arc::new(
-                RedisStore::connect(&RedisStoreConfig {
-                    url: redis.url(),
-                    username: None,
-                    password: None,
-                    ca_pem: None,
-                    key_prefix: "rg:".to_owned(),
-                    timeout: Duration::from_secs(2),
-                    tombstone_ttl: Duration::from_secs(900),
-                    claim_ttl: Duration::from_secs(10),
-                    max_in_flight: 1000,
-                })
+                RedisStore::connect(
+                    &RedisStoreConfig {
+                        url: redis.url(),
+                        username: None,
+                        password: None,
+                        ca_pem: None,
+                        key_prefix: "rg:".to_owned(),
+                        timeout: Duration::from_secs(2),
+                        tombstone_ttl: Duration::from_secs(900),
+                        claim_ttl: Duration::from_secs(10),
+                        max_in_flight: 1000,
+                    },
+                    Arc::new(SystemClock),
+                )
                 .unwrap(),
             )
         })

@@ -95,6 +95,15 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Which `Date` an answer written by the gate carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// The upstream's own answer, verbatim (its `Date` kept).
+    Verbatim,
+    /// A remembered or gate-written answer: a fresh `Date`.
+    FreshDate,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

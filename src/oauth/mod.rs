@@ -4,5 +4,6 @@
 pub mod credentials;
 pub mod form;
 pub mod grant;
+pub mod revocation;
 pub mod token_response;
 pub mod token_spelling;

@@ -1,8 +1,12 @@
-//! Audit events: what the SIEM reads. Each event is one log line on the `audit` target and
-//! one metric increment, emitted together, so the two can never disagree.
+//! Audit events: what the SIEM reads. Each event is a value; its `emit` writes its one line
+//! on the `audit` target and bumps the metrics that belong to the event itself (the
+//! request's outcome is counted once, where the answer is written). An [`Auditor`] carries
+//! the metrics and the per-source caps every emission goes through.
 
 use crate::clock::UnixMillis;
-use crate::observe::metrics::{Metrics, RefreshOutcome};
+use crate::oauth::grant::Refusal;
+use crate::observe::metrics::Metrics;
+use crate::policy::source_cap::SourceCap;
 use crate::policy::RefusalReason;
 use crate::seal::fingerprint::DisplayFingerprint;
 use std::net::IpAddr;
@@ -48,6 +52,10 @@ pub const EVENT_NAMES: [&str; 8] = [
 /// Audit lines per source address per second for [`TOKEN_REQUEST_REFUSED`] and
 /// [`DETACHED_LIMIT_REACHED`].
 pub const REFUSALS_PER_SOURCE_PER_SECOND: u32 = 5;
+
+/// Distinct source addresses whose capped events are written in one second (the rest
+/// share one budget).
+const AUDITED_SOURCES_PER_SECOND: usize = 4096;
 
 /// What every audit event says about the request that caused it.
 #[derive(Debug, Clone)]
@@ -96,222 +104,316 @@ pub fn openunison_line(request: &RequestFacts<'_>, subject: Option<&str>) -> Str
     )
 }
 
-/// A replay inside the window, answered with the remembered answer.
-pub fn replay_answered(
-    metrics: &Metrics,
-    request: &RequestFacts<'_>,
-    first: &FirstUse<'_>,
-    coalesced: bool,
-    now: UnixMillis,
-) {
-    metrics.refresh_outcome(if coalesced {
-        RefreshOutcome::Coalesced
-    } else {
-        RefreshOutcome::GraceReplay
-    });
-    tracing::info!(
-        target: TARGET,
-        schema_version = SCHEMA_VERSION,
-        ts = %timestamp(now),
-        event = EXPIRED_REFRESH_TOKEN_USED,
-        request_id = request.request_id,
-        token_url = request.token_url,
-        token = %request.token,
-        family = %first.family,
-        client_id = request.client_id,
-        client_ip = %request.client_ip,
-        subject = first.subject.unwrap_or(""),
-        since_first_use_ms = now.since(first.at).as_millis() as u64,
-        replay_count = first.replays,
-        first_client_id = first.client_id,
-        first_client_ip = %first.client_ip,
-        coalesced,
-        "{}",
-        openunison_line(request, first.subject)
-    );
+/// Where every audit event goes: the metrics, and the per-source caps of the events a
+/// flood could repeat.
+pub struct Auditor {
+    metrics: Metrics,
+    refused_cap: SourceCap,
+    detached_cap: SourceCap,
 }
 
-/// A replay refused by the gate. `first` is absent for an unseen member of a revoked family.
-pub fn replay_refused(
-    metrics: &Metrics,
-    request: &RequestFacts<'_>,
-    first: Option<&FirstUse<'_>>,
-    reason: RefusalReason,
-    coalesced: bool,
-    now: UnixMillis,
-) {
-    metrics.refresh_outcome(RefreshOutcome::Refused);
-    metrics.refused(reason);
-    let subject = first.and_then(|f| f.subject);
-    tracing::warn!(
-        target: TARGET,
-        schema_version = SCHEMA_VERSION,
-        ts = %timestamp(now),
-        event = REFRESH_TOKEN_REPLAY_REFUSED,
-        reason = reason.label(),
-        request_id = request.request_id,
-        token_url = request.token_url,
-        token = %request.token,
-        family = first.map(|f| f.family.to_string()).unwrap_or_default(),
-        client_id = request.client_id,
-        client_ip = %request.client_ip,
-        subject = subject.unwrap_or(""),
-        since_first_use_ms = first.map_or(0, |f| now.since(f.at).as_millis() as u64),
-        replay_count = first.map_or(0, |f| f.replays),
-        first_client_id = first.map_or("", |f| f.client_id),
-        first_client_ip = first.map(|f| f.client_ip.to_string()).unwrap_or_default(),
-        coalesced,
-        "[{REFRESH_TOKEN_REPLAY_REFUSED}] - {} - {} - Refresh token replay refused ({}) [{}] - [{}]",
-        request.token_url,
-        subject.unwrap_or("-"),
-        reason.label(),
-        request.client_ip,
-        request.token
-    );
+impl std::fmt::Debug for Auditor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auditor").finish_non_exhaustive()
+    }
 }
 
-/// A refused replay revoked the whole family: every later member is refused.
-pub fn family_revoked(
-    request: &RequestFacts<'_>,
-    family: DisplayFingerprint,
-    reason: RefusalReason,
-    now: UnixMillis,
-) {
-    tracing::warn!(
-        target: TARGET,
-        schema_version = SCHEMA_VERSION,
-        ts = %timestamp(now),
-        event = REFRESH_TOKEN_FAMILY_REVOKED,
-        reason = reason.label(),
-        request_id = request.request_id,
-        token = %request.token,
-        family = %family,
-        client_id = request.client_id,
-        client_ip = %request.client_ip,
-        "[{REFRESH_TOKEN_FAMILY_REVOKED}] - {} - family [{}] revoked after a {} replay [{}] - [{}]",
-        request.token_url,
-        family,
-        reason.label(),
-        request.client_ip,
-        request.token
-    );
+impl Auditor {
+    /// An auditor counting into `metrics`.
+    pub fn new(metrics: Metrics) -> Self {
+        let cap = || SourceCap::new(REFUSALS_PER_SOURCE_PER_SECOND, AUDITED_SOURCES_PER_SECOND);
+        Auditor {
+            metrics,
+            refused_cap: cap(),
+            detached_cap: cap(),
+        }
+    }
+
+    /// The metrics the events count into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
 }
 
-/// The result of asking the IdP to revoke a token of a revoked family.
-pub fn idp_revocation(
-    request: &RequestFacts<'_>,
-    family: DisplayFingerprint,
-    status: Option<u16>,
-    now: UnixMillis,
-) {
-    tracing::warn!(
-        target: TARGET,
-        schema_version = SCHEMA_VERSION,
-        ts = %timestamp(now),
-        event = IDP_REVOCATION,
-        request_id = request.request_id,
-        token = %request.token,
-        family = %family,
-        client_id = request.client_id,
-        idp_status = status.unwrap_or(0),
-        "[{IDP_REVOCATION}] - family [{}] revoked at the IdP with token [{}]: {}",
-        family,
-        request.token,
-        status.map_or("IdP unreachable".to_owned(), |s| format!("status {s}"))
-    );
+/// A replay inside the window, answered with the remembered answer
+/// ([`EXPIRED_REFRESH_TOKEN_USED`]).
+#[derive(Debug)]
+pub struct ReplayAnswered<'a> {
+    /// The request replaying.
+    pub request: RequestFacts<'a>,
+    /// The first use it replays.
+    pub first: FirstUse<'a>,
+    /// Whether it waited for the exchange (rather than arriving after it).
+    pub coalesced: bool,
+    /// When.
+    pub now: UnixMillis,
+}
+
+impl ReplayAnswered<'_> {
+    /// Write the line.
+    pub fn emit(&self, _auditor: &Auditor) {
+        let (request, first, now) = (&self.request, &self.first, self.now);
+        tracing::info!(
+            target: TARGET,
+            schema_version = SCHEMA_VERSION,
+            ts = %timestamp(now),
+            event = EXPIRED_REFRESH_TOKEN_USED,
+            request_id = request.request_id,
+            token_url = request.token_url,
+            token = %request.token,
+            family = %first.family,
+            client_id = request.client_id,
+            client_ip = %request.client_ip,
+            subject = first.subject.unwrap_or(""),
+            since_first_use_ms = now.since(first.at).as_millis() as u64,
+            replay_count = first.replays,
+            first_client_id = first.client_id,
+            first_client_ip = %first.client_ip,
+            coalesced = self.coalesced,
+            "{}",
+            openunison_line(request, first.subject)
+        );
+    }
+}
+
+/// A replay refused by the gate ([`REFRESH_TOKEN_REPLAY_REFUSED`]). Its reason is counted
+/// with the request's outcome.
+#[derive(Debug)]
+pub struct ReplayRefused<'a> {
+    /// The request refused.
+    pub request: RequestFacts<'a>,
+    /// The first use; absent for an unseen member of a revoked family.
+    pub first: Option<FirstUse<'a>>,
+    /// Why.
+    pub reason: RefusalReason,
+    /// Whether it waited for the exchange.
+    pub coalesced: bool,
+    /// When.
+    pub now: UnixMillis,
+}
+
+impl ReplayRefused<'_> {
+    /// Write the line.
+    pub fn emit(&self, _auditor: &Auditor) {
+        let (request, first, now, reason) =
+            (&self.request, self.first.as_ref(), self.now, self.reason);
+        let subject = first.and_then(|f| f.subject);
+        tracing::warn!(
+            target: TARGET,
+            schema_version = SCHEMA_VERSION,
+            ts = %timestamp(now),
+            event = REFRESH_TOKEN_REPLAY_REFUSED,
+            reason = reason.label(),
+            request_id = request.request_id,
+            token_url = request.token_url,
+            token = %request.token,
+            family = first.map(|f| f.family.to_string()).unwrap_or_default(),
+            client_id = request.client_id,
+            client_ip = %request.client_ip,
+            subject = subject.unwrap_or(""),
+            since_first_use_ms = first.map_or(0, |f| now.since(f.at).as_millis() as u64),
+            replay_count = first.map_or(0, |f| f.replays),
+            first_client_id = first.map_or("", |f| f.client_id),
+            first_client_ip = first.map(|f| f.client_ip.to_string()).unwrap_or_default(),
+            coalesced = self.coalesced,
+            "[{REFRESH_TOKEN_REPLAY_REFUSED}] - {} - {} - Refresh token replay refused ({}) [{}] - [{}]",
+            request.token_url,
+            subject.unwrap_or("-"),
+            reason.label(),
+            request.client_ip,
+            request.token
+        );
+    }
+}
+
+/// A refused replay revoked the whole family: every later member is refused
+/// ([`REFRESH_TOKEN_FAMILY_REVOKED`]).
+#[derive(Debug)]
+pub struct FamilyRevoked<'a> {
+    /// The request whose replay revoked it.
+    pub request: RequestFacts<'a>,
+    /// The family.
+    pub family: DisplayFingerprint,
+    /// The refusal that revoked it.
+    pub reason: RefusalReason,
+    /// When.
+    pub now: UnixMillis,
+}
+
+impl FamilyRevoked<'_> {
+    /// Write the line.
+    pub fn emit(&self, _auditor: &Auditor) {
+        let (request, family) = (&self.request, self.family);
+        tracing::warn!(
+            target: TARGET,
+            schema_version = SCHEMA_VERSION,
+            ts = %timestamp(self.now),
+            event = REFRESH_TOKEN_FAMILY_REVOKED,
+            reason = self.reason.label(),
+            request_id = request.request_id,
+            token = %request.token,
+            family = %family,
+            client_id = request.client_id,
+            client_ip = %request.client_ip,
+            "[{REFRESH_TOKEN_FAMILY_REVOKED}] - {} - family [{}] revoked after a {} replay [{}] - [{}]",
+            request.token_url,
+            family,
+            self.reason.label(),
+            request.client_ip,
+            request.token
+        );
+    }
+}
+
+/// The result of asking the IdP to revoke a token of a revoked family
+/// ([`IDP_REVOCATION`]).
+#[derive(Debug)]
+pub struct IdpRevocation<'a> {
+    /// The request whose token was sent for revocation.
+    pub request: RequestFacts<'a>,
+    /// The family.
+    pub family: DisplayFingerprint,
+    /// The IdP's status; absent when it could not be reached.
+    pub status: Option<u16>,
+    /// When.
+    pub now: UnixMillis,
+}
+
+impl IdpRevocation<'_> {
+    /// Write the line.
+    pub fn emit(&self, _auditor: &Auditor) {
+        let (request, family, status) = (&self.request, self.family, self.status);
+        tracing::warn!(
+            target: TARGET,
+            schema_version = SCHEMA_VERSION,
+            ts = %timestamp(self.now),
+            event = IDP_REVOCATION,
+            request_id = request.request_id,
+            token = %request.token,
+            family = %family,
+            client_id = request.client_id,
+            idp_status = status.unwrap_or(0),
+            "[{IDP_REVOCATION}] - family [{}] revoked at the IdP with token [{}]: {}",
+            family,
+            request.token,
+            status.map_or("IdP unreachable".to_owned(), |s| format!("status {s}"))
+        );
+    }
 }
 
 /// A refresh grant forwarded untouched because the shared store could not be reached
-/// (`on_store_error = "fail-open"`): no one-time use, no grace window and no replay detection
-/// at the gate for this token; the IdP's own rules apply. Log only: the handler counts the
-/// outcome (`unguarded`, or `upstream_error`) once the IdP answered.
-pub fn forwarded_unguarded(request: &RequestFacts<'_>, now: UnixMillis) {
-    tracing::warn!(
-        target: TARGET,
-        schema_version = SCHEMA_VERSION,
-        ts = %timestamp(now),
-        event = REFRESH_FORWARDED_UNGUARDED,
-        request_id = request.request_id,
-        token_url = request.token_url,
-        token = %request.token,
-        client_id = request.client_id,
-        client_ip = %request.client_ip,
-        "[{REFRESH_FORWARDED_UNGUARDED}] - {} - {} - token store unavailable: refresh token [{}] forwarded without one-time-use checks",
-        request.token_url,
-        request.client_ip,
-        request.token
-    );
+/// (`on_store_error = "fail-open"`): no one-time use, no grace window and no replay
+/// detection at the gate for this token; the IdP's own rules apply
+/// ([`REFRESH_FORWARDED_UNGUARDED`]).
+#[derive(Debug)]
+pub struct ForwardedUnguarded<'a> {
+    /// The request forwarded.
+    pub request: RequestFacts<'a>,
+    /// When.
+    pub now: UnixMillis,
 }
 
-/// A token-path request refused before any decision on a token. Counted always (outcome
-/// `invalid_request` or `unsupported_grant`, and by reason); the line is written only while
-/// the source is under its per-second cap, otherwise the suppression is counted.
-pub fn token_request_refused(
-    metrics: &Metrics,
-    cap: &crate::policy::source_cap::SourceCap,
-    request: &RefusedRequest<'_>,
-    refusal: crate::oauth::grant::Refusal,
-    now: UnixMillis,
-) {
-    metrics.refresh_outcome(match refusal {
-        crate::oauth::grant::Refusal::UnsupportedGrant => RefreshOutcome::UnsupportedGrant,
-        _ => RefreshOutcome::InvalidRequest,
-    });
-    metrics.token_request_refused(refusal);
-    if !cap.allow(request.client_ip, now) {
-        metrics.audit_suppressed(TOKEN_REQUEST_REFUSED);
-        return;
+impl ForwardedUnguarded<'_> {
+    /// Write the line.
+    pub fn emit(&self, _auditor: &Auditor) {
+        let request = &self.request;
+        tracing::warn!(
+            target: TARGET,
+            schema_version = SCHEMA_VERSION,
+            ts = %timestamp(self.now),
+            event = REFRESH_FORWARDED_UNGUARDED,
+            request_id = request.request_id,
+            token_url = request.token_url,
+            token = %request.token,
+            client_id = request.client_id,
+            client_ip = %request.client_ip,
+            "[{REFRESH_FORWARDED_UNGUARDED}] - {} - {} - token store unavailable: refresh token [{}] forwarded without one-time-use checks",
+            request.token_url,
+            request.client_ip,
+            request.token
+        );
     }
-    tracing::info!(
-        target: TARGET,
-        schema_version = SCHEMA_VERSION,
-        ts = %timestamp(now),
-        event = TOKEN_REQUEST_REFUSED,
-        request_id = request.request_id,
-        token_url = request.token_url,
-        client_ip = %request.client_ip,
-        reason = refusal.reason(),
-        error = refusal.error(),
-        "[{TOKEN_REQUEST_REFUSED}] - {} - {} [{}]",
-        request.token_url,
-        refusal.reason(),
-        request.client_ip
-    );
 }
 
-/// A refresh grant refused by `max_detached_per_source`: counted always (outcome
-/// `upstream_error` and its own counter), the line written while the source is under its
-/// per-second cap.
-pub fn detached_limit_reached(
-    metrics: &Metrics,
-    cap: &crate::policy::source_cap::SourceCap,
-    request: &RequestFacts<'_>,
-    now: UnixMillis,
-) {
-    metrics.detached_limit_refused();
-    metrics.refresh_outcome(RefreshOutcome::UpstreamError);
-    if !cap.allow(request.client_ip, now) {
-        metrics.audit_suppressed(DETACHED_LIMIT_REACHED);
-        return;
+/// A token-path request refused before any decision on a token
+/// ([`TOKEN_REQUEST_REFUSED`]).
+#[derive(Debug)]
+pub struct TokenRequestRefused<'a> {
+    /// The request refused.
+    pub request: RefusedRequest<'a>,
+    /// Why.
+    pub refusal: Refusal,
+    /// When.
+    pub now: UnixMillis,
+}
+
+impl TokenRequestRefused<'_> {
+    /// Count it by reason, always; write the line only while its source is under the
+    /// per-second cap, otherwise count the suppression.
+    pub fn emit(&self, auditor: &Auditor) {
+        let (request, refusal) = (&self.request, self.refusal);
+        auditor.metrics.token_request_refused(refusal);
+        if !auditor.refused_cap.allow(request.client_ip, self.now) {
+            auditor.metrics.audit_suppressed(TOKEN_REQUEST_REFUSED);
+            return;
+        }
+        tracing::info!(
+            target: TARGET,
+            schema_version = SCHEMA_VERSION,
+            ts = %timestamp(self.now),
+            event = TOKEN_REQUEST_REFUSED,
+            request_id = request.request_id,
+            token_url = request.token_url,
+            client_ip = %request.client_ip,
+            reason = refusal.reason(),
+            error = refusal.error(),
+            "[{TOKEN_REQUEST_REFUSED}] - {} - {} [{}]",
+            request.token_url,
+            refusal.reason(),
+            request.client_ip
+        );
     }
-    tracing::warn!(
-        target: TARGET,
-        schema_version = SCHEMA_VERSION,
-        ts = %timestamp(now),
-        event = DETACHED_LIMIT_REACHED,
-        request_id = request.request_id,
-        token_url = request.token_url,
-        token = %request.token,
-        client_id = request.client_id,
-        client_ip = %request.client_ip,
-        "[{DETACHED_LIMIT_REACHED}] - {} - too many exchanges from this address whose clients left; refresh refused with 503 [{}] - [{}]",
-        request.token_url,
-        request.client_ip,
-        request.token
-    );
 }
 
-/// What a [`token_request_refused`] event says about the request (no token, no body).
+/// A refresh grant refused with `503` by `max_detached_per_source`
+/// ([`DETACHED_LIMIT_REACHED`]).
+#[derive(Debug)]
+pub struct DetachedLimitReached<'a> {
+    /// The request refused.
+    pub request: RequestFacts<'a>,
+    /// When.
+    pub now: UnixMillis,
+}
+
+impl DetachedLimitReached<'_> {
+    /// Count it, always; write the line only while its source is under the per-second
+    /// cap, otherwise count the suppression.
+    pub fn emit(&self, auditor: &Auditor) {
+        let request = &self.request;
+        auditor.metrics.detached_limit_refused();
+        if !auditor.detached_cap.allow(request.client_ip, self.now) {
+            auditor.metrics.audit_suppressed(DETACHED_LIMIT_REACHED);
+            return;
+        }
+        tracing::warn!(
+            target: TARGET,
+            schema_version = SCHEMA_VERSION,
+            ts = %timestamp(self.now),
+            event = DETACHED_LIMIT_REACHED,
+            request_id = request.request_id,
+            token_url = request.token_url,
+            token = %request.token,
+            client_id = request.client_id,
+            client_ip = %request.client_ip,
+            "[{DETACHED_LIMIT_REACHED}] - {} - too many exchanges from this address whose clients left; refresh refused with 503 [{}] - [{}]",
+            request.token_url,
+            request.client_ip,
+            request.token
+        );
+    }
+}
+
+/// What a [`TokenRequestRefused`] event says about the request (no token, no body).
 #[derive(Debug, Clone)]
 pub struct RefusedRequest<'a> {
     /// `X-Request-Id` as received or generated.
@@ -322,32 +424,43 @@ pub struct RefusedRequest<'a> {
     pub client_ip: IpAddr,
 }
 
-/// A successful exchange: the token is now tombstoned. Log only: the request's outcome
-/// (`forwarded`, or `upstream_error` if its client had given up) is counted by the handler.
-pub fn rotated(
-    request: &RequestFacts<'_>,
-    subject: Option<&str>,
-    family: DisplayFingerprint,
-    now: UnixMillis,
-) {
-    tracing::debug!(
-        target: TARGET,
-        schema_version = SCHEMA_VERSION,
-        ts = %timestamp(now),
-        event = REFRESH_TOKEN_ROTATED,
-        request_id = request.request_id,
-        token_url = request.token_url,
-        token = %request.token,
-        family = %family,
-        client_id = request.client_id,
-        client_ip = %request.client_ip,
-        subject = subject.unwrap_or(""),
-        "[{REFRESH_TOKEN_ROTATED}] - {} - {} - Refresh token rotated [{}] - [{}]",
-        request.token_url,
-        subject.unwrap_or("-"),
-        request.client_ip,
-        request.token
-    );
+/// A successful exchange: the token is now tombstoned ([`REFRESH_TOKEN_ROTATED`], debug
+/// level).
+#[derive(Debug)]
+pub struct Rotated<'a> {
+    /// The request whose exchange rotated the token.
+    pub request: RequestFacts<'a>,
+    /// The id_token's subject.
+    pub subject: Option<&'a str>,
+    /// The token family.
+    pub family: DisplayFingerprint,
+    /// When.
+    pub now: UnixMillis,
+}
+
+impl Rotated<'_> {
+    /// Write the line.
+    pub fn emit(&self, _auditor: &Auditor) {
+        let request = &self.request;
+        tracing::debug!(
+            target: TARGET,
+            schema_version = SCHEMA_VERSION,
+            ts = %timestamp(self.now),
+            event = REFRESH_TOKEN_ROTATED,
+            request_id = request.request_id,
+            token_url = request.token_url,
+            token = %request.token,
+            family = %self.family,
+            client_id = request.client_id,
+            client_ip = %request.client_ip,
+            subject = self.subject.unwrap_or(""),
+            "[{REFRESH_TOKEN_ROTATED}] - {} - {} - Refresh token rotated [{}] - [{}]",
+            request.token_url,
+            self.subject.unwrap_or("-"),
+            request.client_ip,
+            request.token
+        );
+    }
 }
 
 #[cfg(test)]

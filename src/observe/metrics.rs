@@ -58,11 +58,14 @@ pub enum RefreshOutcome {
     UnsupportedGrant,
     /// Forwarded untouched because the shared store was unavailable (`fail-open`).
     Unguarded,
+    /// The gate itself failed: an upstream request it could not build, a remembered
+    /// answer it could not open, an exchange that ended without an outcome.
+    InternalError,
 }
 
 impl RefreshOutcome {
     /// Every outcome, for pre-registering series at 0.
-    pub const ALL: [RefreshOutcome; 8] = [
+    pub const ALL: [RefreshOutcome; 9] = [
         RefreshOutcome::Forwarded,
         RefreshOutcome::Coalesced,
         RefreshOutcome::GraceReplay,
@@ -71,6 +74,7 @@ impl RefreshOutcome {
         RefreshOutcome::InvalidRequest,
         RefreshOutcome::UnsupportedGrant,
         RefreshOutcome::Unguarded,
+        RefreshOutcome::InternalError,
     ];
 
     /// The label value.
@@ -84,6 +88,7 @@ impl RefreshOutcome {
             RefreshOutcome::InvalidRequest => "invalid_request",
             RefreshOutcome::UnsupportedGrant => "unsupported_grant",
             RefreshOutcome::Unguarded => "unguarded",
+            RefreshOutcome::InternalError => "internal_error",
         }
     }
 }
@@ -313,16 +318,15 @@ impl Metrics {
         self.not_rotating.inc();
     }
 
-    /// Count one refresh request's outcome.
-    pub fn refresh_outcome(&self, outcome: RefreshOutcome) {
+    /// Count one token-path request's outcome, and its reason when the gate refused a
+    /// refresh grant. Called once per answer, where the answer is written.
+    pub fn refresh_outcome(&self, outcome: RefreshOutcome, refused: Option<RefusalReason>) {
         self.refresh_requests
             .with_label_values(&[outcome.label()])
             .inc();
-    }
-
-    /// Count one refusal by reason.
-    pub fn refused(&self, reason: RefusalReason) {
-        self.refused.with_label_values(&[reason.label()]).inc();
+        if let Some(reason) = refused {
+            self.refused.with_label_values(&[reason.label()]).inc();
+        }
     }
 
     /// Count one token-path request refused as uncertain or malformed.
@@ -429,14 +433,16 @@ mod tests {
     #[test]
     fn counting_moves_one_series() {
         let metrics = Metrics::new();
-        metrics.refresh_outcome(RefreshOutcome::GraceReplay);
-        metrics.refused(RefusalReason::ReuseLimit);
+        metrics.refresh_outcome(RefreshOutcome::GraceReplay, None);
+        metrics.refresh_outcome(RefreshOutcome::Refused, Some(RefusalReason::ReuseLimit));
         metrics.request(Route::Token, 400);
         metrics.store_gauges(5, 2);
         metrics.store_gauges(5, 3);
         let text = metrics.render();
         assert!(text.contains("refresh_gate_refresh_requests_total{outcome=\"grace_replay\"} 1"));
+        assert!(text.contains("refresh_gate_refresh_requests_total{outcome=\"refused\"} 1"));
         assert!(text.contains("refresh_gate_refused_total{reason=\"reuse_limit\"} 1"));
+        assert!(text.contains("refresh_gate_refresh_requests_total{outcome=\"internal_error\"} 0"));
         assert!(text.contains("refresh_gate_requests_total{code_class=\"4xx\",route=\"token\"} 1"));
         assert!(text.contains("refresh_gate_tombstones 5"));
         assert!(text.contains("refresh_gate_tombstone_evictions_total 3"));

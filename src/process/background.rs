@@ -5,7 +5,7 @@ use super::reload::Reloader;
 use crate::health::discovery::{self, DiscoveryVerdict};
 use crate::health::readiness::Readiness;
 use crate::observe::metrics::Metrics;
-use crate::proxy::exchange::Exchanger;
+use crate::proxy::exchange::{Exchanger, TokenEndpoint};
 use crate::store::TokenStore;
 use bytes::Bytes;
 use pingora::http::RequestHeader;

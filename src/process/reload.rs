@@ -6,7 +6,7 @@
 use super::telemetry::LogLevel;
 use super::tls::ReloadingCert;
 use crate::config::Config;
-use crate::proxy::refresh::RefreshGate;
+use crate::proxy::refresh::RefreshHandler;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -15,7 +15,7 @@ use std::time::SystemTime;
 pub struct Reloader {
     path: PathBuf,
     running: Mutex<(Config, Option<SystemTime>)>,
-    refresh: Arc<RefreshGate>,
+    refresh: Arc<RefreshHandler>,
     log_level: Option<LogLevel>,
     certificate: Option<Arc<ReloadingCert>>,
 }
@@ -29,7 +29,7 @@ impl Reloader {
     pub fn new(
         path: PathBuf,
         config: Config,
-        refresh: Arc<RefreshGate>,
+        refresh: Arc<RefreshHandler>,
         log_level: Option<LogLevel>,
         certificate: Option<Arc<ReloadingCert>>,
     ) -> Self {

@@ -6,13 +6,14 @@ use super::reload::Reloader;
 use super::signal::DrainingShutdown;
 use super::telemetry::LogLevel;
 use super::tls::{CertError, ReloadingCert};
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Backend, Config, UpstreamTarget};
 use crate::health::readiness::Readiness;
+use crate::observe::audit::Auditor;
 use crate::observe::metrics::Metrics;
 use crate::proxy::exchange::Exchanger;
-use crate::proxy::gate::Gate;
-use crate::proxy::refresh::RefreshGate;
+use crate::proxy::gate::{GateProxy, GateSettings};
+use crate::proxy::refresh::{RefreshHandler, RefreshParts, RefreshSettings};
 use crate::proxy::upstream::{UpstreamError, UpstreamPeers};
 use crate::seal::fingerprint::{Fingerprinter, KeyError};
 use crate::store::{MemoryStore, RedisStore, RedisStoreConfig, TokenStore};
@@ -64,11 +65,11 @@ fn read_file(key: &'static str, path: &std::path::Path) -> Result<Vec<u8>, Start
     })
 }
 
-fn build_store(config: &Config) -> Result<StoreParts, StartError> {
+fn build_store(config: &Config, clock: Arc<dyn Clock>) -> Result<StoreParts, StartError> {
     let store = &config.store;
     if store.backend == Backend::Memory {
         return Ok(StoreParts {
-            store: Arc::new(MemoryStore::new(&config.store_limits())),
+            store: Arc::new(MemoryStore::new(&config.store_limits(), clock)),
             _runtime: None,
         });
     }
@@ -107,7 +108,7 @@ fn build_store(config: &Config) -> Result<StoreParts, StartError> {
         .build()?;
     let redis = {
         let _entered = runtime.enter();
-        RedisStore::connect(&redis_config).map_err(|e| StartError::Store {
+        RedisStore::connect(&redis_config, clock).map_err(|e| StartError::Store {
             key: "store.url",
             message: e.to_string(),
         })?
@@ -153,7 +154,8 @@ pub fn run(
     let peers = UpstreamPeers::from_config(&config)?;
     let metrics = Metrics::new();
     let readiness = Arc::new(Readiness::default());
-    let store_parts = build_store(&config)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store_parts = build_store(&config, clock.clone())?;
     let store = store_parts.store.clone();
 
     let shutdown_secs = config.listen.shutdown_grace.as_secs();
@@ -173,33 +175,37 @@ pub fn run(
     let server_configuration = server.configuration.clone();
     let connector_options = || ConnectorOptions::from_server_conf(&server_configuration);
 
-    let refresh = RefreshGate::new(
-        config.policy(),
-        store.clone(),
-        fingerprinter,
-        Arc::new(SystemClock),
-        metrics.clone(),
-        Exchanger::new(
-            Connector::new(Some(connector_options())),
-            peers.exchange.clone(),
-        ),
-        config.upstream.request_timeout,
-        config.upstream.exchange_timeout,
-    )
-    .with_subject_claim(&config.audit.subject_claim)
-    .with_on_store_error(config.store.on_store_error)
-    .with_revocation_path(config.upstream.revocation_path.clone())
-    .with_max_detached_per_source(config.rotation.max_detached_per_source);
-    let refresh = Arc::new(refresh);
-    let gate = Gate::new(
+    let refresh = Arc::new(RefreshHandler::new(
+        RefreshParts {
+            policy: config.policy(),
+            store: store.clone(),
+            fingerprinter,
+            clock,
+            auditor: Arc::new(Auditor::new(metrics.clone())),
+            endpoint: Arc::new(Exchanger::new(
+                Connector::new(Some(connector_options())),
+                peers.exchange.clone(),
+            )),
+        },
+        RefreshSettings {
+            request_timeout: config.upstream.request_timeout,
+            exchange_timeout: config.upstream.exchange_timeout,
+            subject_claim: config.audit.subject_claim.clone(),
+            revocation_path: config.upstream.revocation_path.clone(),
+            on_store_error: config.store.on_store_error,
+            max_detached_per_source: config.rotation.max_detached_per_source,
+        },
+    ));
+    let gate = GateProxy::new(
         refresh.clone(),
         peers.clone(),
-        &config.upstream.token_paths,
-        metrics.clone(),
-        config.upstream.request_timeout,
-    )
-    .with_trusted_proxies(config.trusted_proxies().unwrap_or_default())
-    .with_grant_rules(config.grant_rules());
+        GateSettings {
+            token_paths: config.upstream.token_paths.clone(),
+            request_timeout: config.upstream.request_timeout,
+            trusted_proxies: config.trusted_proxies().unwrap_or_default(),
+            rules: config.grant_rules(),
+        },
+    );
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gate, "refresh-gate");
     let certificate = match (&config.listen.tls_cert_file, &config.listen.tls_key_file) {

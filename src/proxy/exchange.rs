@@ -3,6 +3,7 @@
 
 use crate::http::answer::Answer;
 use crate::http::respond::is_hop_by_hop;
+use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use pingora::connectors::http::v1::Connector;
 use pingora::http::RequestHeader;
@@ -25,6 +26,14 @@ pub enum ExchangeFailure {
     AfterSend,
 }
 
+/// Where refresh exchanges go: the IdP's token endpoint ([`Exchanger`]), or a fake in the
+/// refresh handler's unit tests.
+#[async_trait]
+pub trait TokenEndpoint: Send + Sync + 'static {
+    /// Send one request and read the whole answer. The caller bounds the total time.
+    async fn send(&self, header: RequestHeader, body: Bytes) -> Result<Answer, ExchangeFailure>;
+}
+
 /// Sends refresh exchanges to the IdP, pooling connections.
 pub struct Exchanger {
     connector: Connector,
@@ -44,13 +53,11 @@ impl Exchanger {
     pub fn new(connector: Connector, peer: HttpPeer) -> Self {
         Exchanger { connector, peer }
     }
+}
 
-    /// Send one request and read the whole answer. The caller bounds the total time.
-    pub async fn send(
-        &self,
-        header: RequestHeader,
-        body: Bytes,
-    ) -> Result<Answer, ExchangeFailure> {
+#[async_trait]
+impl TokenEndpoint for Exchanger {
+    async fn send(&self, header: RequestHeader, body: Bytes) -> Result<Answer, ExchangeFailure> {
         let (mut http, _reused) = self
             .connector
             .get_http_session(&self.peer)

@@ -1,18 +1,17 @@
 //! The `ProxyHttp` implementation: route token paths to the grant classifier and the
 //! refresh handler, forward everything else untouched.
 
-use super::refresh::{Origin, RefreshGate};
+use super::refresh::{ClientLink, ForwardCheck, Origin, RefreshHandler, RefreshRequest, Reply};
 use super::upstream::UpstreamPeers;
-use super::write::{add_forwarded, strip_hop_by_hop, write_answer, Freshness};
-use crate::config::OnStoreError;
+use super::write::{add_forwarded, strip_hop_by_hop, write_answer};
 use crate::config::MAX_TOKEN_BODY_BYTES;
+use crate::http::answer::Freshness;
 use crate::http::client_ip;
 use crate::http::path::{match_request, PathMatch, PATH_OVERRIDES};
 use crate::http::respond::GateReply;
 use crate::oauth::grant::{self, Classification, Forwarded, GrantRules, Refusal, TokenHeaders};
-use crate::observe::audit::{self, RefusedRequest};
-use crate::observe::metrics::{Metrics, Route, UpstreamKind};
-use crate::policy::source_cap::SourceCap;
+use crate::observe::audit::{RefusedRequest, TokenRequestRefused};
+use crate::observe::metrics::{Metrics, RefreshOutcome, Route, UpstreamKind};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use pingora::http::RequestHeader;
@@ -24,20 +23,37 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The proxy: token paths decided by the gate, everything else forwarded.
-pub struct Gate {
-    refresh: Arc<RefreshGate>,
+pub struct GateProxy {
+    refresh: Arc<RefreshHandler>,
     peers: UpstreamPeers,
     token_paths: Vec<String>,
-    metrics: Metrics,
     request_timeout: Duration,
     trusted_proxies: Vec<ipnet::IpNet>,
     rules: GrantRules,
-    audit_cap: SourceCap,
 }
 
-/// Distinct source addresses whose refusals are audited in one second (the rest share one
-/// budget).
-const AUDITED_SOURCES_PER_SECOND: usize = 4096;
+/// The proxy's settings, from the configuration.
+#[derive(Debug, Clone)]
+pub struct GateSettings {
+    /// The token paths (`[upstream] token_paths`), normalised by [`GateProxy::new`].
+    pub token_paths: Vec<String>,
+    /// How long a token-path body may take to arrive (`[upstream] request_timeout`).
+    pub request_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` / `X-Forwarded-Proto` are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Which grants are forwarded untouched (`[upstream] forward_grant_types`).
+    pub rules: GrantRules,
+}
+
+/// The client's connection while a refresh exchange runs: closed, or sending more.
+struct SessionLink<'a>(&'a mut Session);
+
+#[async_trait]
+impl ClientLink for SessionLink<'_> {
+    async fn closed(&mut self) -> bool {
+        self.0.read_body_or_idle(true).await.is_err()
+    }
+}
 
 /// Per-request state.
 #[derive(Debug)]
@@ -88,40 +104,21 @@ enum BodyError {
     Client(Box<Error>),
 }
 
-impl Gate {
-    /// A gate over these parts; `token_paths` are normalised here.
-    pub fn new(
-        refresh: Arc<RefreshGate>,
-        peers: UpstreamPeers,
-        token_paths: &[String],
-        metrics: Metrics,
-        request_timeout: Duration,
-    ) -> Self {
-        Gate {
+impl GateProxy {
+    /// The proxy over the refresh handler and the IdP's peers.
+    pub fn new(refresh: Arc<RefreshHandler>, peers: UpstreamPeers, settings: GateSettings) -> Self {
+        GateProxy {
             refresh,
             peers,
-            token_paths: crate::http::path::normalize_all(token_paths),
-            metrics,
-            request_timeout,
-            trusted_proxies: Vec::new(),
-            rules: GrantRules::default(),
-            audit_cap: SourceCap::new(
-                audit::REFUSALS_PER_SOURCE_PER_SECOND,
-                AUDITED_SOURCES_PER_SECOND,
-            ),
+            token_paths: crate::http::path::normalize_all(&settings.token_paths),
+            request_timeout: settings.request_timeout,
+            trusted_proxies: settings.trusted_proxies,
+            rules: settings.rules,
         }
     }
 
-    /// Forward only these grant types untouched (`[upstream] forward_grant_types`).
-    pub fn with_grant_rules(mut self, rules: GrantRules) -> Self {
-        self.rules = rules;
-        self
-    }
-
-    /// Believe `X-Forwarded-For` / `Forwarded` / `X-Forwarded-Proto` from these peers.
-    pub fn with_trusted_proxies(mut self, proxies: Vec<ipnet::IpNet>) -> Self {
-        self.trusted_proxies = proxies;
-        self
+    fn metrics(&self) -> &Metrics {
+        self.refresh.metrics()
     }
 
     /// The client's address and scheme, believing forwarding headers only from trusted
@@ -166,8 +163,17 @@ impl Gate {
         )
     }
 
+    /// Write an answer the gate gives outside any decision on a token (not counted as an
+    /// outcome).
     async fn reply(&self, session: &mut Session, reply: GateReply) -> pingora::Result<bool> {
         write_answer(session, &reply.to_answer(), Freshness::FreshDate).await?;
+        Ok(true)
+    }
+
+    /// Write a decided answer and count its outcome: the one place outcomes are counted.
+    async fn answer(&self, session: &mut Session, reply: Reply) -> pingora::Result<bool> {
+        self.metrics().refresh_outcome(reply.outcome, reply.refused);
+        write_answer(session, &reply.answer, reply.freshness).await?;
         Ok(true)
     }
 
@@ -222,10 +228,8 @@ impl Gate {
         refusal: Refusal,
     ) -> pingora::Result<bool> {
         let token_url = token_url(session.req_header(), ctx.proto);
-        audit::token_request_refused(
-            &self.metrics,
-            &self.audit_cap,
-            &RefusedRequest {
+        TokenRequestRefused {
+            request: RefusedRequest {
                 request_id: &ctx.request_id,
                 token_url: &token_url,
                 client_ip: ctx
@@ -233,13 +237,18 @@ impl Gate {
                     .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
             },
             refusal,
-            self.refresh.clock.now(),
-        );
+            now: self.refresh.now(),
+        }
+        .emit(self.refresh.auditor());
         let reply = match refusal {
             Refusal::BodyTooLarge => GateReply::BodyTooLarge(MAX_TOKEN_BODY_BYTES),
             refusal => GateReply::Refused(refusal),
         };
-        self.reply(session, reply).await
+        let outcome = match refusal {
+            Refusal::UnsupportedGrant => RefreshOutcome::UnsupportedGrant,
+            _ => RefreshOutcome::InvalidRequest,
+        };
+        self.answer(session, Reply::gate(reply, outcome)).await
     }
 
     async fn token_request(
@@ -300,8 +309,17 @@ impl Gate {
                     request_id: ctx.request_id.clone(),
                     token_url: token_url(session.req_header(), ctx.proto),
                 };
-                self.refresh.handle(session, grant, body, origin).await?;
-                Ok(true)
+                let refresh = RefreshRequest {
+                    grant,
+                    header: session.req_header().clone(),
+                    body,
+                    origin,
+                };
+                let reply = self
+                    .refresh
+                    .handle(refresh, &mut SessionLink(&mut *session))
+                    .await;
+                self.answer(session, reply).await
             }
         }
     }
@@ -314,30 +332,16 @@ impl Gate {
         ctx: &RequestCtx,
         forwarded: Forwarded,
     ) -> pingora::Result<bool> {
-        let now = self.refresh.clock.now();
-        for suspect in &forwarded.suspects {
-            let fingerprint = self.refresh.fingerprinter.token(suspect);
-            match self.refresh.store.is_spent(&fingerprint, now).await {
-                Ok(false) => {}
-                Ok(true) => return self.refuse(session, ctx, Refusal::SpentToken).await,
-                Err(error) => {
-                    tracing::warn!(%error, "could not check a forwarded grant against the tombstones");
-                    // As for refresh grants: fail-closed answers 503; fail-open forwards,
-                    // and the IdP decides the grant itself.
-                    if self.refresh.on_store_error == OnStoreError::FailClosed {
-                        self.refresh.store_unavailable(session).await?;
-                        return Ok(true);
-                    }
-                    break;
-                }
-            }
+        match self.refresh.check_forwarded(&forwarded.suspects).await {
+            ForwardCheck::Forward => Ok(false),
+            ForwardCheck::Spent => self.refuse(session, ctx, Refusal::SpentToken).await,
+            ForwardCheck::Answer(reply) => self.answer(session, reply).await,
         }
-        Ok(false)
     }
 }
 
 #[async_trait]
-impl ProxyHttp for Gate {
+impl ProxyHttp for GateProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
@@ -476,10 +480,10 @@ impl ProxyHttp for Gate {
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
         if status > 0 {
-            self.metrics.request(ctx.route, status);
+            self.metrics().request(ctx.route, status);
         }
         if let Some(started) = ctx.upstream_started {
-            self.metrics
+            self.metrics()
                 .upstream_duration(UpstreamKind::Passthrough, started.elapsed().as_secs_f64());
         }
     }

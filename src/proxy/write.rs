@@ -1,20 +1,11 @@
 //! Writing answers to the client and shaping the request the gate sends upstream.
 
-use crate::http::answer::Answer;
+use crate::http::answer::{Answer, Freshness};
 use crate::http::respond::is_hop_by_hop;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 use pingora::Result;
 use std::net::IpAddr;
-
-/// Which extra headers an answer written by the gate gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Freshness {
-    /// The upstream's own answer, verbatim (its `Date` kept).
-    Verbatim,
-    /// A remembered or gate-written answer: a fresh `Date`.
-    FreshDate,
-}
 
 /// Write a complete answer and end the response.
 pub async fn write_answer(

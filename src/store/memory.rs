@@ -8,7 +8,7 @@ use super::tombstones::Tombstones;
 use super::{
     AfterWait, ExchangeOutcome, Presented, Refusal, StoreError, TokenRecord, TokenStore, Waiter,
 };
-use crate::clock::{Clock, SystemClock, UnixMillis};
+use crate::clock::{Clock, UnixMillis};
 use crate::oauth::credentials::ClientIdentity;
 use crate::policy::{Decision, Policy, Presenter, RefusalReason};
 use crate::seal::fingerprint::{FingerprintHashing, TokenFingerprint};
@@ -54,6 +54,7 @@ pub struct MemoryStore {
     state: Mutex<State>,
     max_in_flight: usize,
     revoked_families: Cache<TokenFingerprint, (), FingerprintHashing>,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -68,7 +69,7 @@ impl std::fmt::Debug for MemoryStore {
 
 impl MemoryStore {
     /// A store with these limits.
-    pub fn new(limits: &MemoryStoreLimits) -> Self {
+    pub fn new(limits: &MemoryStoreLimits, clock: Arc<dyn Clock>) -> Self {
         let revoked_families = Cache::builder()
             .max_capacity(limits.max_tombstones)
             .time_to_live(limits.tombstone_ttl)
@@ -81,6 +82,7 @@ impl MemoryStore {
                 answers: Answers::new(usize::try_from(limits.max_tombstones).unwrap_or(usize::MAX)),
             }),
             max_in_flight: limits.max_in_flight,
+            clock,
             revoked_families,
         }
     }
@@ -100,9 +102,9 @@ impl MemoryStore {
         self.revoked_families.run_pending_tasks();
     }
 
-    /// Run housekeeping now, by the wall clock.
+    /// Run housekeeping now, by the store's clock.
     pub fn run_maintenance(&self) {
-        self.sweep(SystemClock.now());
+        self.sweep(self.clock.now());
     }
 
     /// Answers remembered now.

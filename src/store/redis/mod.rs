@@ -20,7 +20,7 @@ use super::{
     AfterWait, ExchangeOutcome, Presented, Refusal, Released, StoreError, StoreHealth, TokenRecord,
     TokenStore, Waiter,
 };
-use crate::clock::{Clock, SystemClock, UnixMillis};
+use crate::clock::{Clock, UnixMillis};
 use crate::oauth::credentials::ClientIdentity;
 use crate::policy::{Policy, Presenter, RefusalReason};
 use crate::seal::envelope::SealedAnswer;
@@ -102,6 +102,7 @@ struct Inner {
     /// Tombstones this replica wrote within `tombstone_ttl` (the gauge; Prometheus sums
     /// the replicas).
     written: RecentCount,
+    clock: Arc<dyn Clock>,
 }
 
 /// The store shared by every replica, in Redis.
@@ -133,7 +134,10 @@ impl RedisStore {
     /// A store on the Redis at `config.url`. Connects lazily: the gate starts while Redis
     /// is down, and every operation reconnects as needed. Must run inside a Tokio runtime,
     /// which then drives the connection.
-    pub fn connect(config: &RedisStoreConfig) -> Result<RedisStore, RedisConfigError> {
+    pub fn connect(
+        config: &RedisStoreConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<RedisStore, RedisConfigError> {
         let bad = |e: redis::RedisError| RedisConfigError(e.to_string());
         let info = config.url.as_str().into_connection_info().map_err(bad)?;
         let mut settings = info
@@ -206,6 +210,7 @@ impl RedisStore {
             waiters,
             health,
             written: RecentCount::new(config.tombstone_ttl),
+            clock,
         });
         tokio::spawn(subscribe(inner.clone()));
         Ok(RedisStore { inner })
@@ -459,7 +464,7 @@ impl TokenStore for RedisStore {
     }
 
     fn tombstone_count(&self) -> u64 {
-        self.inner.written.count(SystemClock.now())
+        self.inner.written.count(self.inner.clock.now())
     }
 
     fn eviction_count(&self) -> u64 {

@@ -1,0 +1,610 @@
+//! Handling one refresh grant: present the token to the store, then forward (owning the
+//! exchange), wait for the exchange under way, replay, or refuse. Decisions come from the
+//! store and the pure policy; this module only sequences them and returns a [`Reply`],
+//! which the glue writes and counts. The IdP sits behind [`TokenEndpoint`] and the client's
+//! connection behind [`ClientLink`], so every sequence is unit-tested without sockets.
+
+mod client;
+mod exchange_task;
+mod reply;
+mod revoke;
+#[cfg(test)]
+mod tests;
+
+pub use client::{ClientLink, Unwatched};
+pub use reply::Reply;
+
+use crate::clock::{Clock, UnixMillis};
+use crate::config::OnStoreError;
+use crate::http::answer::Answer;
+use crate::http::respond::GateReply;
+use crate::oauth::credentials::{ClientCredentials, ClientIdentity};
+use crate::oauth::grant::RefreshGrant;
+use crate::observe::audit::{
+    Auditor, DetachedLimitReached, FamilyRevoked, FirstUse, ForwardedUnguarded, ReplayAnswered,
+    ReplayRefused, RequestFacts,
+};
+use crate::observe::metrics::{Metrics, RefreshOutcome, UpstreamKind};
+use crate::policy::detached::DetachedExchanges;
+use crate::policy::{Policy, Presenter, RefusalReason};
+use crate::proxy::exchange::TokenEndpoint;
+use crate::proxy::write::exchange_request;
+use crate::seal::envelope::SealedAnswer;
+use crate::seal::fingerprint::{Fingerprinter, TokenFingerprint};
+use crate::seal::secret::RefreshToken;
+use crate::store::{
+    AfterWait, ExchangeOutcome, Presented, Refusal, Released, StoreError, TokenRecord, TokenStore,
+};
+use bytes::Bytes;
+use client::ClientWait;
+use exchange_task::{Exchange, FirstAnswer};
+use pingora::http::RequestHeader;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// How many times one request presents its token. A presentation is repeated only when
+/// the exchange it waited for ended with nothing it may share (the claimant gave the claim
+/// back, or the outcome belongs to another client); the request deadline bounds them all.
+const MAX_PRESENTATIONS: usize = 3;
+
+/// The refresh handler's settings, from the configuration.
+#[derive(Debug, Clone)]
+pub struct RefreshSettings {
+    /// How long a client waits for its answer (`[upstream] request_timeout`).
+    pub request_timeout: Duration,
+    /// How long an exchange may run in all, its client gone or not.
+    pub exchange_timeout: Duration,
+    /// The id_token claim reported as the subject (`[audit] subject_claim`).
+    pub subject_claim: String,
+    /// The IdP's RFC 7009 revocation path, for revoking families there.
+    pub revocation_path: Option<String>,
+    /// What refresh grants get while the store is unavailable.
+    pub on_store_error: OnStoreError,
+    /// Exchanges whose clients left that one address may have running
+    /// (`[rotation] max_detached_per_source`).
+    pub max_detached_per_source: u32,
+}
+
+/// The shared parts the refresh handler works with.
+pub struct RefreshParts {
+    /// The rotation rules at start-up (replaced on reload by [`RefreshHandler::set_policy`]).
+    pub policy: Policy,
+    /// The state of every fingerprint.
+    pub store: Arc<dyn TokenStore>,
+    /// Keys the fingerprints.
+    pub fingerprinter: Fingerprinter,
+    /// The injected clock.
+    pub clock: Arc<dyn Clock>,
+    /// Audit events and the metrics they count into.
+    pub auditor: Arc<Auditor>,
+    /// Where exchanges go.
+    pub endpoint: Arc<dyn TokenEndpoint>,
+}
+
+/// Decides and answers refresh grants; shared by all requests.
+pub struct RefreshHandler {
+    policy: arc_swap::ArcSwap<Policy>,
+    store: Arc<dyn TokenStore>,
+    fingerprinter: Fingerprinter,
+    clock: Arc<dyn Clock>,
+    auditor: Arc<Auditor>,
+    endpoint: Arc<dyn TokenEndpoint>,
+    settings: RefreshSettings,
+    revoked_at_idp: moka::sync::Cache<TokenFingerprint, ()>,
+    warned_clients: moka::sync::Cache<Box<str>, ()>,
+    detached: Arc<DetachedExchanges>,
+}
+
+impl std::fmt::Debug for RefreshHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshHandler")
+            .field("policy", &self.policy.load())
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a refresh request came from, as the glue saw it.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The client's address (through trusted proxies).
+    pub source: Option<IpAddr>,
+    /// The socket peer (appended to `X-Forwarded-For`).
+    pub peer: Option<IpAddr>,
+    /// `http` or `https`, as the client connected.
+    pub proto: &'static str,
+    /// The request id (received or generated), forwarded upstream.
+    pub request_id: String,
+    /// The token endpoint URL the client used, for audit events.
+    pub token_url: String,
+}
+
+/// One refresh grant as the glue hands it over.
+#[derive(Debug)]
+pub struct RefreshRequest {
+    /// The classified grant: token and client credentials.
+    pub grant: RefreshGrant,
+    /// The client's request header (sent upstream, cleaned, on first use).
+    pub header: RequestHeader,
+    /// The body as received (sent upstream unchanged).
+    pub body: Bytes,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+/// What the gate does with a grant it forwards untouched, once its token-like values are
+/// checked against the tombstones.
+#[derive(Debug)]
+pub enum ForwardCheck {
+    /// None of them is a spent refresh token: forward.
+    Forward,
+    /// One is a spent refresh token: refuse the request.
+    Spent,
+    /// The check could not be made and the store policy is fail-closed: answer this.
+    Answer(Reply),
+}
+
+/// The facts of one refresh request.
+struct Request {
+    token: RefreshToken,
+    credentials: ClientCredentials,
+    fingerprint: TokenFingerprint,
+    client: ClientIdentity,
+    source: IpAddr,
+    peer: Option<IpAddr>,
+    header: RequestHeader,
+    body: Bytes,
+    proto: &'static str,
+    request_id: String,
+    token_url: String,
+}
+
+impl Request {
+    fn audit_facts(&self) -> RequestFacts<'_> {
+        RequestFacts {
+            request_id: &self.request_id,
+            token_url: &self.token_url,
+            client_id: &self.client.client_id,
+            client_ip: self.source,
+            token: self.fingerprint.display(),
+        }
+    }
+
+    fn presenter(&self) -> Presenter<'_> {
+        Presenter {
+            client: &self.client,
+            source: self.source,
+        }
+    }
+
+    /// The request sent upstream: the client's, cleaned.
+    fn upstream_header(&self) -> Option<RequestHeader> {
+        exchange_request(&self.header, self.body.len(), self.peer, self.proto).ok()
+    }
+}
+
+impl RefreshHandler {
+    /// A refresh handler over these parts.
+    pub fn new(parts: RefreshParts, settings: RefreshSettings) -> Self {
+        RefreshHandler {
+            policy: arc_swap::ArcSwap::from_pointee(parts.policy),
+            store: parts.store,
+            fingerprinter: parts.fingerprinter,
+            clock: parts.clock,
+            auditor: parts.auditor,
+            endpoint: parts.endpoint,
+            revoked_at_idp: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
+            warned_clients: moka::sync::Cache::new(10_000),
+            detached: DetachedExchanges::new(settings.max_detached_per_source),
+            settings,
+        }
+    }
+
+    /// The rules in force now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// Replace the rules (configuration reload); requests already deciding keep theirs.
+    pub fn set_policy(&self, policy: Policy) {
+        self.policy.store(Arc::new(policy));
+    }
+
+    /// The audit events' sink, shared with the glue.
+    pub fn auditor(&self) -> &Arc<Auditor> {
+        &self.auditor
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        self.auditor.metrics()
+    }
+
+    /// The time now, by the injected clock.
+    pub fn now(&self) -> UnixMillis {
+        self.clock.now()
+    }
+
+    /// Decide one refresh grant and return its answer.
+    pub async fn handle(
+        self: &Arc<Self>,
+        refresh: RefreshRequest,
+        client: &mut dyn ClientLink,
+    ) -> Reply {
+        let RefreshRequest {
+            grant,
+            header,
+            body,
+            origin,
+        } = refresh;
+        let request = Request {
+            fingerprint: self.fingerprinter.token(&grant.token),
+            client: grant.client.identity(&self.fingerprinter),
+            credentials: grant.client,
+            token: grant.token,
+            source: origin.source.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            peer: origin.peer,
+            header,
+            body,
+            proto: origin.proto,
+            request_id: origin.request_id,
+            token_url: origin.token_url,
+        };
+        let deadline = tokio::time::Instant::now() + self.settings.request_timeout;
+        for _ in 0..MAX_PRESENTATIONS {
+            let presented = self
+                .store
+                .present(
+                    &request.fingerprint,
+                    &request.presenter(),
+                    &self.policy(),
+                    self.clock.now(),
+                )
+                .await;
+            match presented {
+                Err(error) => return self.store_failure(&request, error).await,
+                Ok(Presented::Claimed { .. }) if !self.detached.admits(request.source) => {
+                    return self.source_busy(&request).await;
+                }
+                Ok(Presented::Claimed { family }) => {
+                    return self.forward(&request, family, client).await;
+                }
+                Ok(Presented::Wait(waiter)) => {
+                    // Every answer to its owner: an outcome that rotated nothing (an IdP
+                    // error, a non-rotating answer, a gate error) is handed only to a waiter
+                    // that authenticated as the claimant did; another presents on its own,
+                    // so a wrong secret in front of it cannot spoil its refresh. A rotation
+                    // is decided by the policy (`client_mismatch`).
+                    let owner = waiter.claimant.as_ref() == Some(&request.client);
+                    match tokio::time::timeout_at(deadline, waiter.outcome).await {
+                        Ok(Ok(None)) => continue,
+                        Ok(Ok(Some(ExchangeOutcome::Released(_)))) if !owner => continue,
+                        Ok(Ok(Some(outcome))) => {
+                            return self.after_wait(&request, waiter.slot, outcome).await;
+                        }
+                        // The token was in flight: never forward it unguarded.
+                        Ok(Err(error)) => {
+                            tracing::warn!(%error, "the exchange waited for is unknown");
+                            return store_unavailable();
+                        }
+                        Err(_) => return failed(GateReply::Timeout),
+                    }
+                }
+                Ok(Presented::Replay { answer, record }) => {
+                    return self.replay(&request, &answer, &record, false);
+                }
+                Ok(Presented::Refused(refusal)) => {
+                    return self.refuse(&request, &refusal, false);
+                }
+            }
+        }
+        failed(GateReply::Unreachable)
+    }
+
+    /// Check a grant forwarded untouched: is one of its token-like values a token the gate
+    /// tombstoned (a spent refresh token as a token exchange's `subject_token`)?
+    pub async fn check_forwarded(&self, suspects: &[RefreshToken]) -> ForwardCheck {
+        let now = self.clock.now();
+        for suspect in suspects {
+            let fingerprint = self.fingerprinter.token(suspect);
+            match self.store.is_spent(&fingerprint, now).await {
+                Ok(false) => {}
+                Ok(true) => return ForwardCheck::Spent,
+                Err(error) => {
+                    tracing::warn!(%error, "could not check a forwarded grant against the tombstones");
+                    // As for refresh grants: fail-closed answers 503; fail-open forwards,
+                    // and the IdP decides the grant itself.
+                    return match self.settings.on_store_error {
+                        OnStoreError::FailClosed => ForwardCheck::Answer(store_unavailable()),
+                        OnStoreError::FailOpen => ForwardCheck::Forward,
+                    };
+                }
+            }
+        }
+        ForwardCheck::Forward
+    }
+
+    async fn store_failure(&self, request: &Request, error: StoreError) -> Reply {
+        match error {
+            StoreError::InFlightFull | StoreError::Contended => {
+                tracing::warn!(%error, "refresh grant not decided");
+                Reply::gate(GateReply::Busy, RefreshOutcome::UpstreamError)
+            }
+            StoreError::Unavailable(_) => match self.settings.on_store_error {
+                OnStoreError::FailOpen => self.forward_unguarded(request).await,
+                OnStoreError::FailClosed => store_unavailable(),
+            },
+        }
+    }
+
+    /// This address already has its share of exchanges whose clients left: give the
+    /// claim back and ask it to retry.
+    async fn source_busy(&self, request: &Request) -> Reply {
+        self.complete(
+            &request.fingerprint,
+            ExchangeOutcome::Released(Released::Unreachable),
+        )
+        .await;
+        DetachedLimitReached {
+            request: request.audit_facts(),
+            now: self.clock.now(),
+        }
+        .emit(&self.auditor);
+        Reply::gate(GateReply::SourceBusy, RefreshOutcome::UpstreamError)
+    }
+
+    /// `fail-open` while the store is unavailable: forward the grant as it came and answer
+    /// the IdP's answer verbatim, remembering nothing; the IdP's own rules apply.
+    async fn forward_unguarded(&self, request: &Request) -> Reply {
+        ForwardedUnguarded {
+            request: request.audit_facts(),
+            now: self.clock.now(),
+        }
+        .emit(&self.auditor);
+        let Some(header) = request.upstream_header() else {
+            return Reply::internal();
+        };
+        let started = Instant::now();
+        let result = tokio::time::timeout(
+            self.settings.request_timeout,
+            self.endpoint.send(header, request.body.clone()),
+        )
+        .await;
+        self.metrics()
+            .upstream_duration(UpstreamKind::Refresh, started.elapsed().as_secs_f64());
+        match result {
+            Ok(Ok(answer)) => Reply::upstream(answer, RefreshOutcome::Unguarded),
+            Ok(Err(_)) => failed(GateReply::Unreachable),
+            Err(_) => failed(GateReply::Timeout),
+        }
+    }
+
+    /// First use: start the exchange as its own task (it belongs to the claim), then wait
+    /// for its answer up to `request_timeout`, watching the client meanwhile.
+    async fn forward(
+        self: &Arc<Self>,
+        request: &Request,
+        family: TokenFingerprint,
+        client: &mut dyn ClientLink,
+    ) -> Reply {
+        let Some(upstream_header) = request.upstream_header() else {
+            // Nothing was sent: release the claim so the client can retry.
+            self.complete(
+                &request.fingerprint,
+                ExchangeOutcome::Released(Released::Unreachable),
+            )
+            .await;
+            return Reply::internal();
+        };
+        let (sender, receiver) = oneshot::channel();
+        let life = self.detached.track(request.source);
+        let exchange = Exchange {
+            life: life.clone(),
+            handler: self.clone(),
+            token: request.token.clone(),
+            fingerprint: request.fingerprint,
+            client: request.client.clone(),
+            source: request.source,
+            family,
+            header: upstream_header,
+            body: request.body.clone(),
+            request_id: request.request_id.clone(),
+            token_url: request.token_url.clone(),
+        };
+        tokio::spawn(exchange.run(sender));
+        // Until its answer arrives, the client may leave (this future is dropped) or give up
+        // (the timeout): the exchange then runs on detached, counted for its address.
+        let mut waiting = ClientWait {
+            life,
+            handler: self.clone(),
+            answered: false,
+        };
+        let wait = tokio::time::timeout(self.settings.request_timeout, receiver);
+        tokio::pin!(wait);
+        // Watch the client's connection meanwhile: Pingora does not read it while a filter
+        // runs, so a client that closes would otherwise be noticed only at the timeout.
+        let answer = tokio::select! {
+            answer = &mut wait => answer,
+            closed = client.closed() => {
+                if closed {
+                    // Closed, or only half-closed (a client may still read the answer):
+                    // the exchange counts as detached from now on, and the answer is still
+                    // returned if it comes in time.
+                    waiting.detach();
+                }
+                // Otherwise: bytes of a pipelined request; nothing to watch any more.
+                wait.await
+            }
+        };
+        // A client that waited its whole `request_timeout` was answered (504): it is not
+        // counted as detached; only a client that left before is.
+        waiting.answered = true;
+        drop(waiting);
+        match answer {
+            Ok(Ok(FirstAnswer::Upstream { answer, success })) => {
+                let outcome = if success {
+                    RefreshOutcome::Forwarded
+                } else {
+                    RefreshOutcome::UpstreamError
+                };
+                Reply::upstream(answer, outcome)
+            }
+            Ok(Ok(FirstAnswer::Failed(reply))) => failed(reply),
+            // The exchange task ended without an answer (a panic): its guard released the
+            // claim, so a retry can succeed.
+            Ok(Err(_)) => Reply::gate(GateReply::Unreachable, RefreshOutcome::InternalError),
+            Err(_) => failed(GateReply::Timeout),
+        }
+    }
+
+    /// A waiter's answer, once the exchange it waited for ended.
+    async fn after_wait(
+        self: &Arc<Self>,
+        request: &Request,
+        slot: u32,
+        outcome: ExchangeOutcome,
+    ) -> Reply {
+        match outcome {
+            ExchangeOutcome::Rotated { record, answer, .. } => {
+                let policy = self.policy();
+                // Waiters are released a few ms apart, so kubectl processes sharing one
+                // kubeconfig do not collide on its lock.
+                tokio::time::sleep(policy.release_delay(slot)).await;
+                let decision = self
+                    .store
+                    .decide_after_wait(
+                        &request.fingerprint,
+                        &record,
+                        &request.presenter(),
+                        &policy,
+                        self.clock.now(),
+                    )
+                    .await;
+                match decision {
+                    Ok(AfterWait::Replay(record)) => self.replay(request, &answer, &record, true),
+                    Ok(AfterWait::Refuse(refusal)) => self.refuse(request, &refusal, true),
+                    // The token rotated: never forward it unguarded, whatever the policy.
+                    Err(error) => {
+                        tracing::warn!(%error, "replay not decided");
+                        store_unavailable()
+                    }
+                }
+            }
+            ExchangeOutcome::Released(Released::Answered { answer, success }) => {
+                match answer.open(&request.token) {
+                    Ok(answer) => {
+                        let outcome = if success {
+                            RefreshOutcome::Coalesced
+                        } else {
+                            RefreshOutcome::UpstreamError
+                        };
+                        Reply::remembered(answer, outcome)
+                    }
+                    Err(_) => Reply::internal(),
+                }
+            }
+            ExchangeOutcome::Released(Released::Unreachable) => failed(GateReply::Unreachable),
+            ExchangeOutcome::Released(Released::TimedOut) => failed(GateReply::Timeout),
+        }
+    }
+
+    fn replay(
+        &self,
+        request: &Request,
+        sealed: &SealedAnswer,
+        record: &TokenRecord,
+        coalesced: bool,
+    ) -> Reply {
+        let Ok(answer): Result<Answer, _> = sealed.open(&request.token) else {
+            return Reply::internal();
+        };
+        ReplayAnswered {
+            request: request.audit_facts(),
+            first: first_use(record),
+            coalesced,
+            now: self.clock.now(),
+        }
+        .emit(&self.auditor);
+        let outcome = if coalesced {
+            RefreshOutcome::Coalesced
+        } else {
+            RefreshOutcome::GraceReplay
+        };
+        Reply::remembered(answer, outcome)
+    }
+
+    fn refuse(self: &Arc<Self>, request: &Request, refusal: &Refusal, coalesced: bool) -> Reply {
+        let now = self.clock.now();
+        ReplayRefused {
+            request: request.audit_facts(),
+            first: refusal.record.as_deref().map(first_use),
+            reason: refusal.reason,
+            coalesced,
+            now,
+        }
+        .emit(&self.auditor);
+        if refusal.revoked_family {
+            FamilyRevoked {
+                request: request.audit_facts(),
+                family: refusal.family.display(),
+                reason: refusal.reason,
+                now,
+            }
+            .emit(&self.auditor);
+        }
+        if refusal.revoked_family || refusal.reason == RefusalReason::FamilyRevoked {
+            self.revoke_at_idp(request, refusal.family);
+        }
+        Reply::refused(
+            GateReply::InvalidGrant(refusal.reason.description()),
+            refusal.reason,
+        )
+    }
+
+    async fn complete(&self, fingerprint: &TokenFingerprint, outcome: ExchangeOutcome) {
+        if let Err(error) = self
+            .store
+            .complete(fingerprint, outcome, &self.policy())
+            .await
+        {
+            tracing::error!(%error, token = %fingerprint.display(), "could not record the end of an exchange");
+        }
+    }
+
+    fn warn_not_rotating(&self, client: &ClientIdentity) {
+        if !self.warned_clients.contains_key(&client.client_id) {
+            self.warned_clients.insert(client.client_id.clone(), ());
+            tracing::warn!(
+                client_id = %client.client_id,
+                "the IdP answered a refresh grant without a new refresh token: nothing is \
+                 tombstoned for this client (one-time use needs rotation at the IdP)"
+            );
+        }
+    }
+}
+
+/// An exchange that failed at or on the way to the IdP.
+fn failed(reply: GateReply) -> Reply {
+    Reply::gate(reply, RefreshOutcome::UpstreamError)
+}
+
+/// `503 temporarily_unavailable`: the store cannot decide this grant.
+fn store_unavailable() -> Reply {
+    Reply::refused(GateReply::StoreUnavailable, RefusalReason::StoreUnavailable)
+}
+
+fn first_use(record: &TokenRecord) -> FirstUse<'_> {
+    FirstUse {
+        client_id: &record.client.client_id,
+        client_ip: record.source,
+        subject: record.subject.as_deref(),
+        at: record.first_use,
+        family: record.family.display(),
+        replays: record.replays(),
+    }
+}

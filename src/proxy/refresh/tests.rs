@@ -1,0 +1,532 @@
+//! The refresh handler's sequencing, without sockets: a scripted fake IdP behind
+//! [`TokenEndpoint`], the memory store, a [`ManualClock`] for the policy and paused Tokio
+//! time for waits, spacing and timeouts.
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::http::answer::Freshness;
+use crate::oauth::credentials::ClientCredentials;
+use crate::policy::Rules;
+use crate::proxy::exchange::ExchangeFailure;
+use crate::seal::secret::ClientSecret;
+use crate::store::{MemoryStore, MemoryStoreLimits, StoreHealth};
+use async_trait::async_trait;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use tokio::time::Instant as TokioInstant;
+
+const START: UnixMillis = UnixMillis(1_800_000_000_000);
+const GRACE: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+const SPACING: Duration = Duration::from_millis(50);
+
+/// What the fake IdP does with one exchange.
+enum Step {
+    /// Answer after `delay` with `status` and a JSON body; a 200 carries a new refresh
+    /// token `rt-<n>`.
+    Answer { delay: Duration, status: u16 },
+    /// Fail after `delay`.
+    Fail {
+        delay: Duration,
+        failure: ExchangeFailure,
+    },
+    /// Never answer.
+    Hang,
+    /// Panic (a bug in the exchange): the claim must still be released.
+    Panic,
+}
+
+/// A scripted IdP: steps in order, then 200s without delay.
+#[derive(Default)]
+struct FakeIdp {
+    steps: Mutex<VecDeque<Step>>,
+    calls: AtomicUsize,
+    bodies: Mutex<Vec<Bytes>>,
+    headers: Mutex<Vec<RequestHeader>>,
+}
+
+impl FakeIdp {
+    fn scripted(steps: impl IntoIterator<Item = Step>) -> Arc<FakeIdp> {
+        Arc::new(FakeIdp {
+            steps: Mutex::new(steps.into_iter().collect()),
+            ..FakeIdp::default()
+        })
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+fn token_answer(status: u16, n: usize) -> Answer {
+    let body = if status == 200 {
+        format!(
+            r#"{{"access_token":"at-{n}","token_type":"Bearer","expires_in":60,"refresh_token":"rt-{n}"}}"#
+        )
+    } else {
+        r#"{"error":"invalid_client"}"#.to_owned()
+    };
+    Answer {
+        status,
+        headers: vec![
+            ("content-type".to_owned(), b"application/json".to_vec()),
+            ("date".to_owned(), b"Mon, 01 Jan 2024 00:00:00 GMT".to_vec()),
+        ],
+        body: Bytes::from(body),
+    }
+}
+
+#[async_trait]
+impl TokenEndpoint for FakeIdp {
+    async fn send(&self, header: RequestHeader, body: Bytes) -> Result<Answer, ExchangeFailure> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        self.headers.lock().unwrap().push(header);
+        self.bodies.lock().unwrap().push(body);
+        let step = self.steps.lock().unwrap().pop_front();
+        match step.unwrap_or(Step::Answer {
+            delay: Duration::ZERO,
+            status: 200,
+        }) {
+            Step::Answer { delay, status } => {
+                tokio::time::sleep(delay).await;
+                Ok(token_answer(status, n))
+            }
+            Step::Fail { delay, failure } => {
+                tokio::time::sleep(delay).await;
+                Err(failure)
+            }
+            Step::Hang => std::future::pending().await,
+            Step::Panic => panic!("the fake IdP's deliberate panic"),
+        }
+    }
+}
+
+/// A store that is down: every call fails as unavailable.
+struct DownStore;
+
+#[async_trait]
+impl TokenStore for DownStore {
+    async fn present(
+        &self,
+        _: &TokenFingerprint,
+        _: &Presenter<'_>,
+        _: &Policy,
+        _: UnixMillis,
+    ) -> Result<Presented, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn complete(
+        &self,
+        _: &TokenFingerprint,
+        _: ExchangeOutcome,
+        _: &Policy,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn decide_after_wait(
+        &self,
+        _: &TokenFingerprint,
+        _: &Arc<TokenRecord>,
+        _: &Presenter<'_>,
+        _: &Policy,
+        _: UnixMillis,
+    ) -> Result<AfterWait, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn is_spent(&self, _: &TokenFingerprint, _: UnixMillis) -> Result<bool, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    fn tombstone_count(&self) -> u64 {
+        0
+    }
+    fn eviction_count(&self) -> u64 {
+        0
+    }
+    fn health(&self) -> StoreHealth {
+        StoreHealth {
+            available: false,
+            errors: 1,
+        }
+    }
+}
+
+struct Fixture {
+    handler: Arc<RefreshHandler>,
+    idp: Arc<FakeIdp>,
+    clock: Arc<ManualClock>,
+}
+
+fn settings() -> RefreshSettings {
+    RefreshSettings {
+        request_timeout: REQUEST_TIMEOUT,
+        exchange_timeout: Duration::from_secs(10),
+        subject_claim: "sub".to_owned(),
+        revocation_path: None,
+        on_store_error: OnStoreError::FailClosed,
+        max_detached_per_source: 64,
+    }
+}
+
+fn fixture_with(
+    idp: Arc<FakeIdp>,
+    store: Option<Arc<dyn TokenStore>>,
+    settings: RefreshSettings,
+) -> Fixture {
+    let clock = Arc::new(ManualClock::new(START));
+    let store = store.unwrap_or_else(|| {
+        Arc::new(MemoryStore::new(
+            &MemoryStoreLimits {
+                tombstone_ttl: Duration::from_secs(900),
+                max_tombstones: 1000,
+                max_in_flight: 100,
+            },
+            clock.clone(),
+        ))
+    });
+    let mut policy = Policy::uniform(Rules {
+        grace_period: GRACE,
+        ..Rules::default()
+    });
+    policy.replay_spacing = SPACING;
+    let handler = RefreshHandler::new(
+        RefreshParts {
+            policy,
+            store,
+            fingerprinter: Fingerprinter::new(&[7u8; 32]),
+            clock: clock.clone(),
+            auditor: Arc::new(Auditor::new(Metrics::new())),
+            endpoint: idp.clone(),
+        },
+        settings,
+    );
+    Fixture {
+        handler: Arc::new(handler),
+        idp,
+        clock,
+    }
+}
+
+fn fixture(idp: Arc<FakeIdp>) -> Fixture {
+    fixture_with(idp, None, settings())
+}
+
+/// A refresh grant of `token` by `client_id` (with `secret`, if any) from 10.0.0.1.
+fn grant(token: &str, client_id: &str, secret: Option<&str>) -> RefreshRequest {
+    let mut header = RequestHeader::build("POST", b"/token", None).unwrap();
+    header.insert_header("host", "idp.example.com").unwrap();
+    header.insert_header("accept-encoding", "gzip").unwrap();
+    header
+        .insert_header("content-type", "application/x-www-form-urlencoded")
+        .unwrap();
+    let body = format!("grant_type=refresh_token&refresh_token={token}&client_id={client_id}");
+    RefreshRequest {
+        grant: RefreshGrant {
+            token: RefreshToken::new(token),
+            client: ClientCredentials {
+                client_id: client_id.to_owned(),
+                secret: secret.map(ClientSecret::new),
+            },
+        },
+        header,
+        body: Bytes::from(body),
+        origin: Origin {
+            source: Some("10.0.0.1".parse().unwrap()),
+            peer: Some("10.0.0.1".parse().unwrap()),
+            proto: "https",
+            request_id: "req-1".to_owned(),
+            token_url: "https://idp.example.com/token".to_owned(),
+        },
+    }
+}
+
+async fn present(handler: &Arc<RefreshHandler>, request: RefreshRequest) -> Reply {
+    handler.handle(request, &mut Unwatched).await
+}
+
+fn body(reply: &Reply) -> String {
+    String::from_utf8_lossy(&reply.answer.body).into_owned()
+}
+
+/// A client that closes its connection after `after`.
+struct LeavesAfter(Duration);
+
+#[async_trait]
+impl ClientLink for LeavesAfter {
+    async fn closed(&mut self) -> bool {
+        tokio::time::sleep(self.0).await;
+        true
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_use_is_sent_once_cleaned_and_answered_verbatim() {
+    let f = fixture(FakeIdp::scripted([]));
+    let reply = present(&f.handler, grant("rt-0", "kubectl", None)).await;
+    assert_eq!(reply.status(), 200);
+    assert_eq!(reply.outcome, RefreshOutcome::Forwarded);
+    assert_eq!(reply.freshness, Freshness::Verbatim);
+    assert_eq!(reply.refused, None);
+    assert!(body(&reply).contains("at-1"));
+    assert_eq!(f.idp.calls(), 1);
+    let sent = f.idp.headers.lock().unwrap()[0].clone();
+    let sent_body = f.idp.bodies.lock().unwrap()[0].clone();
+    assert_eq!(
+        sent_body,
+        "grant_type=refresh_token&refresh_token=rt-0&client_id=kubectl"
+    );
+    assert!(sent.headers.get("accept-encoding").is_none());
+    assert_eq!(
+        sent.headers.get("content-length").unwrap(),
+        &sent_body.len().to_string()
+    );
+    assert_eq!(sent.headers.get("x-forwarded-proto").unwrap(), "https");
+}
+
+#[tokio::test(start_paused = true)]
+async fn racing_presenters_share_one_exchange_and_are_released_apart() {
+    let f = fixture(FakeIdp::scripted([Step::Answer {
+        delay: Duration::from_millis(100),
+        status: 200,
+    }]));
+    let started = TokioInstant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let handler = f.handler.clone();
+        tasks.push(tokio::spawn(async move {
+            let reply = present(&handler, grant("rt-0", "kubectl", None)).await;
+            (reply, started.elapsed())
+        }));
+        // Arrive in order, all while the exchange is in flight.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut replies = Vec::new();
+    for task in tasks {
+        replies.push(task.await.unwrap());
+    }
+    assert_eq!(f.idp.calls(), 1, "one upstream call for three presenters");
+    let outcomes: Vec<_> = replies.iter().map(|(r, _)| r.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            RefreshOutcome::Forwarded,
+            RefreshOutcome::Coalesced,
+            RefreshOutcome::Coalesced
+        ]
+    );
+    for (reply, _) in &replies {
+        assert_eq!(reply.status(), 200);
+        assert!(body(reply).contains("\"refresh_token\":\"rt-1\""));
+    }
+    // The first gets the answer when it comes; waiters one spacing apart after it.
+    let at: Vec<_> = replies.iter().map(|(_, at)| at.as_millis()).collect();
+    assert_eq!(at[0], 100);
+    assert_eq!(at[1], 150);
+    assert_eq!(at[2], 200);
+    assert_eq!(replies[1].0.freshness, Freshness::FreshDate);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replay_is_answered_inside_the_window_and_refused_after_it() {
+    let f = fixture(FakeIdp::scripted([]));
+    let first = present(&f.handler, grant("rt-0", "kubectl", None)).await;
+    f.clock.advance(GRACE - Duration::from_millis(1));
+    let replay = present(&f.handler, grant("rt-0", "kubectl", None)).await;
+    assert_eq!(replay.outcome, RefreshOutcome::GraceReplay);
+    assert_eq!(replay.answer.body, first.answer.body);
+    assert_eq!(replay.freshness, Freshness::FreshDate);
+    f.clock.advance(Duration::from_millis(2));
+    let late = present(&f.handler, grant("rt-0", "kubectl", None)).await;
+    assert_eq!(late.status(), 400);
+    assert_eq!(late.outcome, RefreshOutcome::Refused);
+    assert_eq!(late.refused, Some(RefusalReason::AfterGrace));
+    assert!(body(&late).contains("\"error\":\"invalid_grant\""));
+    assert_eq!(f.idp.calls(), 1, "refusals and replays never reach the IdP");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_answer_goes_only_to_the_client_that_rotated_it() {
+    let f = fixture(FakeIdp::scripted([]));
+    present(&f.handler, grant("rt-0", "kubectl", Some("s1"))).await;
+    let other_secret = present(&f.handler, grant("rt-0", "kubectl", Some("s2"))).await;
+    assert_eq!(other_secret.outcome, RefreshOutcome::Refused);
+    assert_eq!(other_secret.refused, Some(RefusalReason::ClientMismatch));
+    assert!(!body(&other_secret).contains("at-1"));
+    let other_client = present(&f.handler, grant("rt-0", "k9s", Some("s1"))).await;
+    assert_eq!(other_client.refused, Some(RefusalReason::ClientMismatch));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_idp_tombstones_nothing() {
+    let f = fixture(FakeIdp::scripted([Step::Fail {
+        delay: Duration::ZERO,
+        failure: ExchangeFailure::NotSent,
+    }]));
+    let failed = present(&f.handler, grant("rt-0", "kubectl", None)).await;
+    assert_eq!(failed.status(), 502);
+    assert_eq!(failed.outcome, RefreshOutcome::UpstreamError);
+    let retry = present(&f.handler, grant("rt-0", "kubectl", None)).await;
+    assert_eq!(
+        retry.outcome,
+        RefreshOutcome::Forwarded,
+        "the token is still fresh"
+    );
+    assert_eq!(f.idp.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idp_that_never_answers_gets_504_at_the_request_timeout() {
+    let f = fixture(FakeIdp::scripted([Step::Hang]));
+    let started = TokioInstant::now();
+    let reply = present(&f.handler, grant("rt-0", "kubectl", None)).await;
+    assert_eq!(reply.status(), 504);
+    assert_eq!(reply.outcome, RefreshOutcome::UpstreamError);
+    assert_eq!(started.elapsed(), REQUEST_TIMEOUT);
+    // The exchange still owns the claim: a waiter arriving now waits its own deadline.
+    let waiter = present(&f.handler, grant("rt-0", "kubectl", None)).await;
+    assert_eq!(waiter.status(), 504);
+    assert_eq!(f.idp.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_owned_by_another_client_sends_the_waiter_to_present_again() {
+    // The claimant's exchange fails (its secret is wrong); a waiter with another secret
+    // must not get that answer: it presents again, claims, and is forwarded itself.
+    let f = fixture(FakeIdp::scripted([
+        Step::Answer {
+            delay: Duration::from_millis(100),
+            status: 401,
+        },
+        Step::Answer {
+            delay: Duration::ZERO,
+            status: 200,
+        },
+    ]));
+    let handler = f.handler.clone();
+    let claimant =
+        tokio::spawn(
+            async move { present(&handler, grant("rt-0", "kubectl", Some("wrong"))).await },
+        );
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let waiter = present(&f.handler, grant("rt-0", "kubectl", Some("right"))).await;
+    let claimant = claimant.await.unwrap();
+    assert_eq!(claimant.status(), 401);
+    assert_eq!(claimant.outcome, RefreshOutcome::UpstreamError);
+    assert_eq!(waiter.status(), 200);
+    assert_eq!(waiter.outcome, RefreshOutcome::Forwarded);
+    assert_eq!(f.idp.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_is_shared_with_a_waiter_of_the_same_client() {
+    let f = fixture(FakeIdp::scripted([Step::Answer {
+        delay: Duration::from_millis(100),
+        status: 401,
+    }]));
+    let handler = f.handler.clone();
+    let claimant =
+        tokio::spawn(async move { present(&handler, grant("rt-0", "kubectl", None)).await });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let waiter = present(&f.handler, grant("rt-0", "kubectl", None)).await;
+    assert_eq!(claimant.await.unwrap().status(), 401);
+    assert_eq!(waiter.status(), 401);
+    assert_eq!(waiter.outcome, RefreshOutcome::UpstreamError);
+    assert_eq!(f.idp.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_exchange_is_an_internal_error_and_releases_its_claim() {
+    let f = fixture(FakeIdp::scripted([Step::Panic]));
+    let reply = present(&f.handler, grant("rt-0", "kubectl", None)).await;
+    assert_eq!(reply.outcome, RefreshOutcome::InternalError);
+    assert_eq!(reply.status(), 502, "retryable: nothing was rotated");
+    // The guard gives the claim back on its own task; let it run.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let retry = present(&f.handler, grant("rt-0", "kubectl", None)).await;
+    assert_eq!(retry.outcome, RefreshOutcome::Forwarded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fail_closed_refuses_while_the_store_is_down() {
+    let f = fixture_with(FakeIdp::scripted([]), Some(Arc::new(DownStore)), settings());
+    let reply = present(&f.handler, grant("rt-0", "kubectl", None)).await;
+    assert_eq!(reply.status(), 503);
+    assert_eq!(reply.outcome, RefreshOutcome::Refused);
+    assert_eq!(reply.refused, Some(RefusalReason::StoreUnavailable));
+    assert_eq!(f.idp.calls(), 0);
+    let check = f.handler.check_forwarded(&[RefreshToken::new("x")]).await;
+    assert!(matches!(check, ForwardCheck::Answer(reply) if reply.status() == 503));
+}
+
+#[tokio::test(start_paused = true)]
+async fn fail_open_forwards_unguarded_while_the_store_is_down() {
+    let open = RefreshSettings {
+        on_store_error: OnStoreError::FailOpen,
+        ..settings()
+    };
+    let f = fixture_with(FakeIdp::scripted([]), Some(Arc::new(DownStore)), open);
+    for _ in 0..2 {
+        let reply = present(&f.handler, grant("rt-0", "kubectl", None)).await;
+        assert_eq!(reply.status(), 200);
+        assert_eq!(reply.outcome, RefreshOutcome::Unguarded);
+        assert_eq!(reply.freshness, Freshness::Verbatim);
+    }
+    assert_eq!(f.idp.calls(), 2, "no one-time use without the store");
+    let check = f.handler.check_forwarded(&[RefreshToken::new("x")]).await;
+    assert!(matches!(check, ForwardCheck::Forward));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spent_token_inside_another_grant_is_found() {
+    let f = fixture(FakeIdp::scripted([]));
+    present(&f.handler, grant("rt-0", "kubectl", None)).await;
+    let spent = f
+        .handler
+        .check_forwarded(&[RefreshToken::new("rt-0")])
+        .await;
+    assert!(matches!(spent, ForwardCheck::Spent));
+    let fresh = f
+        .handler
+        .check_forwarded(&[RefreshToken::new("rt-1")])
+        .await;
+    assert!(matches!(fresh, ForwardCheck::Forward));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_leaves_keeps_its_rotation_and_counts_against_its_address() {
+    let one_detached = RefreshSettings {
+        max_detached_per_source: 1,
+        ..settings()
+    };
+    let f = fixture_with(
+        FakeIdp::scripted([Step::Answer {
+            delay: Duration::from_secs(1),
+            status: 200,
+        }]),
+        None,
+        one_detached,
+    );
+    // The client closes after 10 ms; the exchange runs on, detached.
+    let handler = f.handler.clone();
+    let first = tokio::spawn(async move {
+        handler
+            .handle(
+                grant("rt-0", "kubectl", None),
+                &mut LeavesAfter(Duration::from_millis(10)),
+            )
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The same address with another token: over its share of detached exchanges.
+    let busy = present(&f.handler, grant("other", "kubectl", None)).await;
+    assert_eq!(busy.status(), 503);
+    assert_eq!(busy.outcome, RefreshOutcome::UpstreamError);
+    // The detached exchange completes, and its rotation is kept: a replay is answered.
+    let first = first.await.unwrap();
+    assert_eq!(first.outcome, RefreshOutcome::Forwarded);
+    let replay = present(&f.handler, grant("rt-0", "kubectl", None)).await;
+    assert_eq!(replay.outcome, RefreshOutcome::GraceReplay);
+    // And the refused token was given back: it can be exchanged now.
+    let later = present(&f.handler, grant("other", "kubectl", None)).await;
+    assert_eq!(later.outcome, RefreshOutcome::Forwarded);
+}
