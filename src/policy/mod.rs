@@ -1,4 +1,4 @@
-//! The rotation policy: the state table of `DESIGN.md` as a pure function of
+//! The rotation policy: the state table of `docs/DESIGN.md` as a pure function of
 //! (token state, request facts, now). No I/O, no tokio, no pingora: every rule is
 //! unit-tested here by moving time instead of sleeping.
 

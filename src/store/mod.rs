@@ -1,4 +1,4 @@
-//! Where the gate keeps the state of each fingerprint (`DESIGN.md`): one async trait, so
+//! Where the gate keeps the state of each fingerprint (`docs/DESIGN.md`): one async trait, so
 //! the embedded memory store and a shared store (Redis) are interchangeable.
 
 mod answers;
@@ -138,7 +138,7 @@ pub struct Waiter {
     pub slot: u32,
     /// Who claimed the exchange (`None` when the store does not know, e.g. a claim written
     /// by an older replica): only a presenter with the same client identity may be handed
-    /// an outcome that rotated nothing (DESIGN.md, "every answer to its owner").
+    /// an outcome that rotated nothing (`docs/DESIGN.md`, "Waiters and owners").
     pub claimant: Option<ClientIdentity>,
     /// Resolves to the exchange's outcome; `Ok(None)` if the exchange vanished without one
     /// (present again); an error if the store failed meanwhile (the outcome is unknown).
@@ -250,7 +250,7 @@ pub enum StoreError {
     Unavailable(String),
 }
 
-/// The state of every fingerprint (see `DESIGN.md`). Implementations apply each decision
+/// The state of every fingerprint (see `docs/DESIGN.md`). Implementations apply each decision
 /// atomically with the state change it implies.
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {
