@@ -149,6 +149,7 @@ pub struct Metrics {
     audit_suppressed: IntCounterVec,
     detached: IntGauge,
     detached_refusals: IntCounter,
+    build_info: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -167,141 +168,137 @@ fn must<T>(result: prometheus::Result<T>) -> T {
     result.expect("metric definitions are static and valid")
 }
 
+/// Creates each metric and registers it at once, so none can be forgotten.
+struct Registrar<'r>(&'r Registry);
+
+impl Registrar<'_> {
+    fn add<C: prometheus::core::Collector + Clone + 'static>(&self, collector: C) -> C {
+        must(self.0.register(Box::new(collector.clone())));
+        collector
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(must(IntCounter::new(name, help)))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(must(IntGauge::new(name, help)))
+    }
+
+    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(must(IntCounterVec::new(Opts::new(name, help), labels)))
+    }
+}
+
+/// The buckets of the upstream duration histogram, in seconds.
+const DURATION_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 impl Metrics {
     /// Register every metric, with every series of every label value at 0.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let refresh_requests = must(IntCounterVec::new(
-            Opts::new(
+        let r = Registrar(&registry);
+        let metrics = Metrics {
+            refresh_requests: r.counters(
                 REFRESH_REQUESTS_TOTAL,
                 "Refresh grants by outcome, one per request.",
+                &["outcome"],
             ),
-            &["outcome"],
-        ));
-        let refused = must(IntCounterVec::new(
-            Opts::new(
+            refused: r.counters(
                 REFUSED_TOTAL,
                 "Refresh grants refused by the gate, by reason.",
+                &["reason"],
             ),
-            &["reason"],
-        ));
-        let upstream_duration = must(HistogramVec::new(
-            HistogramOpts::new(
-                UPSTREAM_DURATION_SECONDS,
-                "Duration of requests to the IdP, by kind.",
-            )
-            .buckets(vec![
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
-            &["kind"],
-        ));
-        let requests = must(IntCounterVec::new(
-            Opts::new(
+            upstream_duration: r.add(must(HistogramVec::new(
+                HistogramOpts::new(
+                    UPSTREAM_DURATION_SECONDS,
+                    "Duration of requests to the IdP, by kind.",
+                )
+                .buckets(DURATION_BUCKETS.to_vec()),
+                &["kind"],
+            ))),
+            requests: r.counters(
                 REQUESTS_TOTAL,
                 "Requests answered, by route and status class.",
+                &["route", "code_class"],
             ),
-            &["route", "code_class"],
-        ));
-        let tombstones = must(IntGauge::new(TOMBSTONES, "Tombstones held now."));
-        let evictions = must(IntCounter::new(
-            TOMBSTONE_EVICTIONS_TOTAL,
-            "Tombstones evicted before their TTL because the store was full.",
-        ));
-        let not_rotating = must(IntCounter::new(
-            UPSTREAM_NOT_ROTATING_TOTAL,
-            "Successful refresh answers without a new refresh token (nothing tombstoned).",
-        ));
-        let store_errors = must(IntCounter::new(
-            STORE_ERRORS_TOTAL,
-            "Token store operations that failed (Redis unreachable, timed out or erroring).",
-        ));
-        let store_up = must(IntGauge::new(
-            STORE_UP,
-            "1 while the token store answers, 0 while it does not.",
-        ));
-        store_up.set(1);
-        let token_refused = must(IntCounterVec::new(
-            Opts::new(
+            tombstones: r.gauge(TOMBSTONES, "Tombstones held now."),
+            evictions: r.counter(
+                TOMBSTONE_EVICTIONS_TOTAL,
+                "Tombstones evicted before their TTL because the store was full.",
+            ),
+            not_rotating: r.counter(
+                UPSTREAM_NOT_ROTATING_TOTAL,
+                "Successful refresh answers without a new refresh token (nothing tombstoned).",
+            ),
+            store_errors: r.counter(
+                STORE_ERRORS_TOTAL,
+                "Token store operations that failed (Redis unreachable, timed out or erroring).",
+            ),
+            store_up: r.gauge(
+                STORE_UP,
+                "1 while the token store answers, 0 while it does not.",
+            ),
+            token_refused: r.counters(
                 TOKEN_REQUESTS_REFUSED_TOTAL,
                 "Token-path requests refused as uncertain or malformed, by reason.",
+                &["reason"],
             ),
-            &["reason"],
-        ));
-        let audit_suppressed = must(IntCounterVec::new(
-            Opts::new(
+            audit_suppressed: r.counters(
                 AUDIT_SUPPRESSED_TOTAL,
                 "Audit lines not written because their source passed its per-second cap.",
+                &["event"],
             ),
-            &["event"],
-        ));
-        let detached = must(IntGauge::new(
-            DETACHED_EXCHANGES,
-            "Refresh exchanges running whose clients left.",
-        ));
-        let detached_refusals = must(IntCounter::new(
-            DETACHED_LIMIT_REFUSALS_TOTAL,
-            "Refresh grants refused because their address had too many detached exchanges.",
-        ));
-        let build_info = must(IntGaugeVec::new(
-            Opts::new(BUILD_INFO, "Build information."),
-            &["version"],
-        ));
-        for collector in [
-            Box::new(refresh_requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(refused.clone()),
-            Box::new(upstream_duration.clone()),
-            Box::new(requests.clone()),
-            Box::new(tombstones.clone()),
-            Box::new(evictions.clone()),
-            Box::new(not_rotating.clone()),
-            Box::new(store_errors.clone()),
-            Box::new(store_up.clone()),
-            Box::new(token_refused.clone()),
-            Box::new(audit_suppressed.clone()),
-            Box::new(detached.clone()),
-            Box::new(detached_refusals.clone()),
-            Box::new(build_info.clone()),
-        ] {
-            must(registry.register(collector));
-        }
+            detached: r.gauge(
+                DETACHED_EXCHANGES,
+                "Refresh exchanges running whose clients left.",
+            ),
+            detached_refusals: r.counter(
+                DETACHED_LIMIT_REFUSALS_TOTAL,
+                "Refresh grants refused because their address had too many detached exchanges.",
+            ),
+            build_info: r.add(must(IntGaugeVec::new(
+                Opts::new(BUILD_INFO, "Build information."),
+                &["version"],
+            ))),
+            registry,
+        };
+        metrics.start_at_zero();
+        metrics
+    }
+
+    /// Create every series of every label value (at 0, `store_up` at 1), so dashboards and
+    /// alerts see them before any traffic.
+    fn start_at_zero(&self) {
+        self.store_up.set(1);
         for outcome in RefreshOutcome::ALL {
-            refresh_requests.with_label_values(&[outcome.label()]);
+            self.refresh_requests.with_label_values(&[outcome.label()]);
         }
         for reason in RefusalReason::ALL {
-            refused.with_label_values(&[reason.label()]);
+            self.refused.with_label_values(&[reason.label()]);
         }
         for refusal in crate::oauth::grant::Refusal::ALL {
-            token_refused.with_label_values(&[refusal.reason()]);
+            self.token_refused.with_label_values(&[refusal.reason()]);
         }
-        audit_suppressed.with_label_values(&[crate::observe::audit::TOKEN_REQUEST_REFUSED]);
-        audit_suppressed.with_label_values(&[crate::observe::audit::DETACHED_LIMIT_REACHED]);
+        for event in [
+            crate::observe::audit::TOKEN_REQUEST_REFUSED,
+            crate::observe::audit::DETACHED_LIMIT_REACHED,
+        ] {
+            self.audit_suppressed.with_label_values(&[event]);
+        }
         for kind in [UpstreamKind::Refresh, UpstreamKind::Passthrough] {
-            upstream_duration.with_label_values(&[kind.label()]);
+            self.upstream_duration.with_label_values(&[kind.label()]);
         }
         for route in [Route::Token, Route::Passthrough] {
             for class in CODE_CLASSES {
-                requests.with_label_values(&[route.label(), class]);
+                self.requests.with_label_values(&[route.label(), class]);
             }
         }
-        build_info
+        self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        Metrics {
-            registry,
-            refresh_requests,
-            refused,
-            upstream_duration,
-            requests,
-            tombstones,
-            evictions,
-            not_rotating,
-            store_errors,
-            store_up,
-            token_refused,
-            audit_suppressed,
-            detached,
-            detached_refusals,
-        }
     }
 
     /// Publish the store's health: up or down, and its failures so far.

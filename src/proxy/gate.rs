@@ -1,19 +1,21 @@
 //! The `ProxyHttp` implementation: route token paths to the grant classifier and the
 //! refresh handler, forward everything else untouched.
 
+use super::body::{read_body, BodyError};
+use super::origin::{
+    acceptable_request_id, client_of, generate_request_id, printable_host, token_url, REQUEST_ID,
+};
 use super::refresh::{ClientLink, ForwardCheck, Origin, RefreshHandler, RefreshRequest, Reply};
 use super::upstream::UpstreamPeers;
 use super::write::{add_forwarded, strip_hop_by_hop, write_answer};
 use crate::config::MAX_TOKEN_BODY_BYTES;
 use crate::http::answer::Freshness;
-use crate::http::client_ip;
 use crate::http::path::{match_request, PathMatch, PATH_OVERRIDES};
 use crate::http::respond::GateReply;
 use crate::oauth::grant::{self, Classification, Forwarded, GrantRules, Refusal, TokenHeaders};
 use crate::observe::audit::{RefusedRequest, TokenRequestRefused};
 use crate::observe::metrics::{Metrics, RefreshOutcome, Route, UpstreamKind};
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
 use pingora::http::RequestHeader;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -66,42 +68,18 @@ pub struct RequestCtx {
     request_id: String,
 }
 
-/// The header carrying the request id, received or generated, and forwarded upstream.
-pub const REQUEST_ID: &str = "x-request-id";
-
-/// A request id the gate accepts from a client: short printable ASCII.
-fn acceptable_request_id(value: &[u8]) -> bool {
-    !value.is_empty() && value.len() <= 128 && value.iter().all(|b| b.is_ascii_graphic())
-}
-
-fn generate_request_id() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
-}
-
-/// The `Host` as sent, when it is printable ASCII (for logs), else `-`.
-fn printable_host(header: &RequestHeader) -> &str {
-    header
-        .headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
-        .unwrap_or("-")
-}
-
-/// The token endpoint URL a client used, for audit events (no query, no `;` parameters).
-fn token_url(header: &RequestHeader, proto: &str) -> String {
-    let path = crate::http::path::without_parameters(header.uri.path());
-    format!("{proto}://{}{path}", printable_host(header))
-}
-
-/// Why a token-path body could not be read.
-enum BodyError {
-    TooLarge,
-    TimedOut,
-    Client(Box<Error>),
+/// Where a refresh grant came from, for the refresh handler.
+fn refresh_origin(session: &Session, ctx: &RequestCtx) -> Origin {
+    Origin {
+        source: ctx.client_ip,
+        peer: session
+            .client_addr()
+            .and_then(|addr| addr.as_inet())
+            .map(|addr| addr.ip()),
+        proto: ctx.proto,
+        request_id: ctx.request_id.clone(),
+        token_url: token_url(session.req_header(), ctx.proto),
+    }
 }
 
 impl GateProxy {
@@ -121,48 +99,6 @@ impl GateProxy {
         self.refresh.metrics()
     }
 
-    /// The client's address and scheme, believing forwarding headers only from trusted
-    /// proxies.
-    fn client_of(&self, session: &Session) -> (Option<IpAddr>, &'static str) {
-        let Some(peer) = session
-            .client_addr()
-            .and_then(|addr| addr.as_inet())
-            .map(|addr| addr.ip())
-        else {
-            return (None, "http");
-        };
-        let headers = &session.req_header().headers;
-        let joined = |name: &str| {
-            let values: Vec<&str> = headers
-                .get_all(name)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
-            (!values.is_empty()).then(|| values.join(","))
-        };
-        let ip = client_ip::client_ip(
-            peer,
-            &self.trusted_proxies,
-            joined("forwarded").as_deref(),
-            joined("x-forwarded-for").as_deref(),
-        );
-        let forwarded_https = client_ip::is_trusted_proxy(peer, &self.trusted_proxies)
-            && headers
-                .get("x-forwarded-proto")
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
-        let own_tls = session
-            .digest()
-            .is_some_and(|digest| digest.ssl_digest.is_some());
-        (
-            Some(ip),
-            if forwarded_https || own_tls {
-                "https"
-            } else {
-                "http"
-            },
-        )
-    }
-
     /// Write an answer the gate gives outside any decision on a token (not counted as an
     /// outcome).
     async fn reply(&self, session: &mut Session, reply: GateReply) -> pingora::Result<bool> {
@@ -175,48 +111,6 @@ impl GateProxy {
         self.metrics().refresh_outcome(reply.outcome, reply.refused);
         write_answer(session, &reply.answer, reply.freshness).await?;
         Ok(true)
-    }
-
-    /// Read the whole body, refusing more than the cap (declared or actual).
-    async fn read_body(&self, session: &mut Session) -> Result<Bytes, BodyError> {
-        let declared = session
-            .req_header()
-            .headers
-            .get("content-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<usize>().ok());
-        if declared.is_some_and(|len| len > MAX_TOKEN_BODY_BYTES) {
-            return Err(BodyError::TooLarge);
-        }
-        session.enable_retry_buffering();
-        let expects_continue = session
-            .req_header()
-            .headers
-            .get("expect")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        if expects_continue {
-            session
-                .write_continue_response()
-                .await
-                .map_err(BodyError::Client)?;
-        }
-        let mut body = BytesMut::new();
-        let deadline = tokio::time::Instant::now() + self.request_timeout;
-        loop {
-            let chunk = tokio::time::timeout_at(deadline, session.read_request_body())
-                .await
-                .map_err(|_| BodyError::TimedOut)?
-                .map_err(BodyError::Client)?;
-            match chunk {
-                Some(chunk) => {
-                    if body.len() + chunk.len() > MAX_TOKEN_BODY_BYTES {
-                        return Err(BodyError::TooLarge);
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                None => return Ok(body.freeze()),
-            }
-        }
     }
 
     /// Refuse a token-path request: count it, audit it (capped per source), answer RFC 6749
@@ -258,27 +152,56 @@ impl GateProxy {
     ) -> pingora::Result<bool> {
         // Every method's body is read: a grant in a PUT or a `post` body is seen, not
         // classified on an empty body.
-        let body = match self.read_body(session).await {
+        let body = match read_body(session, self.request_timeout).await {
             Ok(body) => body,
-            Err(BodyError::TooLarge) => {
-                session.set_keepalive(None);
-                return self.refuse(session, ctx, Refusal::BodyTooLarge).await;
+            Err(error) => return self.unreadable_body(session, ctx, error).await,
+        };
+        match self.classify(session, &body) {
+            Classification::Forward(forwarded) => {
+                self.forward_checked(session, ctx, forwarded).await
             }
-            Err(BodyError::TimedOut) => {
-                session.set_keepalive(None);
-                return self.reply(session, GateReply::BodyTimeout).await;
+            Classification::Refuse(refusal) => self.refuse(session, ctx, refusal).await,
+            Classification::Refresh(grant) => {
+                let refresh = RefreshRequest {
+                    grant,
+                    header: session.req_header().clone(),
+                    body,
+                    origin: refresh_origin(session, ctx),
+                };
+                let reply = self
+                    .refresh
+                    .handle(refresh, &mut SessionLink(&mut *session))
+                    .await;
+                self.answer(session, reply).await
             }
-            Err(BodyError::Client(error)) => {
+        }
+    }
+
+    /// A token-path body that could not be read whole: never forwarded.
+    async fn unreadable_body(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        error: BodyError,
+    ) -> pingora::Result<bool> {
+        session.set_keepalive(None);
+        match error {
+            BodyError::TooLarge => self.refuse(session, ctx, Refusal::BodyTooLarge).await,
+            BodyError::TimedOut => self.reply(session, GateReply::BodyTimeout).await,
+            BodyError::Client(error) => {
                 // A malformed or truncated body (bad chunk framing, a client that went
                 // away): answer 400 if anyone is still listening.
                 tracing::debug!(error = ?error.etype(), "unreadable token-path body");
-                session.set_keepalive(None);
-                return match self.refuse(session, ctx, Refusal::UnreadableBody).await {
+                match self.refuse(session, ctx, Refusal::UnreadableBody).await {
                     Ok(answered) => Ok(answered),
                     Err(_) => Err(error),
-                };
+                }
             }
-        };
+        }
+    }
+
+    /// Classify the request with every header value the classifier reads.
+    fn classify(&self, session: &Session, body: &[u8]) -> Classification {
         let header = session.req_header();
         let headers = TokenHeaders::collect(|name| {
             header
@@ -291,37 +214,8 @@ impl GateProxy {
         let upgrade = header.headers.contains_key("upgrade")
             || header.headers.contains_key("http2-settings")
             || session.is_upgrade_req();
-        let request = headers.request(header.method.as_str(), header.uri.query(), upgrade, &body);
-        let classification = grant::classify(&request, &self.rules);
-        match classification {
-            Classification::Forward(forwarded) => {
-                self.forward_checked(session, ctx, forwarded).await
-            }
-            Classification::Refuse(refusal) => self.refuse(session, ctx, refusal).await,
-            Classification::Refresh(grant) => {
-                let origin = Origin {
-                    source: ctx.client_ip,
-                    peer: session
-                        .client_addr()
-                        .and_then(|addr| addr.as_inet())
-                        .map(|addr| addr.ip()),
-                    proto: ctx.proto,
-                    request_id: ctx.request_id.clone(),
-                    token_url: token_url(session.req_header(), ctx.proto),
-                };
-                let refresh = RefreshRequest {
-                    grant,
-                    header: session.req_header().clone(),
-                    body,
-                    origin,
-                };
-                let reply = self
-                    .refresh
-                    .handle(refresh, &mut SessionLink(&mut *session))
-                    .await;
-                self.answer(session, reply).await
-            }
-        }
+        let request = headers.request(header.method.as_str(), header.uri.query(), upgrade, body);
+        grant::classify(&request, &self.rules)
     }
 
     /// Forward a grant untouched unless one of its token-like values is a token the gate
@@ -359,7 +253,7 @@ impl ProxyHttp for GateProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
-        (ctx.client_ip, ctx.proto) = self.client_of(session);
+        (ctx.client_ip, ctx.proto) = client_of(session, &self.trusted_proxies);
         // Serve pipelined HTTP/1.1 requests in order instead of dropping the ones after the
         // first (RFC 9112 9.3.2).
         session.set_pipelining_enabled(true);
