@@ -15,6 +15,8 @@
 //!
 //! The pure parts build without Pingora; the `proxy` feature adds the glue and the binary.
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod clock;
 pub mod config;
 pub mod health;

@@ -9,7 +9,7 @@ use pingora::proxy::Session;
 use std::net::IpAddr;
 
 /// The header carrying the request id, received or generated, and forwarded upstream.
-pub const REQUEST_ID: &str = "x-request-id";
+pub(super) const REQUEST_ID: &str = "x-request-id";
 
 /// A request id the gate accepts from a client: short printable ASCII.
 pub(super) fn acceptable_request_id(value: &[u8]) -> bool {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 /// Sealed answers by fingerprint, with deadlines.
 #[derive(Debug)]
-pub struct Answers {
+pub(super) struct Answers {
     by_token: HashMap<TokenFingerprint, (Arc<SealedAnswer>, UnixMillis), FingerprintHashing>,
     /// (deadline, token) in insertion order; an entry whose token was stored again later
     /// is stale and skipped.
@@ -21,7 +21,7 @@ pub struct Answers {
 
 impl Answers {
     /// At most `capacity` answers.
-    pub fn new(capacity: usize) -> Self {
+    pub(super) fn new(capacity: usize) -> Self {
         Answers {
             by_token: HashMap::with_hasher(FingerprintHashing),
             order: VecDeque::new(),
@@ -30,7 +30,7 @@ impl Answers {
     }
 
     /// Remember `answer` for `token` until `deadline`; the oldest answer makes room.
-    pub fn insert(
+    pub(super) fn insert(
         &mut self,
         token: TokenFingerprint,
         answer: Arc<SealedAnswer>,
@@ -46,7 +46,11 @@ impl Answers {
     }
 
     /// The answer of `token`, if it is still within its deadline.
-    pub fn get(&self, token: &TokenFingerprint, now: UnixMillis) -> Option<Arc<SealedAnswer>> {
+    pub(super) fn get(
+        &self,
+        token: &TokenFingerprint,
+        now: UnixMillis,
+    ) -> Option<Arc<SealedAnswer>> {
         match self.by_token.get(token) {
             Some((answer, deadline)) if *deadline > now => Some(answer.clone()),
             _ => None,
@@ -54,7 +58,7 @@ impl Answers {
     }
 
     /// Drop up to `budget` expired answers from the front; whether more may be due.
-    pub fn sweep(&mut self, now: UnixMillis, budget: usize) -> bool {
+    pub(super) fn sweep(&mut self, now: UnixMillis, budget: usize) -> bool {
         for _ in 0..budget {
             match self.order.front() {
                 Some((deadline, _)) if *deadline <= now => {
@@ -82,7 +86,7 @@ impl Answers {
     }
 
     /// Answers held.
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.by_token.len()
     }
 }

@@ -10,7 +10,7 @@ const BUCKETS: u64 = 64;
 
 /// Events within the last `span`, to the precision of one bucket (`span / 64`).
 #[derive(Debug)]
-pub struct RecentCount {
+pub(super) struct RecentCount {
     bucket_ms: u64,
     /// (bucket index, events in it), oldest first.
     buckets: Mutex<VecDeque<(u64, u64)>>,
@@ -18,7 +18,7 @@ pub struct RecentCount {
 
 impl RecentCount {
     /// Count over `span`.
-    pub fn new(span: Duration) -> Self {
+    pub(super) fn new(span: Duration) -> Self {
         let span_ms = span.as_millis().clamp(BUCKETS as u128, u64::MAX as u128) as u64;
         RecentCount {
             bucket_ms: span_ms / BUCKETS,
@@ -37,7 +37,7 @@ impl RecentCount {
     }
 
     /// One event at `at`.
-    pub fn record(&self, at: UnixMillis) {
+    pub(super) fn record(&self, at: UnixMillis) {
         let index = at.0 / self.bucket_ms;
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         match buckets.back_mut() {
@@ -48,7 +48,7 @@ impl RecentCount {
     }
 
     /// Events within the span before `now`.
-    pub fn count(&self, now: UnixMillis) -> u64 {
+    pub(super) fn count(&self, now: UnixMillis) -> u64 {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         self.prune(&mut buckets, now);
         buckets.iter().map(|(_, count)| count).sum()

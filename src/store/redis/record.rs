@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 /// The hash field counted by the replay script.
-pub const REPLAYS: &str = "replays";
+pub(super) const REPLAYS: &str = "replays";
 
 /// The fields of a fresh tombstone (replays at 0), as field/value pairs.
-pub fn encode(record: &TokenRecord) -> Vec<(&'static str, Vec<u8>)> {
+pub(super) fn encode(record: &TokenRecord) -> Vec<(&'static str, Vec<u8>)> {
     let mut fields = vec![
         ("first_use", record.first_use.0.to_string().into_bytes()),
         ("client_id", record.client.client_id.as_bytes().to_vec()),
@@ -31,7 +31,7 @@ pub fn encode(record: &TokenRecord) -> Vec<(&'static str, Vec<u8>)> {
 /// Why a stored hash is not a tombstone.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed tombstone field `{0}`")]
-pub struct MalformedRecord(pub &'static str);
+pub(super) struct MalformedRecord(pub &'static str);
 
 fn text<'a>(
     fields: &'a HashMap<String, Vec<u8>>,
@@ -50,7 +50,7 @@ fn fixed<const N: usize>(hex_text: &str, name: &'static str) -> Result<[u8; N], 
 }
 
 /// Rebuild a tombstone from its hash fields.
-pub fn decode(fields: &HashMap<String, Vec<u8>>) -> Result<TokenRecord, MalformedRecord> {
+pub(super) fn decode(fields: &HashMap<String, Vec<u8>>) -> Result<TokenRecord, MalformedRecord> {
     let number =
         |name| text(fields, name).and_then(|t| t.parse::<u64>().map_err(|_| MalformedRecord(name)));
     let secret = match fields.get("secret") {

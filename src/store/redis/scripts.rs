@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 ///
 /// Replies `{'rotated', fields, answer|nil}`, `{'in_flight', id, slot, pttl, claimant}`,
 /// `{'revoked'}`, `{'full', link|nil}` or `{'claimed', link|nil}`.
-pub static PRESENT: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static PRESENT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local state = redis.call('HGETALL', KEYS[1])
@@ -40,7 +40,7 @@ return {'claimed', link}
 /// Record a rotation. KEYS: state, answer, claim, released.
 /// ARGV: claim id, tombstone TTL (ms), answer TTL (ms, 0 for none), sealed answer, channel,
 /// message, then the tombstone's field/value pairs.
-pub static ROTATED: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static ROTATED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 redis.call('DEL', KEYS[1])
@@ -61,7 +61,7 @@ return 1
 
 /// Release a claim that rotated nothing. KEYS: claim, released.
 /// ARGV: claim id, outcome kind, sealed answer (may be empty), TTL (ms), channel, message.
-pub static RELEASED: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static RELEASED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('HGET', KEYS[1], 'id') == ARGV[1] then
@@ -80,7 +80,7 @@ return 1
 ///
 /// Replies `{'rotated', fields, answer|nil}`, `{'released', kind, answer}`,
 /// `{'in_flight', pttl}` or `{'gone'}`.
-pub static OUTCOME: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static OUTCOME: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local state = redis.call('HGETALL', KEYS[1])
@@ -100,7 +100,7 @@ return {'gone'}
 
 /// Read a tombstone for a decision. KEYS: state, answer.
 /// Replies `{fields, 1|0}` (fields empty when there is no tombstone).
-pub static TOMBSTONE: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static TOMBSTONE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 return {redis.call('HGETALL', KEYS[1]), redis.call('EXISTS', KEYS[2])}
@@ -111,7 +111,7 @@ return {redis.call('HGETALL', KEYS[1]), redis.call('EXISTS', KEYS[2])}
 /// Count one replay if the count is still under the cap the decision relied on (the only
 /// part of a replay decision other replicas can change). KEYS: state. ARGV: the cap.
 /// Replies the new count, -1 without a tombstone, -2 when the cap was reached meanwhile.
-pub static COUNT_REPLAY: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static COUNT_REPLAY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local seen = redis.call('HGET', KEYS[1], 'replays')

@@ -9,13 +9,13 @@ use tokio::sync::Notify;
 
 /// Fingerprints waited for on this replica.
 #[derive(Debug, Default)]
-pub struct Waiters {
+pub(super) struct Waiters {
     waiting: Mutex<HashMap<TokenFingerprint, (Arc<Notify>, usize), FingerprintHashing>>,
 }
 
 /// One waiter's registration; dropping it unregisters.
 #[derive(Debug)]
-pub struct Registration {
+pub(super) struct Registration {
     waiters: Arc<Waiters>,
     token: TokenFingerprint,
     /// Woken when the exchange may have ended.
@@ -32,7 +32,7 @@ impl Waiters {
     }
 
     /// Wait for `token`'s exchange to end.
-    pub fn register(self: &Arc<Self>, token: TokenFingerprint) -> Registration {
+    pub(super) fn register(self: &Arc<Self>, token: TokenFingerprint) -> Registration {
         let mut waiting = self.waiting();
         let entry = waiting
             .entry(token)
@@ -46,21 +46,21 @@ impl Waiters {
     }
 
     /// The exchange of `token` ended: wake its waiters.
-    pub fn wake(&self, token: &TokenFingerprint) {
+    pub(super) fn wake(&self, token: &TokenFingerprint) {
         if let Some((notify, _)) = self.waiting().get(token) {
             notify.notify_waiters();
         }
     }
 
     /// Wake every waiter (a lost connection may have lost messages).
-    pub fn wake_all(&self) {
+    pub(super) fn wake_all(&self) {
         for (notify, _) in self.waiting().values() {
             notify.notify_waiters();
         }
     }
 
     /// Fingerprints waited for now.
-    pub fn waited_for(&self) -> usize {
+    pub(super) fn waited_for(&self) -> usize {
         self.waiting().len()
     }
 }
