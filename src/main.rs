@@ -1,9 +1,9 @@
 //! The `refresh-gate` binary: parse flags and config, start logging, build, run.
 //!
 //! Exit codes: 0 after a clean stop (or a valid `--check-config`); 64 (EX_USAGE) for a bad
-//! command line or configuration, every problem printed, one per line; 1 when a valid
-//! configuration cannot start (an upstream that does not resolve, a taken port, a
-//! certificate that does not load, a store that cannot be set up).
+//! configuration, every problem printed, one per line; 1 when a valid configuration cannot
+//! start (an upstream that does not resolve, a taken port, a certificate that does not
+//! load, a store that cannot be set up); clap's 2 for an unknown flag.
 
 use clap::Parser;
 use refresh_gate::config::{self, ConfigError, ConfigErrors, Loaded};
@@ -12,7 +12,7 @@ use refresh_gate::process::telemetry::{self, TelemetryError};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// EX_USAGE: a bad command line or configuration.
+/// EX_USAGE: a bad configuration (or `RUST_LOG` filter).
 const EXIT_USAGE: u8 = 64;
 /// Any other start-up failure.
 const EXIT_FAILURE: u8 = 1;
