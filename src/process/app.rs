@@ -11,7 +11,9 @@ use super::signal::DrainingShutdown;
 use super::telemetry::LogLevel;
 use super::tls::{CertError, ReloadingCert};
 use crate::clock::SystemClock;
-use crate::config::{Loaded, RedisSettings, Settings, StoreBackend};
+use crate::config::{
+    ListenSettings, Loaded, RedisSettings, Settings, StoreBackend, UpstreamSettings,
+};
 use crate::health::readiness::Readiness;
 use crate::observe::metrics::Metrics;
 use crate::proxy::exchange::Exchanger;
@@ -119,24 +121,8 @@ impl App {
             gate,
             "refresh-gate",
         );
-        let listen = settings.listen.address.to_string();
-        let certificate = match &settings.listen.tls {
-            Some(tls) => {
-                let certificate = ReloadingCert::load(&tls.cert_file, &tls.key_file)?;
-                proxy.add_tls_with_settings(
-                    &listen,
-                    None,
-                    super::tls::settings(certificate.clone()),
-                );
-                Some(certificate)
-            }
-            None => {
-                proxy.add_tcp(&listen);
-                None
-            }
-        };
+        let certificate = add_listener(&mut proxy, &settings.listen)?;
         server.add_service(proxy);
-
         match settings.admin {
             Some(address) => {
                 let app = AdminApp::new(metrics.clone(), readiness.clone(), store.store.clone());
@@ -148,16 +134,7 @@ impl App {
                 tracing::warn!("no [admin] section: /metrics, /livez and /readyz are not served")
             }
         }
-
-        let upstream = &settings.upstream;
-        let discovery = (!upstream.discovery_interval.is_zero()).then(|| DiscoveryCheck {
-            exchanger: Exchanger::new(connector(), peers.token.clone()),
-            path: upstream.discovery_path.clone(),
-            host: upstream.host_header(),
-            token_paths: crate::http::path::normalize_all(&upstream.token_paths),
-            interval: upstream.discovery_interval,
-            timeout: upstream.request_timeout,
-        });
+        let discovery = discovery_check(&settings.upstream, connector(), &peers);
         let reloader = Arc::new(Reloader::new(
             config_path,
             file,
@@ -216,6 +193,41 @@ impl App {
         drop(store);
         Ok(())
     }
+}
+
+/// The proxy's listener: plain TCP, or TLS with a certificate that reloads.
+fn add_listener<A>(
+    proxy: &mut Service<A>,
+    listen: &ListenSettings,
+) -> Result<Option<Arc<ReloadingCert>>, CertError> {
+    let address = listen.address.to_string();
+    match &listen.tls {
+        Some(tls) => {
+            let certificate = ReloadingCert::load(&tls.cert_file, &tls.key_file)?;
+            proxy.add_tls_with_settings(&address, None, super::tls::settings(certificate.clone()));
+            Ok(Some(certificate))
+        }
+        None => {
+            proxy.add_tcp(&address);
+            Ok(None)
+        }
+    }
+}
+
+/// The discovery check, unless `discovery_interval` is zero.
+fn discovery_check(
+    upstream: &UpstreamSettings,
+    connector: Connector,
+    peers: &UpstreamPeers,
+) -> Option<DiscoveryCheck> {
+    (!upstream.discovery_interval.is_zero()).then(|| DiscoveryCheck {
+        exchanger: Exchanger::new(connector, peers.token.clone()),
+        path: upstream.discovery_path.clone(),
+        host: upstream.host_header(),
+        token_paths: crate::http::path::normalize_all(&upstream.token_paths),
+        interval: upstream.discovery_interval,
+        timeout: upstream.request_timeout,
+    })
 }
 
 /// Every listener: the proxy's and the admin one.
