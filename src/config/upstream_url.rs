@@ -17,7 +17,7 @@ pub struct UpstreamTarget {
 }
 
 impl UpstreamTarget {
-    /// Parse "http://host[:port][/]" or "https://...".
+    /// Parse `http://host[:port][/]` or `https://...`.
     pub fn parse(url: &str) -> Result<UpstreamTarget, ConfigError> {
         let invalid = |message: &str| ConfigError::invalid(KEY, message);
         let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {

@@ -4,7 +4,7 @@
 //! once. The same code runs at start-up, for `--check-config` and on a reload.
 
 use super::error::{ConfigError, ConfigErrors};
-use super::schema::{Backend, Config, UpstreamSection};
+use super::schema::{Backend, ClientOverrides, Config, RotationSection, UpstreamSection};
 use super::settings::{
     ListenSettings, RedisSettings, RotationSettings, Settings, StoreBackend, StoreSettings,
     TlsFiles, UpstreamSettings,
@@ -381,6 +381,19 @@ fn rotation(config: &Config, problems: &mut Problems) -> RotationSettings {
         "must be at least 1",
     );
 
+    RotationSettings {
+        policy: policy(r, &clients),
+        limits: MemoryStoreLimits {
+            tombstone_ttl: r.tombstone_ttl,
+            max_tombstones: r.max_tombstones,
+            max_in_flight: r.max_in_flight,
+        },
+        max_detached_per_source: r.max_detached_per_source,
+    }
+}
+
+/// The rules of `[rotation]`, and of each client with its overrides on top.
+fn policy(r: &RotationSection, clients: &[(&String, &ClientOverrides)]) -> Policy {
     let defaults = Rules {
         grace_period: r.grace_period,
         max_reuses: r.max_reuses,
@@ -392,7 +405,7 @@ fn rotation(config: &Config, problems: &mut Problems) -> RotationSettings {
         on_replay: r.on_replay,
     };
     let per_client = clients
-        .into_iter()
+        .iter()
         .map(|(id, o)| {
             let rules = Rules {
                 grace_period: o.grace_period.unwrap_or(defaults.grace_period),
@@ -401,22 +414,14 @@ fn rotation(config: &Config, problems: &mut Problems) -> RotationSettings {
                 subnet: defaults.subnet,
                 on_replay: o.on_replay.unwrap_or(defaults.on_replay),
             };
-            (id.clone(), rules)
+            ((*id).clone(), rules)
         })
         .collect();
-    RotationSettings {
-        policy: Policy {
-            defaults,
-            per_client,
-            replay_spacing: r.replay_spacing,
-            max_replay_delay: r.max_replay_delay,
-        },
-        limits: MemoryStoreLimits {
-            tombstone_ttl: r.tombstone_ttl,
-            max_tombstones: r.max_tombstones,
-            max_in_flight: r.max_in_flight,
-        },
-        max_detached_per_source: r.max_detached_per_source,
+    Policy {
+        defaults,
+        per_client,
+        replay_spacing: r.replay_spacing,
+        max_replay_delay: r.max_replay_delay,
     }
 }
 
