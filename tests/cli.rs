@@ -109,3 +109,55 @@ fn a_redis_store_without_the_shared_fingerprint_key_is_refused_at_start_up() {
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("at least 32 are required"), "{err}");
 }
+
+#[test]
+fn check_config_lists_every_problem_one_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    let text = std::fs::read_to_string(shipped())
+        .unwrap()
+        .replace("address = \"127.0.0.1:9480\"", "address = \"localhost\"")
+        .replace("url = \"http://127.0.0.1:8080\"", "url = \"ftp://idp\"")
+        .replace("grace_period = \"5s\"", "grace_period = \"90s\"")
+        .replace("level = \"info\"", "level = \"info,=\"");
+    std::fs::write(&path, text).unwrap();
+    let (code, out, err) = run(
+        &["--config", path.to_str().unwrap(), "--check-config"],
+        None,
+    );
+    assert_eq!(code, 64, "{out}{err}");
+    let lines: Vec<&str> = err.trim().lines().collect();
+    let keys = [
+        "listen.address",
+        "upstream.url",
+        "rotation.grace_period",
+        "log.level",
+    ];
+    assert_eq!(lines.len(), keys.len(), "one line per problem: {err}");
+    for (line, key) in lines.iter().zip(keys) {
+        assert!(line.contains(key), "{key}: {line}");
+    }
+}
+
+#[test]
+fn a_valid_configuration_that_cannot_start_exits_1() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("taken.toml");
+    let text = std::fs::read_to_string(shipped())
+        .unwrap()
+        .replace("127.0.0.1:9480", &address);
+    std::fs::write(&path, text).unwrap();
+    let (code, _, err) = run(
+        &["--config", path.to_str().unwrap(), "--check-config"],
+        None,
+    );
+    assert_eq!(code, 0, "the configuration itself is valid: {err}");
+    let (code, _, err) = run(&["--config", path.to_str().unwrap()], None);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("cannot listen") && err.contains(&address),
+        "{err}"
+    );
+}

@@ -7,6 +7,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
+/// The default of `[rotation] max_detached_per_source`.
+pub const DEFAULT_PER_SOURCE: u32 = 64;
+
 /// The detached exchanges of every source address.
 #[derive(Debug)]
 pub struct DetachedExchanges {

@@ -7,40 +7,54 @@ pub mod source_cap;
 
 use crate::clock::UnixMillis;
 use crate::oauth::credentials::ClientIdentity;
+use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-/// How strictly a replay inside the window must come from the first use's address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceBinding {
-    /// Any address.
+/// `bind_source`: how strictly a replay inside the window must come from the first use's
+/// address. The configuration deserializes straight into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BindSource {
+    /// Any address (`"off"`).
+    #[default]
     Off,
-    /// The same address.
+    /// The same address (`"ip"`).
     Ip,
-    /// The same network: IPv4 addresses sharing `v4` leading bits, IPv6 sharing `v6`.
-    Subnet {
-        /// IPv4 prefix length.
-        v4: u8,
-        /// IPv6 prefix length.
-        v6: u8,
-    },
+    /// The same network (`"subnet"`): see [`SubnetPrefixes`].
+    Subnet,
 }
 
-impl SourceBinding {
-    /// Whether `now` counts as the same source as `first`.
-    pub fn same_source(&self, first: IpAddr, now: IpAddr) -> bool {
+/// The networks of [`BindSource::Subnet`] (`subnet_ipv4_prefix`, `subnet_ipv6_prefix`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubnetPrefixes {
+    /// IPv4 addresses sharing this many leading bits are one source.
+    pub v4: u8,
+    /// IPv6 addresses sharing this many leading bits are one source.
+    pub v6: u8,
+}
+
+impl Default for SubnetPrefixes {
+    fn default() -> Self {
+        SubnetPrefixes { v4: 24, v6: 64 }
+    }
+}
+
+impl BindSource {
+    /// Whether `now` counts as the same source as `first` (`subnet` applies to `Subnet`).
+    pub fn same_source(&self, subnet: SubnetPrefixes, first: IpAddr, now: IpAddr) -> bool {
         let first = canonical(first);
         let now = canonical(now);
         match self {
-            SourceBinding::Off => true,
-            SourceBinding::Ip => first == now,
-            SourceBinding::Subnet { v4, v6 } => match (first, now) {
+            BindSource::Off => true,
+            BindSource::Ip => first == now,
+            BindSource::Subnet => match (first, now) {
                 (IpAddr::V4(a), IpAddr::V4(b)) => {
-                    ipnet::Ipv4Net::new(a, *v4).is_ok_and(|net| net.contains(&b))
+                    ipnet::Ipv4Net::new(a, subnet.v4).is_ok_and(|net| net.contains(&b))
                 }
                 (IpAddr::V6(a), IpAddr::V6(b)) => {
-                    ipnet::Ipv6Net::new(a, *v6).is_ok_and(|net| net.contains(&b))
+                    ipnet::Ipv6Net::new(a, subnet.v6).is_ok_and(|net| net.contains(&b))
                 }
                 _ => false,
             },
@@ -56,16 +70,20 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// What a refused replay does beyond the refusal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `on_replay`: what a refused replay does beyond the refusal. The configuration
+/// deserializes straight into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum OnReplay {
-    /// Refuse the replay only.
+    /// Refuse the replay only (`"refuse"`).
+    #[default]
     Refuse,
-    /// Also revoke the whole token family (RFC 9700 §4.14.2).
+    /// Also revoke the whole token family, RFC 9700 §4.14.2 (`"revoke-family"`).
     RevokeFamily,
 }
 
-/// The rules for one client (the defaults of `[rotation]`, or `[clients."id"]`).
+/// The rules for one client (the defaults of `[rotation]`, or `[clients."id"]`). Its
+/// `Default` is the documented default of each `[rotation]` key it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rules {
     /// How long after the first successful exchange a replay may get the same answer.
@@ -74,7 +92,9 @@ pub struct Rules {
     /// Replays allowed per token inside the window, waiters included.
     pub max_reuses: u32,
     /// Whether an in-window replay must come from the first use's source.
-    pub bind_source: SourceBinding,
+    pub bind_source: BindSource,
+    /// The networks of `BindSource::Subnet` (the same for every client).
+    pub subnet: SubnetPrefixes,
     /// What a refused replay does to the family.
     pub on_replay: OnReplay,
 }
@@ -84,13 +104,15 @@ impl Default for Rules {
         Rules {
             grace_period: Duration::from_secs(5),
             max_reuses: 10,
-            bind_source: SourceBinding::Off,
+            bind_source: BindSource::Off,
+            subnet: SubnetPrefixes::default(),
             on_replay: OnReplay::Refuse,
         }
     }
 }
 
-/// Every rule in force: per-client rules and the waiter spacing.
+/// Every rule in force: per-client rules and the waiter spacing. Its `Default` holds the
+/// documented defaults of `replay_spacing` and `max_replay_delay`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// Rules of clients without their own.
@@ -311,7 +333,10 @@ pub fn decide_replay(
     if who.client != rotation.client {
         return Decision::refuse(RefusalReason::ClientMismatch, rules);
     }
-    if !rules.bind_source.same_source(rotation.source, who.source) {
+    if !rules
+        .bind_source
+        .same_source(rules.subnet, rotation.source, who.source)
+    {
         return Decision::refuse(RefusalReason::SourceMismatch, rules);
     }
     if rotation.replays >= rules.max_reuses {
@@ -472,7 +497,7 @@ mod tests {
     fn source_binding_by_ip() {
         let k = client("k");
         let rules = Rules {
-            bind_source: SourceBinding::Ip,
+            bind_source: BindSource::Ip,
             ..Rules::default()
         };
         let mut rotation = rotated(&k, 0);
@@ -494,14 +519,17 @@ mod tests {
 
     #[test]
     fn source_binding_by_subnet_v4_and_v6() {
-        let binding = SourceBinding::Subnet { v4: 24, v6: 64 };
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert!(binding.same_source(ip("192.168.1.10"), ip("192.168.1.200")));
-        assert!(!binding.same_source(ip("192.168.1.10"), ip("192.168.2.10")));
-        assert!(binding.same_source(ip("2001:db8:1:2::1"), ip("2001:db8:1:2:ffff::9")));
-        assert!(!binding.same_source(ip("2001:db8:1:2::1"), ip("2001:db8:1:3::1")));
-        assert!(!binding.same_source(ip("192.168.1.10"), ip("2001:db8::1")));
-        assert!(SourceBinding::Off.same_source(ip("1.1.1.1"), ip("2001:db8::1")));
+        let nets = SubnetPrefixes { v4: 24, v6: 64 };
+        let same = |b: BindSource, x: &str, y: &str| {
+            b.same_source(nets, x.parse().unwrap(), y.parse().unwrap())
+        };
+        let subnet = BindSource::Subnet;
+        assert!(same(subnet, "192.168.1.10", "192.168.1.200"));
+        assert!(!same(subnet, "192.168.1.10", "192.168.2.10"));
+        assert!(same(subnet, "2001:db8:1:2::1", "2001:db8:1:2:ffff::9"));
+        assert!(!same(subnet, "2001:db8:1:2::1", "2001:db8:1:3::1"));
+        assert!(!same(subnet, "192.168.1.10", "2001:db8::1"));
+        assert!(same(BindSource::Off, "1.1.1.1", "2001:db8::1"));
     }
 
     #[test]
@@ -509,7 +537,7 @@ mod tests {
         let k = client("k");
         let other = client("other");
         let rules = Rules {
-            bind_source: SourceBinding::Ip,
+            bind_source: BindSource::Ip,
             max_reuses: 0,
             ..Rules::default()
         };

@@ -2,9 +2,9 @@
 //! listener, background checks, reload, signals, logging and TLS.
 
 pub mod admin;
+pub mod app;
 pub mod background;
 pub mod reload;
-pub mod server;
 pub mod signal;
 pub mod telemetry;
 pub mod tls;

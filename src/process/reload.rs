@@ -5,7 +5,7 @@
 
 use super::telemetry::LogLevel;
 use super::tls::ReloadingCert;
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::proxy::refresh::RefreshHandler;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -25,7 +25,7 @@ fn modified(path: &std::path::Path) -> Option<SystemTime> {
 }
 
 impl Reloader {
-    /// A reloader for the gate started from `config` read at `path`.
+    /// A reloader for the gate started from `config` (the file as written) read at `path`.
     pub fn new(
         path: PathBuf,
         config: Config,
@@ -82,35 +82,33 @@ impl Reloader {
     fn reload_config(&self) {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         running.1 = modified(&self.path);
-        let new = match Config::load(&self.path) {
-            Ok(new) => new,
+        let config::Loaded { file, settings } = match config::load(&self.path) {
+            Ok(loaded) => loaded,
             Err(error) => {
                 tracing::error!(%error, "configuration not reloaded; the running configuration stays in force");
                 return;
             }
         };
-        let refused = running.0.restart_only_changes(&new);
+        let refused = running.0.restart_only_changes(&file);
         if !refused.is_empty() {
             tracing::error!(
                 keys = refused.join(", "),
                 "configuration reload: these keys changed but need a restart; their running values stay in force"
             );
         }
-        self.refresh.set_policy(new.policy());
+        self.refresh.set_policy(settings.rotation.policy);
         if let Some(level) = &self.log_level {
-            if let Err(error) = level.set(&new.log.level) {
+            if let Err(error) = level.set(&settings.log.level) {
                 tracing::error!(%error, "configuration reload: log level not changed");
             }
         }
         tracing::info!(
-            grace_period = ?new.rotation.grace_period,
-            max_reuses = new.rotation.max_reuses,
-            clients = new.clients.len(),
-            log_level = new.log.level.as_str(),
+            grace_period = ?file.rotation.grace_period,
+            max_reuses = file.rotation.max_reuses,
+            clients = file.clients.len(),
+            log_level = file.log.level.as_str(),
             "configuration reloaded"
         );
-        running.0.rotation = new.rotation;
-        running.0.clients = new.clients;
-        running.0.log.level = new.log.level;
+        running.0.adopt_reloadable(file);
     }
 }

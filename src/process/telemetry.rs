@@ -12,7 +12,7 @@
 //!    writer thread: Pingora's INFO to ERROR lines still carry the request summary (method,
 //!    URI with its query, Host), e.g. `Fail to proxy: ..., GET /cb?code=..., Host: ...`.
 
-use crate::config::{Log, LogFormat};
+use crate::config::{LogFormat, LogSection};
 use crate::observe::redact::RedactingWriter;
 use tracing::{Level, Metadata};
 use tracing_subscriber::filter::filter_fn;
@@ -59,7 +59,7 @@ const FILTER_IN_FORCE: &str = "log filter in force: the gate's own records follo
 
 /// Install the global subscriber (which also captures the `log` records Pingora writes).
 /// `RUST_LOG`, when set, overrides `log.level`.
-pub fn init(log: &Log) -> Result<LogGuard, TelemetryError> {
+pub fn init(log: &LogSection) -> Result<LogGuard, TelemetryError> {
     let from_env = std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.trim().is_empty());

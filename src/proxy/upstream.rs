@@ -1,6 +1,6 @@
 //! The IdP as Pingora peers: resolved once at start-up, TLS verification never off.
 
-use crate::config::{Config, UpstreamTarget};
+use crate::config::UpstreamSettings;
 use pingora::upstreams::peer::HttpPeer;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -18,9 +18,6 @@ pub enum UpstreamError {
         /// The resolver's message.
         message: String,
     },
-    /// Invalid URL (already caught by validation).
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
 }
 
 /// The peers the gate sends to: one per kind of traffic, differing only in timeouts.
@@ -41,8 +38,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl UpstreamPeers {
     /// Resolve the IdP and build the peers.
-    pub fn from_config(config: &Config) -> Result<UpstreamPeers, UpstreamError> {
-        let target = UpstreamTarget::parse(&config.upstream.url)?;
+    pub fn from_settings(upstream: &UpstreamSettings) -> Result<UpstreamPeers, UpstreamError> {
+        let target = &upstream.target;
         let address = (target.host.as_str(), target.port)
             .to_socket_addrs()
             .map_err(|e| UpstreamError::Resolve {
@@ -56,18 +53,18 @@ impl UpstreamPeers {
                 port: target.port,
                 message: "no address".to_owned(),
             })?;
-        let sni = if target.tls {
-            target.server_name(config.upstream.tls_server_name.as_deref())
-        } else {
-            String::new()
-        };
-        let base = base_peer(address, target.tls, sni, config.upstream.connect_timeout);
+        let base = base_peer(
+            address,
+            target.tls,
+            upstream.sni(),
+            upstream.connect_timeout,
+        );
         let mut token = base.clone();
-        token.options.read_timeout = Some(config.upstream.request_timeout);
-        token.options.write_timeout = Some(config.upstream.request_timeout);
+        token.options.read_timeout = Some(upstream.request_timeout);
+        token.options.write_timeout = Some(upstream.request_timeout);
         let mut exchange = base.clone();
-        exchange.options.read_timeout = Some(config.upstream.exchange_timeout);
-        exchange.options.write_timeout = Some(config.upstream.request_timeout);
+        exchange.options.read_timeout = Some(upstream.exchange_timeout);
+        exchange.options.write_timeout = Some(upstream.request_timeout);
         Ok(UpstreamPeers {
             passthrough: base,
             token,
@@ -96,21 +93,26 @@ fn base_peer(address: SocketAddr, tls: bool, sni: String, connect_timeout: Durat
 mod tests {
     use super::*;
 
-    fn config(url: &str, name: Option<&str>) -> Config {
+    fn config(url: &str, name: Option<&str>) -> UpstreamSettings {
         let name = name
             .map(|n| format!("tls_server_name = \"{n}\"\n"))
             .unwrap_or_default();
-        Config::parse(&format!(
+        crate::config::Config::parse(&format!(
             "[listen]\naddress = \"127.0.0.1:1\"\n[upstream]\nurl = \"{url}\"\n{name}token_paths = [\"/token\"]\n"
         ))
         .unwrap()
+        .validate()
+        .unwrap()
+        .upstream
     }
 
     #[test]
     fn https_peer_verifies_the_configured_name() {
-        let peers =
-            UpstreamPeers::from_config(&config("https://127.0.0.1:8443", Some("idp.example.com")))
-                .unwrap();
+        let peers = UpstreamPeers::from_settings(&config(
+            "https://127.0.0.1:8443",
+            Some("idp.example.com"),
+        ))
+        .unwrap();
         for peer in [&peers.passthrough, &peers.token, &peers.exchange] {
             assert_eq!(peer.sni, "idp.example.com");
             assert!(peer.options.verify_cert && peer.options.verify_hostname);
@@ -119,13 +121,13 @@ mod tests {
 
     #[test]
     fn https_peer_by_address_still_has_a_name() {
-        let peers = UpstreamPeers::from_config(&config("https://127.0.0.1:8443", None)).unwrap();
+        let peers = UpstreamPeers::from_settings(&config("https://127.0.0.1:8443", None)).unwrap();
         assert_eq!(peers.passthrough.sni, "127.0.0.1");
     }
 
     #[test]
     fn only_the_token_peers_have_read_timeouts() {
-        let peers = UpstreamPeers::from_config(&config("http://127.0.0.1:8080", None)).unwrap();
+        let peers = UpstreamPeers::from_settings(&config("http://127.0.0.1:8080", None)).unwrap();
         assert_eq!(peers.passthrough.options.read_timeout, None);
         assert_eq!(
             peers.token.options.read_timeout,
@@ -139,7 +141,7 @@ mod tests {
 
     #[test]
     fn unresolvable_host_is_a_clear_error() {
-        let err = UpstreamPeers::from_config(&config("http://no-such-host.invalid:80", None))
+        let err = UpstreamPeers::from_settings(&config("http://no-such-host.invalid:80", None))
             .unwrap_err();
         assert!(err.to_string().contains("cannot resolve"), "{err}");
     }

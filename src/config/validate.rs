@@ -1,0 +1,530 @@
+//! Validation: every value of a parsed [`Config`] checked, every problem collected (not
+//! only the first), and on success the typed [`Settings`] start-up uses. The files the
+//! configuration names (the fingerprint key, the Redis password and CA) are read here,
+//! once. The same code runs at start-up, for `--check-config` and on a reload.
+
+use super::error::{ConfigError, ConfigErrors};
+use super::schema::{Backend, ClientOverrides, Config, RotationSection, UpstreamSection};
+use super::settings::{
+    ListenSettings, RedisSettings, RotationSettings, Settings, StoreBackend, StoreSettings,
+    TlsFiles, UpstreamSettings,
+};
+use super::upstream_url::UpstreamTarget;
+use crate::oauth::grant::GrantRules;
+use crate::policy::{Policy, Rules, SubnetPrefixes};
+use crate::seal::fingerprint::Fingerprinter;
+use crate::store::MemoryStoreLimits;
+use ipnet::IpNet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+/// The longest grace period accepted without `allow_long_grace`.
+pub const LONG_GRACE: Duration = Duration::from_secs(60);
+/// The longest grace period accepted at all.
+pub const MAX_GRACE: Duration = Duration::from_secs(300);
+/// The longest `[store] timeout` accepted.
+const MAX_STORE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The problems found so far.
+#[derive(Default)]
+struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    fn add(&mut self, key: &'static str, message: impl Into<String>) {
+        self.0.push(ConfigError::invalid(key, message));
+    }
+
+    /// Record a problem unless `ok`.
+    fn require(&mut self, ok: bool, key: &'static str, message: impl Into<String>) {
+        if !ok {
+            self.add(key, message);
+        }
+    }
+
+    /// The value, or `None` with its error recorded.
+    fn take<T>(&mut self, result: Result<T, ConfigError>) -> Option<T> {
+        result.map_err(|e| self.0.push(e)).ok()
+    }
+
+    /// The content of a file the configuration names.
+    fn read(&mut self, key: &'static str, path: &Path) -> Option<Vec<u8>> {
+        std::fs::read(path)
+            .map_err(|e| {
+                self.add(
+                    key,
+                    format!("{} is not a readable file ({e})", path.display()),
+                )
+            })
+            .ok()
+    }
+}
+
+impl Config {
+    /// Check every value and return the typed settings, or every problem found (in the
+    /// order of the file's sections).
+    pub fn validate(&self) -> Result<Settings, ConfigErrors> {
+        let mut problems = Problems::default();
+        let listen = listen(self, &mut problems);
+        let admin = admin(self, listen.as_ref().map(|l| l.address), &mut problems);
+        let upstream = upstream(&self.upstream, &mut problems);
+        let rotation = rotation(self, &mut problems);
+        let store = store(self, &mut problems);
+        problems.require(
+            !self.audit.subject_claim.trim().is_empty(),
+            "audit.subject_claim",
+            "must name a claim",
+        );
+        if let Some(errors) = ConfigErrors::new(problems.0) {
+            return Err(errors);
+        }
+        match (listen, admin, upstream, store) {
+            (Some(listen), Some(admin), Some(upstream), Some(store)) => Ok(Settings {
+                listen,
+                admin,
+                upstream,
+                rotation,
+                store,
+                audit: self.audit.clone(),
+                log: self.log.clone(),
+            }),
+            _ => unreachable!("a section without settings recorded a problem"),
+        }
+    }
+}
+
+fn socket_address(key: &'static str, text: &str, example: &str) -> Result<SocketAddr, ConfigError> {
+    if text.is_empty() {
+        return Err(ConfigError::invalid(
+            key,
+            format!("is required: IP:port, e.g. {example}"),
+        ));
+    }
+    text.parse()
+        .map_err(|_| ConfigError::invalid(key, format!("must be IP:port, e.g. {example}")))
+}
+
+fn listen(config: &Config, problems: &mut Problems) -> Option<ListenSettings> {
+    let listen = &config.listen;
+    let address = problems.take(socket_address(
+        "listen.address",
+        &listen.address,
+        "127.0.0.1:9480",
+    ));
+    let trusted_proxies: Vec<IpNet> = listen
+        .trusted_proxies
+        .iter()
+        .filter_map(|entry| {
+            let net = entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    ConfigError::invalid(
+                        "listen.trusted_proxies",
+                        format!("{entry:?} is not a CIDR or an IP address"),
+                    )
+                });
+            problems.take(net)
+        })
+        .collect();
+    let tls = match (&listen.tls_cert_file, &listen.tls_key_file) {
+        (None, None) => None,
+        (Some(cert_file), Some(key_file)) => {
+            for (key, path) in [
+                ("listen.tls_cert_file", cert_file),
+                ("listen.tls_key_file", key_file),
+            ] {
+                problems.require(
+                    path.is_file(),
+                    key,
+                    format!("{} is not a readable file", path.display()),
+                );
+            }
+            Some(TlsFiles {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+            })
+        }
+        (Some(_), None) => {
+            problems.add(
+                "listen.tls_key_file",
+                "is required with listen.tls_cert_file",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            problems.add(
+                "listen.tls_cert_file",
+                "is required with listen.tls_key_file",
+            );
+            None
+        }
+    };
+    Some(ListenSettings {
+        address: address?,
+        tls,
+        trusted_proxies,
+        drain: listen.drain,
+        shutdown_grace: listen.shutdown_grace,
+    })
+}
+
+fn admin(
+    config: &Config,
+    listen: Option<SocketAddr>,
+    problems: &mut Problems,
+) -> Option<Option<SocketAddr>> {
+    let Some(admin) = &config.admin else {
+        return Some(None);
+    };
+    let address = problems.take(socket_address(
+        "admin.address",
+        &admin.address,
+        "127.0.0.1:9481",
+    ))?;
+    if listen == Some(address) {
+        problems.add("admin.address", "must differ from listen.address");
+        return None;
+    }
+    Some(Some(address))
+}
+
+fn absolute(problems: &mut Problems, key: &'static str, path: &Option<String>) {
+    if let Some(path) = path {
+        problems.require(path.starts_with('/'), key, "must be an absolute path");
+    }
+}
+
+fn upstream(upstream: &UpstreamSection, problems: &mut Problems) -> Option<UpstreamSettings> {
+    let target = problems.take(UpstreamTarget::parse(&upstream.url));
+    problems.require(
+        !upstream.token_paths.is_empty(),
+        "upstream.token_paths",
+        "must name at least one path",
+    );
+    for path in &upstream.token_paths {
+        problems.require(
+            path.starts_with('/') && crate::http::path::normalize(path).is_some(),
+            "upstream.token_paths",
+            format!("{path:?} is not an absolute path"),
+        );
+    }
+    for grant in &upstream.forward_grant_types {
+        let printable = !grant.is_empty() && grant.bytes().all(|b| b.is_ascii_graphic());
+        problems.require(
+            printable && grant != crate::oauth::grant::names::REFRESH_TOKEN,
+            "upstream.forward_grant_types",
+            format!("{grant:?} is not a grant type the gate can forward"),
+        );
+    }
+    problems.require(
+        !upstream.connect_timeout.is_zero(),
+        "upstream.connect_timeout",
+        "must be above 0",
+    );
+    problems.require(
+        !upstream.request_timeout.is_zero(),
+        "upstream.request_timeout",
+        "must be above 0",
+    );
+    problems.require(
+        upstream.exchange_timeout >= upstream.request_timeout,
+        "upstream.exchange_timeout",
+        "must be at least upstream.request_timeout",
+    );
+    let https = target.as_ref().map(|t| t.tls);
+    if let Some(name) = &upstream.tls_server_name {
+        if https == Some(false) {
+            problems.add(
+                "upstream.tls_server_name",
+                "only applies to an https:// upstream",
+            );
+        } else {
+            problems.require(
+                !name.trim().is_empty(),
+                "upstream.tls_server_name",
+                "must not be empty (an empty name would turn certificate verification off)",
+            );
+        }
+    }
+    if let Some(ca) = &upstream.ca_file {
+        if https == Some(false) {
+            problems.add("upstream.ca_file", "only applies to an https:// upstream");
+        } else {
+            problems.require(
+                ca.is_file(),
+                "upstream.ca_file",
+                format!("{} is not a readable file", ca.display()),
+            );
+        }
+    }
+    absolute(
+        problems,
+        "upstream.discovery_path",
+        &upstream.discovery_path,
+    );
+    absolute(
+        problems,
+        "upstream.revocation_path",
+        &upstream.revocation_path,
+    );
+    let discovery_path = match &upstream.discovery_path {
+        Some(path) => path.clone(),
+        None => crate::health::discovery::default_discovery_path(
+            upstream
+                .token_paths
+                .first()
+                .map(String::as_str)
+                .unwrap_or("/"),
+        ),
+    };
+    Some(UpstreamSettings {
+        target: target?,
+        tls_server_name: upstream.tls_server_name.clone(),
+        token_paths: upstream.token_paths.clone(),
+        connect_timeout: upstream.connect_timeout,
+        request_timeout: upstream.request_timeout,
+        exchange_timeout: upstream.exchange_timeout,
+        ca_file: upstream.ca_file.clone(),
+        discovery_path,
+        discovery_interval: upstream.discovery_interval,
+        revocation_path: upstream.revocation_path.clone(),
+        grant_rules: GrantRules {
+            forward_grant_types: upstream.forward_grant_types.clone(),
+        },
+        token_encoding: upstream.token_encoding,
+    })
+}
+
+/// A grace period's bounds; `client` names the client of a `[clients."id"]` value.
+fn grace(
+    problems: &mut Problems,
+    key: &'static str,
+    client: Option<&str>,
+    grace: Duration,
+    allow_long: bool,
+) {
+    let problem = if grace > MAX_GRACE {
+        "must not exceed 5m"
+    } else if grace > LONG_GRACE && !allow_long {
+        "above 60s requires allow_long_grace = true"
+    } else {
+        return;
+    };
+    match client {
+        Some(id) => problems.add(key, format!("client {id:?}: {problem}")),
+        None => problems.add(key, problem),
+    }
+}
+
+fn rotation(config: &Config, problems: &mut Problems) -> RotationSettings {
+    let r = &config.rotation;
+    grace(
+        problems,
+        "rotation.grace_period",
+        None,
+        r.grace_period,
+        r.allow_long_grace,
+    );
+    let mut clients: Vec<_> = config.clients.iter().collect();
+    clients.sort_by(|a, b| a.0.cmp(b.0));
+    for (id, client) in &clients {
+        if let Some(period) = client.grace_period {
+            let allow = client.allow_long_grace.unwrap_or(r.allow_long_grace);
+            grace(
+                problems,
+                "clients.<id>.grace_period",
+                Some(id),
+                period,
+                allow,
+            );
+        }
+    }
+    problems.require(
+        r.subnet_ipv4_prefix <= 32,
+        "rotation.subnet_ipv4_prefix",
+        "must be 0 to 32",
+    );
+    problems.require(
+        r.subnet_ipv6_prefix <= 128,
+        "rotation.subnet_ipv6_prefix",
+        "must be 0 to 128",
+    );
+    let longest_grace = clients
+        .iter()
+        .filter_map(|(_, c)| c.grace_period)
+        .fold(r.grace_period, Duration::max);
+    problems.require(
+        !r.tombstone_ttl.is_zero() && r.tombstone_ttl >= longest_grace,
+        "rotation.tombstone_ttl",
+        "must be above 0 and at least every grace_period (set it to at least the IdP's \
+         refresh-token lifetime)",
+    );
+    problems.require(
+        r.max_replay_delay <= config.upstream.request_timeout,
+        "rotation.max_replay_delay",
+        "must not exceed upstream.request_timeout",
+    );
+    problems.require(
+        r.max_tombstones > 0,
+        "rotation.max_tombstones",
+        "must be at least 1",
+    );
+    problems.require(
+        r.max_detached_per_source > 0,
+        "rotation.max_detached_per_source",
+        "must be at least 1",
+    );
+    problems.require(
+        r.max_in_flight > 0,
+        "rotation.max_in_flight",
+        "must be at least 1",
+    );
+
+    RotationSettings {
+        policy: policy(r, &clients),
+        limits: MemoryStoreLimits {
+            tombstone_ttl: r.tombstone_ttl,
+            max_tombstones: r.max_tombstones,
+            max_in_flight: r.max_in_flight,
+        },
+        max_detached_per_source: r.max_detached_per_source,
+    }
+}
+
+/// The rules of `[rotation]`, and of each client with its overrides on top.
+fn policy(r: &RotationSection, clients: &[(&String, &ClientOverrides)]) -> Policy {
+    let defaults = Rules {
+        grace_period: r.grace_period,
+        max_reuses: r.max_reuses,
+        bind_source: r.bind_source,
+        subnet: SubnetPrefixes {
+            v4: r.subnet_ipv4_prefix,
+            v6: r.subnet_ipv6_prefix,
+        },
+        on_replay: r.on_replay,
+    };
+    let per_client = clients
+        .iter()
+        .map(|(id, o)| {
+            let rules = Rules {
+                grace_period: o.grace_period.unwrap_or(defaults.grace_period),
+                max_reuses: o.max_reuses.unwrap_or(defaults.max_reuses),
+                bind_source: o.bind_source.unwrap_or(defaults.bind_source),
+                subnet: defaults.subnet,
+                on_replay: o.on_replay.unwrap_or(defaults.on_replay),
+            };
+            ((*id).clone(), rules)
+        })
+        .collect();
+    Policy {
+        defaults,
+        per_client,
+        replay_spacing: r.replay_spacing,
+        max_replay_delay: r.max_replay_delay,
+    }
+}
+
+fn store(config: &Config, problems: &mut Problems) -> Option<StoreSettings> {
+    let store = &config.store;
+    // `Some(None)`: the file named could not be used (its problem is recorded).
+    let fingerprinter = store.fingerprint_key_file.as_ref().map(|path| {
+        problems.take(
+            Fingerprinter::from_file(path)
+                .map_err(|e| ConfigError::invalid("store.fingerprint_key_file", e.to_string())),
+        )
+    });
+    let backend = match store.backend {
+        Backend::Memory => Some({
+            for (key, set) in [
+                ("store.url", store.url.is_some()),
+                ("store.username", store.username.is_some()),
+                ("store.password_file", store.password_file.is_some()),
+                ("store.ca_file", store.ca_file.is_some()),
+            ] {
+                problems.require(!set, key, "applies only to backend = \"redis\"");
+            }
+            StoreBackend::Memory
+        }),
+        Backend::Redis => redis(config, problems).map(StoreBackend::Redis),
+    };
+    Some(StoreSettings {
+        fingerprinter: read_or_none(fingerprinter)?,
+        backend: backend?,
+        on_store_error: store.on_store_error,
+    })
+}
+
+fn redis(config: &Config, problems: &mut Problems) -> Option<RedisSettings> {
+    let store = &config.store;
+    problems.require(
+        store.fingerprint_key_file.is_some(),
+        "store.fingerprint_key_file",
+        "is required with backend = \"redis\": every replica must compute the same fingerprints",
+    );
+    let url = problems.take(redis_url(store.url.as_deref()));
+    if let (Some(url), Some(_)) = (&url, &store.ca_file) {
+        problems.require(
+            url.starts_with("rediss://"),
+            "store.ca_file",
+            "applies only to a rediss:// url",
+        );
+    }
+    let password = store.password_file.as_ref().map(|path| {
+        let text = String::from_utf8(problems.read("store.password_file", path)?);
+        let text = text
+            .map_err(|_| problems.add("store.password_file", "is not UTF-8"))
+            .ok()?;
+        Some(text.trim_end_matches(['\r', '\n']).to_owned())
+    });
+    let ca_pem = store
+        .ca_file
+        .as_ref()
+        .map(|path| problems.read("store.ca_file", path));
+    problems.require(
+        !store.key_prefix.contains(['{', '}']),
+        "store.key_prefix",
+        "must not contain braces (keys carry their own hash tag)",
+    );
+    problems.require(
+        !store.timeout.is_zero() && store.timeout <= MAX_STORE_TIMEOUT,
+        "store.timeout",
+        "must be between 1ms and 10s",
+    );
+    Some(RedisSettings {
+        url: url?,
+        username: store.username.clone(),
+        password: read_or_none(password)?,
+        ca_pem: read_or_none(ca_pem)?,
+        key_prefix: store.key_prefix.clone(),
+        timeout: store.timeout,
+    })
+}
+
+/// An optional file's content: `None` when a file was named but could not be used,
+/// `Some(None)` when none was named.
+fn read_or_none<T>(read: Option<Option<T>>) -> Option<Option<T>> {
+    match read {
+        None => Some(None),
+        Some(content) => content.map(Some),
+    }
+}
+
+fn redis_url(url: Option<&str>) -> Result<String, ConfigError> {
+    let invalid = |message: &str| ConfigError::invalid("store.url", message);
+    let url = url.ok_or_else(|| invalid("is required with backend = \"redis\""))?;
+    let rest = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"))
+        .ok_or_else(|| invalid("must start with redis:// or rediss://"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(invalid(
+            "must not hold credentials: use store.username and store.password_file",
+        ));
+    }
+    if authority.is_empty() {
+        return Err(invalid("names no host"));
+    }
+    Ok(url.to_owned())
+}

@@ -1,0 +1,383 @@
+//! The gate assembled from validated settings: [`App::build`] makes every part (store,
+//! fingerprints, metrics, peers, the Pingora server and its services) and [`App::run`]
+//! serves until a signal stops the process. Nothing here parses or checks the
+//! configuration again: a failure here is the environment (a name that does not resolve,
+//! a certificate that does not load, a thread that does not start), never a bad value.
+
+use super::admin::AdminApp;
+use super::background::{self, DiscoveryCheck};
+use super::reload::Reloader;
+use super::signal::DrainingShutdown;
+use super::telemetry::LogLevel;
+use super::tls::{CertError, ReloadingCert};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{
+    ListenSettings, Loaded, RedisSettings, Settings, StoreBackend, UpstreamSettings,
+};
+use crate::health::readiness::Readiness;
+use crate::observe::audit::Auditor;
+use crate::observe::metrics::Metrics;
+use crate::proxy::exchange::Exchanger;
+use crate::proxy::gate::{GateProxy, GateSettings};
+use crate::proxy::refresh::{RefreshHandler, RefreshParts, RefreshSettings};
+use crate::proxy::upstream::{UpstreamError, UpstreamPeers};
+use crate::seal::fingerprint::Fingerprinter;
+use crate::store::{MemoryStore, RedisStore, RedisStoreConfig, TokenStore};
+use pingora::connectors::http::v1::Connector;
+use pingora::connectors::ConnectorOptions;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use pingora::services::listening::Service;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why the gate could not start although its configuration is valid.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The upstream did not resolve.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The listener's certificate did not load.
+    #[error(transparent)]
+    Tls(#[from] CertError),
+    /// A listener's address is taken or not ours.
+    #[error("cannot listen on {address} (`{key}`): {source}")]
+    Listen {
+        /// The configuration key of the address.
+        key: &'static str,
+        /// The address.
+        address: SocketAddr,
+        /// The bind error.
+        source: std::io::Error,
+    },
+    /// A thread could not start.
+    #[error("cannot start the background thread: {0}")]
+    Thread(#[from] std::io::Error),
+    /// The shared store could not be set up.
+    #[error("cannot set up the token store (Redis at `store.url`): {0}")]
+    Store(String),
+}
+
+/// The token store, and the runtime that drives a shared store's connection (kept for
+/// the life of the process).
+struct StoreParts {
+    store: Arc<dyn TokenStore>,
+    _runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// Everything the background thread runs.
+struct Background {
+    discovery: Option<DiscoveryCheck>,
+    reloader: Arc<Reloader>,
+    metrics: Metrics,
+}
+
+/// The assembled gate, ready to serve.
+pub struct App {
+    server: Server,
+    settings: Settings,
+    readiness: Arc<Readiness>,
+    store: StoreParts,
+    background: Background,
+    upstream_address: SocketAddr,
+}
+
+impl App {
+    /// Build every part from a validated configuration read at `config_path` (read again
+    /// on a reload). `log_level` lets a reload change the level.
+    pub fn build(
+        loaded: Loaded,
+        config_path: PathBuf,
+        log_level: Option<LogLevel>,
+    ) -> Result<App, StartError> {
+        let Loaded { file, settings } = loaded;
+        for (key, address) in listeners(&settings) {
+            probe_listener(key, address)?;
+        }
+        let peers = UpstreamPeers::from_settings(&settings.upstream)?;
+        let metrics = Metrics::new();
+        let readiness = Arc::new(Readiness::default());
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let store = build_store(&settings, clock.clone())?;
+
+        let mut server = Server::new_with_opt_and_conf(None, server_conf(&settings));
+        server.bootstrap();
+        let server_conf = server.configuration.clone();
+        let connector = || Connector::new(Some(ConnectorOptions::from_server_conf(&server_conf)));
+
+        let exchanger = Exchanger::new(connector(), peers.exchange.clone());
+        let refresh = Arc::new(refresh_handler(
+            &settings, &store, &metrics, clock, exchanger,
+        ));
+        let gate = GateProxy::new(
+            refresh.clone(),
+            peers.clone(),
+            GateSettings {
+                token_paths: settings.upstream.token_paths.clone(),
+                request_timeout: settings.upstream.request_timeout,
+                trusted_proxies: settings.listen.trusted_proxies.clone(),
+                rules: settings.upstream.grant_rules.clone(),
+            },
+        );
+        let mut proxy = pingora::proxy::http_proxy_service_with_name(
+            &server.configuration,
+            gate,
+            "refresh-gate",
+        );
+        let certificate = add_listener(&mut proxy, &settings.listen)?;
+        server.add_service(proxy);
+        match settings.admin {
+            Some(address) => {
+                let app = AdminApp::new(metrics.clone(), readiness.clone(), store.store.clone());
+                let mut service = Service::new("refresh-gate-admin".to_owned(), app);
+                service.add_tcp(&address.to_string());
+                server.add_service(service);
+            }
+            None => {
+                tracing::warn!("no [admin] section: /metrics, /livez and /readyz are not served")
+            }
+        }
+        let discovery = discovery_check(&settings.upstream, connector(), &peers);
+        let reloader = Arc::new(Reloader::new(
+            config_path,
+            file,
+            refresh,
+            log_level,
+            certificate,
+        ));
+        Ok(App {
+            server,
+            readiness,
+            store,
+            background: Background {
+                discovery,
+                reloader,
+                metrics,
+            },
+            upstream_address: peers.address,
+            settings,
+        })
+    }
+
+    /// Start the background thread and serve until SIGTERM (after the drain) or SIGINT.
+    pub fn run(self) -> Result<(), StartError> {
+        let App {
+            server,
+            settings,
+            readiness,
+            store,
+            background,
+            upstream_address,
+        } = self;
+        background::spawn(
+            background.discovery,
+            background.reloader,
+            readiness.clone(),
+            store.store.clone(),
+            background.metrics,
+        )?;
+        tracing::info!(
+            listen = %settings.listen.address,
+            admin = settings.admin.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+            upstream = %settings.upstream.target,
+            upstream_address = %upstream_address,
+            grace_period = ?settings.rotation.policy.defaults.grace_period,
+            max_reuses = settings.rotation.policy.defaults.max_reuses,
+            store = store_name(&settings.store.backend),
+            "refresh-gate starting"
+        );
+        server.run(RunArgs {
+            shutdown_signal: Box::new(DrainingShutdown {
+                readiness,
+                drain: settings.listen.drain,
+            }),
+        });
+        tracing::info!("refresh-gate stopped");
+        drop(store);
+        Ok(())
+    }
+}
+
+/// The proxy's listener: plain TCP, or TLS with a certificate that reloads.
+fn add_listener<A>(
+    proxy: &mut Service<A>,
+    listen: &ListenSettings,
+) -> Result<Option<Arc<ReloadingCert>>, CertError> {
+    let address = listen.address.to_string();
+    match &listen.tls {
+        Some(tls) => {
+            let certificate = ReloadingCert::load(&tls.cert_file, &tls.key_file)?;
+            proxy.add_tls_with_settings(&address, None, super::tls::settings(certificate.clone()));
+            Ok(Some(certificate))
+        }
+        None => {
+            proxy.add_tcp(&address);
+            Ok(None)
+        }
+    }
+}
+
+/// The discovery check, unless `discovery_interval` is zero.
+fn discovery_check(
+    upstream: &UpstreamSettings,
+    connector: Connector,
+    peers: &UpstreamPeers,
+) -> Option<DiscoveryCheck> {
+    (!upstream.discovery_interval.is_zero()).then(|| DiscoveryCheck {
+        exchanger: Exchanger::new(connector, peers.token.clone()),
+        path: upstream.discovery_path.clone(),
+        host: upstream.host_header(),
+        token_paths: crate::http::path::normalize_all(&upstream.token_paths),
+        interval: upstream.discovery_interval,
+        timeout: upstream.request_timeout,
+    })
+}
+
+/// Every listener: the proxy's and the admin one.
+fn listeners(settings: &Settings) -> impl Iterator<Item = (&'static str, SocketAddr)> {
+    let admin = settings.admin.map(|a| ("admin.address", a));
+    [("listen.address", settings.listen.address)]
+        .into_iter()
+        .chain(admin)
+}
+
+/// Bind `address` once and let it go, as Pingora will (`SO_REUSEADDR`), so that a taken
+/// port is a clear start-up error: Pingora binds inside its services' threads, retries for
+/// 30 s and then panics in that thread, leaving a process that serves nothing.
+fn probe_listener(key: &'static str, address: SocketAddr) -> Result<(), StartError> {
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    };
+    socket
+        .and_then(|socket| {
+            socket.set_reuseaddr(true)?;
+            socket.bind(address)
+        })
+        .map_err(|source| StartError::Listen {
+            key,
+            address,
+            source,
+        })
+}
+
+fn store_name(backend: &StoreBackend) -> &'static str {
+    match backend {
+        StoreBackend::Memory => "Memory",
+        StoreBackend::Redis(_) => "Redis",
+    }
+}
+
+fn server_conf(settings: &Settings) -> ServerConf {
+    let shutdown_secs = settings.listen.shutdown_grace.as_secs();
+    ServerConf {
+        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        grace_period_seconds: Some(shutdown_secs),
+        graceful_shutdown_timeout_seconds: Some(shutdown_secs.max(1)),
+        ca_file: settings
+            .upstream
+            .ca_file
+            .as_ref()
+            .map(|p| p.display().to_string()),
+        ..ServerConf::default()
+    }
+}
+
+/// The refresh handler, from the settings it needs.
+fn refresh_handler(
+    settings: &Settings,
+    store: &StoreParts,
+    metrics: &Metrics,
+    clock: Arc<dyn Clock>,
+    exchanger: Exchanger,
+) -> RefreshHandler {
+    let fingerprinter = match &settings.store.fingerprinter {
+        Some(fingerprinter) => fingerprinter.clone(),
+        None => {
+            tracing::info!(
+                "no store.fingerprint_key_file: using a random fingerprint key for this process"
+            );
+            Fingerprinter::random()
+        }
+    }
+    .with_token_encoding(settings.upstream.token_encoding);
+    RefreshHandler::new(
+        RefreshParts {
+            policy: settings.rotation.policy.clone(),
+            store: store.store.clone(),
+            fingerprinter,
+            clock,
+            auditor: Arc::new(Auditor::new(metrics.clone())),
+            endpoint: Arc::new(exchanger),
+        },
+        RefreshSettings {
+            request_timeout: settings.upstream.request_timeout,
+            exchange_timeout: settings.upstream.exchange_timeout,
+            subject_claim: settings.audit.subject_claim.clone(),
+            revocation_path: settings.upstream.revocation_path.clone(),
+            on_store_error: settings.store.on_store_error,
+            max_detached_per_source: settings.rotation.max_detached_per_source,
+        },
+    )
+}
+
+/// The token store the settings name, on the gate's clock.
+fn build_store(settings: &Settings, clock: Arc<dyn Clock>) -> Result<StoreParts, StartError> {
+    match &settings.store.backend {
+        StoreBackend::Memory => Ok(StoreParts {
+            store: Arc::new(MemoryStore::new(&settings.rotation.limits, clock)),
+            _runtime: None,
+        }),
+        StoreBackend::Redis(redis) => redis_store(settings, redis, clock),
+    }
+}
+
+fn redis_store(
+    settings: &Settings,
+    redis: &RedisSettings,
+    clock: Arc<dyn Clock>,
+) -> Result<StoreParts, StartError> {
+    let config = RedisStoreConfig {
+        url: redis.url.clone(),
+        username: redis.username.clone(),
+        password: redis.password.clone(),
+        ca_pem: redis.ca_pem.clone(),
+        key_prefix: redis.key_prefix.clone(),
+        timeout: redis.timeout,
+        tombstone_ttl: settings.rotation.limits.tombstone_ttl,
+        claim_ttl: settings.upstream.exchange_timeout + redis.timeout * 2 + Duration::from_secs(1),
+        max_in_flight: settings.rotation.limits.max_in_flight,
+    };
+    // The connection and its pub/sub deliveries run on their own thread, whatever the
+    // Pingora services' runtimes do.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("refresh-gate-store")
+        .enable_all()
+        .build()?;
+    let store = {
+        let _entered = runtime.enter();
+        RedisStore::connect(&config, clock).map_err(|e| StartError::Store(e.to_string()))?
+    };
+    let probe = store.clone();
+    runtime.spawn(async move {
+        match probe.ping().await {
+            Ok(()) => tracing::info!("connected to the token store (Redis)"),
+            Err(error) => tracing::warn!(%error, "the token store (Redis) does not answer yet"),
+        }
+        match probe.eviction_policy().await.as_deref() {
+            Some("noeviction") | None => {}
+            Some(policy) => tracing::warn!(
+                maxmemory_policy = policy,
+                "Redis may evict tombstones under memory pressure (a replay would then escape \
+                 the gate): use maxmemory-policy noeviction for the gate's Redis"
+            ),
+        }
+    });
+    Ok(StoreParts {
+        store: Arc::new(store),
+        _runtime: Some(runtime),
+    })
+}
