@@ -5,7 +5,7 @@
 //!
 //! "Certain" is checked against how real IdP stacks read a request: the strict reading of
 //! `crate::oauth::form` must agree with every other reading in [`readings`], no name or
-//! `grant_type` may only *fold* to a grant parameter ([`skeleton`]), and the grant type must
+//! `grant_type` may only *fold* to a grant parameter ([`mod@skeleton`]), and the grant type must
 //! be one the configuration forwards.
 
 pub mod media;
