@@ -3,7 +3,7 @@
 //! refused, every router reading of the token path is guarded, and `forward_grant_types`
 //! decides which other grants pass.
 
-mod common;
+use crate::common;
 
 use common::*;
 

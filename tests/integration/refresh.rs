@@ -1,6 +1,6 @@
 //! The refresh-grant rules end to end: the real gate binary in front of a fake IdP.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::{Duration, Instant};

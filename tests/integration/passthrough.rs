@@ -1,7 +1,7 @@
 //! Everything off the refresh path is forwarded untouched: discovery, streaming bodies
 //! with the client's Host, and protocol upgrades.
 
-mod common;
+use crate::common;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};

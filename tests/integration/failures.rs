@@ -1,7 +1,7 @@
 //! Failure and capacity behaviour through the real gate: nothing is consumed by a failure,
 //! an exchange outlives its client, and a full store never causes a second exchange.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::sync::Arc;

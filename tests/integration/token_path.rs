@@ -2,7 +2,7 @@
 //! requests are refused and never reach the IdP; path variants are recognised; bodies
 //! over the cap are refused whole.
 
-mod common;
+use crate::common;
 
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,7 +1,7 @@
 //! The gate terminating TLS: refresh grants and pass-through over https, ALPN offering
 //! HTTP/1.1 only, and a renewed certificate picked up on SIGHUP without a restart.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Alert rules and dashboards: promtool unit tests, a real Prometheus server scraping the
 //! real gate, and the dashboard's queries checked against the metric names.
 
-mod common;
+use crate::common;
 
 use common::prereq::require;
 use common::*;

@@ -2,7 +2,7 @@
 //! documented forward, nothing that should be refused reaches the IdP, and the gate keeps
 //! serving after every one. The README's "Hostile input" table lists the same cases.
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use common::*;

@@ -7,7 +7,7 @@
 //! or refused it, never forwarded it untouched; and where the gate's classifier reads a
 //! refresh grant, every stack that reads one reads the same token.
 
-mod common;
+use crate::common;
 
 use common::oracles::Oracles;
 use common::*;

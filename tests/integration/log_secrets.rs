@@ -4,7 +4,7 @@
 //! credentials, cookies and a secret query, refresh grants (first use and grace replay,
 //! Basic and `client_secret_post`, DPoP) and Pingora's error line for a dead upstream.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::net::SocketAddr;

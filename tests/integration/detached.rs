@@ -3,7 +3,7 @@
 //! exchanges still run to their end (a rotation is never lost) and other addresses are not
 //! affected.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::Duration;

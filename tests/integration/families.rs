@@ -1,7 +1,7 @@
 //! Reuse detection and binding through the real gate: token families and their
 //! revocation, source binding behind trusted proxies, per-client policy.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Upstream faults through the real gate: nothing is tombstoned for a failed exchange, and
 //! no session is lost because of the gate.
 
-mod common;
+use crate::common;
 
 use common::fault_idp::{Fault, FaultIdp, SLOW};
 use common::*;

@@ -3,7 +3,7 @@
 //! replica, refusals everywhere after the window, tombstones that outlive a restart, and the
 //! configured policy while Redis is down, with recovery when it returns.
 
-mod common;
+use crate::common;
 
 use common::redis_server::{RedisServer, ServerOptions};
 use common::*;

@@ -1,7 +1,7 @@
 //! No raw token ever reaches the gate's output, even at debug level and through refusals,
 //! replays, failures and ambiguous requests.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::Duration;

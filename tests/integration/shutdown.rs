@@ -1,7 +1,7 @@
 //! SIGTERM for real: readiness flips at once, a refresh in flight completes with its answer,
 //! and new connections are refused once the drain is over.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::{Duration, Instant};

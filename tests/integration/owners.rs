@@ -2,7 +2,7 @@
 //! non-rotating answer) is handed only to waiters that authenticated as its claimant did;
 //! any other waiter presents on its own.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! An https IdP: the gate verifies its certificate (with `ca_file` replacing the system
 //! roots, and `tls_server_name` when connecting by address) and never turns verification off.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -1,7 +1,7 @@
 //! Metrics, audit events and the admin endpoints, asserted after scripted traffic through
 //! the real gate.
 
-mod common;
+use crate::common;
 
 use common::*;
 use refresh_gate::observe::metrics::RefreshOutcome;

@@ -1,7 +1,7 @@
 //! Configuration reload on SIGHUP: safe changes apply at once and keep every remembered
 //! token; changes that need a restart are refused with a clear log line.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::Duration;
