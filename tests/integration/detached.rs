@@ -44,11 +44,11 @@ async fn refresh_from(gate: &GateProcess, token: &str, source: &str) -> (u16, Op
 async fn one_address_cannot_hold_the_slots_with_exchanges_it_abandoned() {
     let idp = FakeIdp::start().await;
     idp.set_latency(Duration::from_millis(1500));
-    let mut options = GateOptions::new(idp.url());
-    options.listen_extra = "trusted_proxies = [\"127.0.0.1/32\"]".to_owned();
-    options.rotation_extra = "max_detached_per_source = 4".to_owned();
-    options.request_timeout = "5s";
-    options.exchange_timeout = "10s";
+    let options = GateConfig::new(idp.url())
+        .trusted_proxies(["127.0.0.1/32"])
+        .max_detached_per_source(4)
+        .request_timeout(secs(5))
+        .exchange_timeout(secs(10));
     let gate = GateProcess::start(&options).await;
 
     let abandoned: Vec<String> = (0..6).map(|_| idp.mint()).collect();
@@ -99,10 +99,10 @@ async fn one_address_cannot_hold_the_slots_with_exchanges_it_abandoned() {
 async fn clients_that_wait_or_half_close_are_answered_and_never_counted_as_gone() {
     let idp = FakeIdp::start().await;
     idp.set_latency(Duration::from_millis(600));
-    let mut options = GateOptions::new(idp.url());
-    options.request_timeout = "300ms";
-    options.max_replay_delay = "100ms";
-    options.exchange_timeout = "5s";
+    let options = GateConfig::new(idp.url())
+        .request_timeout(ms(300))
+        .max_replay_delay(ms(100))
+        .exchange_timeout(secs(5));
     let gate = GateProcess::start(&options).await;
     // A client that waits its whole request_timeout is answered (504), not detached.
     let (status, _) = refresh_from(&gate, &idp.mint(), "127.0.0.1").await;

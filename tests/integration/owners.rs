@@ -35,8 +35,7 @@ async fn race(
 }
 
 async fn gate_for(idp: &FakeIdp) -> GateProcess {
-    let mut options = GateOptions::new(idp.url());
-    options.request_timeout = "3s";
+    let options = GateConfig::new(idp.url()).request_timeout(secs(3));
     GateProcess::start(&options).await
 }
 

@@ -17,12 +17,7 @@ fn write_certificate(dir: &std::path::Path) -> rcgen::CertifiedKey {
 }
 
 async fn tls_gate(idp: &FakeIdp, dir: &std::path::Path) -> GateProcess {
-    let mut options = GateOptions::new(idp.url());
-    options.listen_extra = format!(
-        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
-        dir.join("cert.pem").display(),
-        dir.join("key.pem").display()
-    );
+    let options = GateConfig::new(idp.url()).tls(dir.join("cert.pem"), dir.join("key.pem"));
     GateProcess::start(&options).await
 }
 
