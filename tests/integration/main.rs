@@ -10,6 +10,7 @@ mod common;
 
 mod alerting;
 mod cli;
+mod contract;
 mod deploy;
 mod detached;
 mod differential;
