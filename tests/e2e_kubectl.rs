@@ -8,7 +8,7 @@
 mod common;
 
 use common::e2e::*;
-use common::{GateOptions, GateProcess};
+use common::{ms, secs, GateConfig, GateProcess, OnReplay, OnStoreError, Store};
 use std::io::Write;
 use std::time::Duration;
 
@@ -46,12 +46,10 @@ impl Stack {
 }
 
 /// node-oidc-provider behind the gate (its issuer is the gate's URL), and the API server.
-async fn stack(latency: Duration, configure: impl FnOnce(&mut GateOptions)) -> Stack {
+async fn stack(latency: Duration, configure: impl FnOnce(GateConfig) -> GateConfig) -> Stack {
     let listen = common::gate::free_port();
     let idp = NodeIdp::start(&format!("http://{listen}"), latency).await;
-    let mut options = GateOptions::new(idp.url());
-    options.listen = Some(listen);
-    configure(&mut options);
+    let options = configure(GateConfig::new(idp.url()).listen_on(listen));
     let gate = GateProcess::start(&options).await;
     let api = ApiServer::start(&idp).await;
     Stack {
@@ -134,11 +132,11 @@ async fn scenario_1_baseline_without_the_gate_the_session_dies() {
     assert_eq!(runs.len(), PROCESSES);
 }
 
-async fn race_rounds(version: Kubectl, spacing: &'static str) -> Rounds {
+async fn race_rounds(version: Kubectl, spacing: Duration) -> Rounds {
     let stack = stack(IDP_LATENCY, |o| {
-        o.grace_period = "5s";
-        o.replay_spacing = spacing;
-        o.max_reuses = 20;
+        o.grace_period(secs(5))
+            .replay_spacing(spacing)
+            .max_reuses(20)
     })
     .await;
     let kubeconfig = stack.dir.path().join("config");
@@ -157,8 +155,9 @@ async fn race_rounds(version: Kubectl, spacing: &'static str) -> Rounds {
     } = rounds;
     let stats = stack.idp.stats().await;
     report(&format!(
-        "gate, grace 5s, replay_spacing {spacing}, {}: {ROUNDS} rounds x {PROCESSES} -> {ok} succeeded, {failed} refresh failures, \
+        "gate, grace 5s, replay_spacing {}, {}: {ROUNDS} rounds x {PROCESSES} -> {ok} succeeded, {failed} refresh failures, \
          {lock} lock collisions; session {}; IdP: {} exchanges, {} errors, {} grants revoked",
+        humantime::format_duration(spacing),
         version.label(),
         if alive { "alive after every round" } else { "LOST" },
         stats.refresh_success,
@@ -174,13 +173,13 @@ async fn gated_race_keeps_every_session(version: Kubectl) {
         lock,
         failed,
         alive,
-    } = race_rounds(version, "50ms").await;
+    } = race_rounds(version, ms(50)).await;
     assert_eq!(failed, 0, "refresh failures through the gate");
     assert_eq!(lock, 0, "kubeconfig lock collisions despite replay_spacing");
     assert_eq!(ok, ROUNDS * PROCESSES);
     assert!(alive, "the session was lost");
     // Beside it, what spacing buys: the same rounds with every answer released at once.
-    race_rounds(version, "0s").await;
+    race_rounds(version, Duration::ZERO).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -195,11 +194,7 @@ async fn scenario_2_kubectl_1_20_race_through_the_gate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scenario_3_openid_client_concurrent_refreshes_get_one_token_set() {
-    let stack = stack(Duration::ZERO, |o| {
-        o.max_reuses = 25;
-        o.replay_spacing = "10ms";
-    })
-    .await;
+    let stack = stack(Duration::ZERO, |o| o.max_reuses(25).replay_spacing(ms(10))).await;
     let token = stack.idp.mint().await;
     let results = openid_client_refreshes(&stack.issuer(), &token, 20).await;
     assert_eq!(results.len(), 20);
@@ -235,7 +230,7 @@ async fn refresh_at(gate: &GateProcess, token: &str) -> (u16, serde_json::Value)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scenario_4_a_spent_token_after_the_window_is_refused_and_never_reaches_the_idp() {
-    let stack = stack(Duration::ZERO, |o| o.grace_period = "1s").await;
+    let stack = stack(Duration::ZERO, |o| o.grace_period(secs(1))).await;
     let token = stack.idp.mint().await;
     let (status, first) = refresh_at(&stack.gate, &token).await;
     assert_eq!(status, 200, "{first}");
@@ -275,7 +270,7 @@ async fn post_raw(url: String, body: String) -> (u16, serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scenario_4_a_leniently_encoded_refresh_grant_is_refused_and_the_grant_survives() {
-    let stack = stack(Duration::ZERO, |o| o.grace_period = "1s").await;
+    let stack = stack(Duration::ZERO, |o| o.grace_period(secs(1))).await;
     let crafted = |token: &str| format!("grant_type=%72efresh_token&%72efresh_token={token}&x=%zz");
     // node-oidc-provider itself reads this body as a refresh grant (its lenient parser):
     // sent straight to it, a fresh token is exchanged.
@@ -314,7 +309,7 @@ async fn scenario_4_a_leniently_encoded_refresh_grant_is_refused_and_the_grant_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scenario_5_grace_zero_the_gate_enforces_one_time_use() {
-    let stack = stack(Duration::ZERO, |o| o.grace_period = "0s").await;
+    let stack = stack(Duration::ZERO, |o| o.grace_period(secs(0))).await;
     let token = stack.idp.mint().await;
     let gate = std::sync::Arc::new(stack.gate);
     let tasks: Vec<_> = (0..10)
@@ -347,9 +342,9 @@ async fn scenario_5_grace_zero_the_gate_enforces_one_time_use() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scenario_6_revoke_family_ends_the_grant_at_the_idp() {
     let stack = stack(Duration::ZERO, |o| {
-        o.grace_period = "1s";
-        o.rotation_extra = "on_replay = \"revoke-family\"".to_owned();
-        o.upstream_extra = "revocation_path = \"/token/revocation\"".to_owned();
+        o.grace_period(secs(1))
+            .on_replay(OnReplay::RevokeFamily)
+            .revocation_path("/token/revocation")
     })
     .await;
     let t0 = stack.idp.mint().await;
@@ -403,15 +398,15 @@ struct ReplicaRace {
 }
 
 /// Three rounds of the kubectl 1.33 race through two replicas with `store` as their
-/// `[store]` table (empty: each its own memory store), reported.
-async fn replica_race(label: &str, store: String) -> ReplicaRace {
+/// `[store]` table (`None`: each its own memory store), reported.
+async fn replica_race(label: &str, store: Option<Store>) -> ReplicaRace {
     let listen = common::gate::free_port();
     let idp = NodeIdp::start(&format!("http://{listen}"), IDP_LATENCY).await;
-    let mut options = GateOptions::new(idp.url());
-    options.grace_period = "5s";
-    options.replay_spacing = "50ms";
-    options.max_reuses = 20;
-    options.extra = store;
+    let mut options = GateConfig::new(idp.url())
+        .grace_period(secs(5))
+        .replay_spacing(ms(50))
+        .max_reuses(20);
+    options.store = store;
     let replicas = [
         GateProcess::start(&options).await,
         GateProcess::start(&options).await,
@@ -469,12 +464,12 @@ async fn replica_race(label: &str, store: String) -> ReplicaRace {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scenario_7_two_replicas_on_one_redis_behave_as_one_gate() {
     // The problem first: each replica with its own memory store (reported, not asserted).
-    replica_race("each with its own memory store", String::new()).await;
+    replica_race("each with its own memory store", None).await;
     let redis = common::redis_server::RedisServer::start();
     let key = common::redis_server::RedisServer::shared_key();
     let race = replica_race(
         "one shared Redis store",
-        redis.store_section(key.path(), "fail-closed"),
+        Some(redis.store_section(key.path(), OnStoreError::FailClosed)),
     )
     .await;
     assert_eq!(race.failed, 0, "refresh failures across replicas");

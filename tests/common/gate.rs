@@ -3,116 +3,10 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Settings a test varies; the rest are the shipped defaults.
-#[derive(Debug, Clone)]
-pub struct GateOptions {
-    pub upstream: String,
-    /// Listen here (a port reserved earlier) instead of a fresh free port.
-    pub listen: Option<SocketAddr>,
-    pub grace_period: &'static str,
-    pub max_reuses: u32,
-    pub replay_spacing: &'static str,
-    pub max_replay_delay: &'static str,
-    pub request_timeout: &'static str,
-    pub exchange_timeout: &'static str,
-    pub max_tombstones: u64,
-    pub max_in_flight: usize,
-    pub log_level: &'static str,
-    pub log_format: &'static str,
-    pub token_paths: &'static str,
-    pub discovery_interval: &'static str,
-    pub drain: &'static str,
-    /// Extra lines for `[listen]`, `[upstream]`, `[rotation]`, and extra tables at the end.
-    pub listen_extra: String,
-    pub upstream_extra: String,
-    pub rotation_extra: String,
-    pub extra: String,
-    /// Environment variables for the gate process (`RUST_LOG` is removed unless set here).
-    pub env: Vec<(&'static str, String)>,
-}
-
-impl GateOptions {
-    /// Defaults for a gate in front of `upstream`.
-    pub fn new(upstream: impl Into<String>) -> Self {
-        GateOptions {
-            upstream: upstream.into(),
-            listen: None,
-            grace_period: "5s",
-            max_reuses: 10,
-            replay_spacing: "0s",
-            max_replay_delay: "2s",
-            request_timeout: "5s",
-            exchange_timeout: "30s",
-            max_tombstones: 100_000,
-            max_in_flight: 10_000,
-            log_level: "info",
-            log_format: "plain",
-            token_paths: r#"["/token"]"#,
-            discovery_interval: "60s",
-            drain: "1s",
-            listen_extra: String::new(),
-            upstream_extra: String::new(),
-            rotation_extra: String::new(),
-            extra: String::new(),
-            env: Vec::new(),
-        }
-    }
-
-    fn toml(&self, listen: SocketAddr, admin: SocketAddr) -> String {
-        format!(
-            r#"
-[listen]
-address = "{listen}"
-drain = "{drain}"
-shutdown_grace = "1s"
-{listen_extra}
-[admin]
-address = "{admin}"
-[upstream]
-url = "{upstream}"
-token_paths = {token_paths}
-discovery_interval = "{discovery_interval}"
-{upstream_extra}
-connect_timeout = "1s"
-request_timeout = "{request_timeout}"
-exchange_timeout = "{exchange_timeout}"
-[rotation]
-grace_period = "{grace}"
-max_reuses = {max_reuses}
-replay_spacing = "{spacing}"
-max_replay_delay = "{max_delay}"
-tombstone_ttl = "15m"
-max_tombstones = {max_tombstones}
-max_in_flight = {max_in_flight}
-{rotation_extra}
-[log]
-level = "{log_level}"
-format = "{log_format}"
-{extra}
-"#,
-            listen_extra = self.listen_extra,
-            upstream_extra = self.upstream_extra,
-            rotation_extra = self.rotation_extra,
-            extra = self.extra,
-            drain = self.drain,
-            token_paths = self.token_paths,
-            discovery_interval = self.discovery_interval,
-            log_format = self.log_format,
-            upstream = self.upstream,
-            request_timeout = self.request_timeout,
-            exchange_timeout = self.exchange_timeout,
-            grace = self.grace_period,
-            max_reuses = self.max_reuses,
-            spacing = self.replay_spacing,
-            max_delay = self.max_replay_delay,
-            max_tombstones = self.max_tombstones,
-            max_in_flight = self.max_in_flight,
-            log_level = self.log_level,
-        )
-    }
-}
+use super::config::GateConfig;
 
 /// A running gate; killed on drop.
 pub struct GateProcess {
@@ -121,6 +15,8 @@ pub struct GateProcess {
     child: Child,
     log_path: PathBuf,
     config_path: PathBuf,
+    /// What `config_path` holds (the addresses filled in).
+    config: Mutex<GateConfig>,
     _dir: tempfile::TempDir,
 }
 
@@ -143,26 +39,30 @@ pub fn binary() -> PathBuf {
 }
 
 impl GateProcess {
-    /// Start the gate and wait until it accepts connections.
-    pub async fn start(options: &GateOptions) -> GateProcess {
+    /// Start the gate with `config` and wait until it accepts connections.
+    pub async fn start(config: &GateConfig) -> GateProcess {
+        GateProcess::start_with_env(config, &[]).await
+    }
+
+    /// Start the gate with `config` and these environment variables (`RUST_LOG` is removed
+    /// unless set here), and wait until it accepts connections.
+    pub async fn start_with_env(config: &GateConfig, env: &[(&str, &str)]) -> GateProcess {
         for _attempt in 0..5 {
             let dir = tempfile::tempdir().unwrap();
-            let addr = options.listen.unwrap_or_else(free_port);
+            let addr = config.listen.address.unwrap_or_else(free_port);
             let admin = free_port();
-            let config = dir.path().join("refresh-gate.toml");
-            std::fs::write(&config, options.toml(addr, admin)).unwrap();
+            let mut written = config.clone();
+            written.listen.address = Some(addr);
+            written.admin.address = Some(admin);
+            let config_path = dir.path().join("refresh-gate.toml");
+            std::fs::write(&config_path, written.to_toml()).unwrap();
             let log_path = dir.path().join("gate.log");
             let log = std::fs::File::create(&log_path).unwrap();
             let mut child = Command::new(binary())
                 .arg("--config")
-                .arg(&config)
+                .arg(&config_path)
                 .env_remove("RUST_LOG")
-                .envs(
-                    options
-                        .env
-                        .iter()
-                        .map(|(name, value)| (*name, value.as_str())),
-                )
+                .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
@@ -182,7 +82,8 @@ impl GateProcess {
                         admin,
                         child,
                         log_path,
-                        config_path: config.clone(),
+                        config_path,
+                        config: Mutex::new(written),
                         _dir: dir,
                     };
                 }
@@ -210,10 +111,12 @@ impl GateProcess {
         format!("http://{}{}", self.admin, path)
     }
 
-    /// Rewrite the gate's configuration file with `edit` (then send SIGHUP to reload).
-    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
-        let text = std::fs::read_to_string(&self.config_path).unwrap();
-        std::fs::write(&self.config_path, edit(text)).unwrap();
+    /// Change the gate's configuration file with `edit` (then send SIGHUP to reload, or let
+    /// the gate notice the file changed).
+    pub fn reconfigure(&self, edit: impl FnOnce(&mut GateConfig)) {
+        let mut config = self.config.lock().unwrap();
+        edit(&mut config);
+        std::fs::write(&self.config_path, config.to_toml()).unwrap();
     }
 
     /// Send a signal (`"HUP"`, `"TERM"`) to the gate.

@@ -2,6 +2,7 @@
 //! ephemeral loopback ports.
 #![allow(dead_code, unused_imports)]
 
+pub mod config;
 pub mod e2e;
 pub mod fake_idp;
 pub mod fault_idp;
@@ -10,9 +11,13 @@ pub mod oracles;
 pub mod prereq;
 pub mod redis_server;
 
+pub use config::{
+    ms, secs, BindSource, ClientOverrides, GateConfig, LogFormat, OnReplay, OnStoreError, Store,
+    TokenEncoding,
+};
 #[allow(unused_imports)]
 pub use fake_idp::{FakeIdp, IdpMode};
-pub use gate::{GateOptions, GateProcess};
+pub use gate::GateProcess;
 
 use base64::Engine;
 

@@ -220,12 +220,17 @@ impl RedisServer {
     }
 
     /// The gate's `[store]` table for this server (the key file shared by every replica).
-    pub fn store_section(&self, key_file: &std::path::Path, on_store_error: &str) -> String {
-        format!(
-            "[store]\nbackend = \"redis\"\nurl = \"{}\"\nkey_prefix = \"rg:\"\nfingerprint_key_file = \"{}\"\ntimeout = \"300ms\"\non_store_error = \"{on_store_error}\"\n",
-            self.url(),
-            key_file.display()
-        )
+    pub fn store_section(
+        &self,
+        key_file: &std::path::Path,
+        on_store_error: super::config::OnStoreError,
+    ) -> super::config::Store {
+        super::config::Store {
+            key_prefix: Some("rg:".to_owned()),
+            timeout: Some(std::time::Duration::from_millis(300)),
+            on_store_error: Some(on_store_error),
+            ..super::config::Store::redis(self.url(), key_file)
+        }
     }
 
     /// A fingerprint key file for replicas to share.

@@ -1,7 +1,7 @@
 //! Metrics, audit events and the admin endpoints, asserted after scripted traffic through
 //! the real gate.
 
-mod common;
+use crate::common;
 
 use common::*;
 use refresh_gate::observe::metrics::RefreshOutcome;
@@ -20,7 +20,7 @@ fn reason(label: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_series_exists_at_zero_before_any_traffic() {
     let idp = FakeIdp::start().await;
-    let gate = GateProcess::start(&GateOptions::new(idp.url())).await;
+    let gate = GateProcess::start(&GateConfig::new(idp.url())).await;
     for o in RefreshOutcome::ALL {
         assert_eq!(
             gate.metric(&outcome(o.label())).await,
@@ -52,9 +52,9 @@ async fn every_series_exists_at_zero_before_any_traffic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scripted_traffic_moves_exactly_the_expected_series() {
     let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.grace_period = "1s";
-    options.max_reuses = 3;
+    let options = GateConfig::new(idp.url())
+        .grace_period(secs(1))
+        .max_reuses(3);
     let gate = Arc::new(GateProcess::start(&options).await);
 
     // 1 forwarded + 2 coalesced (three racing on a slow IdP).
@@ -154,9 +154,9 @@ fn audit_lines(log: &str, event: &str) -> Vec<serde_json::Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn audit_events_carry_every_field() {
     let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.log_format = "json";
-    options.log_level = "info,audit=debug";
+    let options = GateConfig::new(idp.url())
+        .log_format(LogFormat::Json)
+        .log_level("info,audit=debug");
     let gate = GateProcess::start(&options).await;
     let token = idp.mint();
     let send = |request_id: &'static str, client_id: &'static str| {
@@ -236,7 +236,7 @@ async fn audit_events_carry_every_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_generated_request_id_is_forwarded_upstream() {
     let idp = FakeIdp::start().await;
-    let gate = GateProcess::start(&GateOptions::new(idp.url())).await;
+    let gate = GateProcess::start(&GateConfig::new(idp.url())).await;
     refresh(&gate, &idp.mint(), "k").await;
     let ids: Vec<_> = idp.calls()[0]
         .headers
@@ -251,10 +251,10 @@ async fn a_generated_request_id_is_forwarded_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn readyz_is_503_while_the_idp_names_an_unguarded_token_endpoint() {
     let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    // A typo: the IdP's token endpoint is /token.
-    options.token_paths = r#"["/tokn"]"#;
-    options.discovery_interval = "200ms";
+    let options = GateConfig::new(idp.url())
+        // A typo: the IdP's token endpoint is /token.
+        .token_paths(["/tokn"])
+        .discovery_interval(ms(200));
     let gate = GateProcess::start(&options).await;
     let mut status = (0, String::new());
     for _ in 0..50 {
@@ -273,8 +273,7 @@ async fn readyz_is_503_while_the_idp_names_an_unguarded_token_endpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn readyz_is_200_when_the_token_endpoint_is_guarded() {
     let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.discovery_interval = "200ms";
+    let options = GateConfig::new(idp.url()).discovery_interval(ms(200));
     let gate = GateProcess::start(&options).await;
     for _ in 0..50 {
         if gate.log().contains("token_endpoint is guarded") {
@@ -294,8 +293,7 @@ async fn readyz_is_200_when_the_token_endpoint_is_guarded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_flips_readiness_at_once_and_keeps_serving_during_the_drain() {
     let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.drain = "3s";
+    let options = GateConfig::new(idp.url()).drain(secs(3));
     let gate = GateProcess::start(&options).await;
     assert_eq!(gate.admin_get("/readyz").await.0, 200);
     let status = std::process::Command::new("kill")

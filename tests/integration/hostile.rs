@@ -2,7 +2,7 @@
 //! documented forward, nothing that should be refused reaches the IdP, and the gate keeps
 //! serving after every one. The README's "Hostile input" table lists the same cases.
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use common::*;
@@ -225,9 +225,9 @@ async fn send_raw(gate: &GateProcess, request: &[u8], wait: Duration) -> Option<
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_hostile_case_gets_a_clear_answer_and_the_gate_keeps_serving() {
     let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.request_timeout = "500ms";
-    options.max_replay_delay = "100ms";
+    let options = GateConfig::new(idp.url())
+        .request_timeout(ms(500))
+        .max_replay_delay(ms(100));
     let gate = GateProcess::start(&options).await;
     let t = idp.mint();
     let all = cases(&t);
@@ -274,7 +274,7 @@ async fn every_hostile_case_gets_a_clear_answer_and_the_gate_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pipelined_requests_are_answered_in_order() {
     let idp = FakeIdp::start().await;
-    let gate = GateProcess::start(&GateOptions::new(idp.url())).await;
+    let gate = GateProcess::start(&GateConfig::new(idp.url())).await;
     let t = idp.mint();
     let mut both = form_request(
         "/token",
@@ -304,9 +304,9 @@ async fn pipelined_requests_are_answered_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slow_clients_are_bounded_by_timeouts() {
     let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.request_timeout = "500ms";
-    options.max_replay_delay = "100ms";
+    let options = GateConfig::new(idp.url())
+        .request_timeout(ms(500))
+        .max_replay_delay(ms(100));
     let gate = GateProcess::start(&options).await;
     // A body trickled slower than request_timeout: 408, not a stuck task.
     let t = idp.mint();

@@ -1,7 +1,7 @@
 //! The gate terminating TLS: refresh grants and pass-through over https, ALPN offering
 //! HTTP/1.1 only, and a renewed certificate picked up on SIGHUP without a restart.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::sync::Arc;
@@ -17,12 +17,7 @@ fn write_certificate(dir: &std::path::Path) -> rcgen::CertifiedKey {
 }
 
 async fn tls_gate(idp: &FakeIdp, dir: &std::path::Path) -> GateProcess {
-    let mut options = GateOptions::new(idp.url());
-    options.listen_extra = format!(
-        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
-        dir.join("cert.pem").display(),
-        dir.join("key.pem").display()
-    );
+    let options = GateConfig::new(idp.url()).tls(dir.join("cert.pem"), dir.join("key.pem"));
     GateProcess::start(&options).await
 }
 

@@ -7,7 +7,7 @@
 //! or refused it, never forwarded it untouched; and where the gate's classifier reads a
 //! refresh grant, every stack that reads one reads the same token.
 
-mod common;
+use crate::common;
 
 use common::oracles::Oracles;
 use common::*;
@@ -517,8 +517,7 @@ async fn no_request_any_real_parser_reads_as_a_refresh_grant_is_forwarded_untouc
     assert_eq!(verdicts.len(), samples.len());
 
     let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.request_timeout = "2s";
+    let options = GateConfig::new(idp.url()).request_timeout(secs(2));
     let gate = GateProcess::start(&options).await;
 
     let mut positives = 0;

@@ -3,7 +3,7 @@
 //! replica, refusals everywhere after the window, tombstones that outlive a restart, and the
 //! configured policy while Redis is down, with recovery when it returns.
 
-mod common;
+use crate::common;
 
 use common::redis_server::{RedisServer, ServerOptions};
 use common::*;
@@ -17,14 +17,12 @@ fn replica_options(
     idp: &FakeIdp,
     redis: &RedisServer,
     key: &tempfile::NamedTempFile,
-    on_store_error: &str,
-) -> GateOptions {
-    let mut options = GateOptions::new(idp.url());
-    options.extra = redis.store_section(key.path(), on_store_error);
-    options
+    on_store_error: OnStoreError,
+) -> GateConfig {
+    GateConfig::new(idp.url()).store(redis.store_section(key.path(), on_store_error))
 }
 
-async fn start_replicas(options: &GateOptions, count: usize) -> Vec<GateProcess> {
+async fn start_replicas(options: &GateConfig, count: usize) -> Vec<GateProcess> {
     let mut gates = Vec::new();
     for _ in 0..count {
         gates.push(GateProcess::start(options).await);
@@ -38,9 +36,9 @@ async fn three_replicas_make_one_exchange_and_answer_identically() {
     let idp = FakeIdp::start().await;
     idp.set_latency(Duration::from_millis(300));
     let key = shared_key();
-    let mut options = replica_options(&idp, &redis, &key, "fail-closed");
-    options.grace_period = "2s";
-    options.max_reuses = 100;
+    let options = replica_options(&idp, &redis, &key, OnStoreError::FailClosed)
+        .grace_period(secs(2))
+        .max_reuses(100);
     let gates = start_replicas(&options, 3).await;
     let token = idp.mint();
 
@@ -152,8 +150,8 @@ async fn a_restarted_replica_keeps_every_tombstone() {
     let redis = RedisServer::start();
     let idp = FakeIdp::start().await;
     let key = shared_key();
-    let mut options = replica_options(&idp, &redis, &key, "fail-closed");
-    options.grace_period = "30s";
+    let options =
+        replica_options(&idp, &redis, &key, OnStoreError::FailClosed).grace_period(secs(30));
     let gate = GateProcess::start(&options).await;
     let inside = idp.mint();
     let (status, first) = refresh(&gate, &inside, "kubernetes").await;
@@ -162,8 +160,7 @@ async fn a_restarted_replica_keeps_every_tombstone() {
         !gate.log().contains("maxmemory-policy"),
         "a noeviction Redis draws no warning"
     );
-    let mut short = options.clone();
-    short.grace_period = "0s";
+    let short = options.clone().grace_period(secs(0));
     drop(gate);
 
     // The same replica, restarted: the window and the answer are still there.
@@ -193,7 +190,7 @@ async fn fail_closed_answers_503_while_redis_is_down_and_recovers_by_itself() {
     let mut redis = RedisServer::start();
     let idp = FakeIdp::start().await;
     let key = shared_key();
-    let options = replica_options(&idp, &redis, &key, "fail-closed");
+    let options = replica_options(&idp, &redis, &key, OnStoreError::FailClosed);
     let gate = GateProcess::start(&options).await;
     let before = idp.mint();
     assert_eq!(refresh(&gate, &before, "kubernetes").await.0, 200);
@@ -287,7 +284,7 @@ async fn fail_open_forwards_untouched_while_redis_is_down_and_says_so() {
     let mut redis = RedisServer::start();
     let idp = FakeIdp::start().await;
     let key = shared_key();
-    let options = replica_options(&idp, &redis, &key, "fail-open");
+    let options = replica_options(&idp, &redis, &key, OnStoreError::FailOpen);
     let gate = GateProcess::start(&options).await;
     redis.stop();
 
@@ -362,12 +359,10 @@ async fn replicas_reach_redis_over_tls_with_the_password_from_a_file() {
     let wrong_file = dir.path().join("wrong-password");
     std::fs::write(&wrong_file, "not-the-password\n").unwrap();
     let options_with = |password: &std::path::Path| {
-        let mut options = replica_options(&idp, &redis, &key, "fail-closed");
-        options.extra.push_str(&format!(
-            "password_file = \"{}\"\nca_file = \"{}\"\n",
-            password.display(),
-            ca_file.display()
-        ));
+        let mut options = replica_options(&idp, &redis, &key, OnStoreError::FailClosed);
+        let store = options.store.as_mut().unwrap();
+        store.password_file = Some(password.to_owned());
+        store.ca_file = Some(ca_file.clone());
         options
     };
     let gates = start_replicas(&options_with(&password_file), 2).await;
@@ -408,7 +403,8 @@ async fn an_evicting_redis_is_reported_at_start_up() {
     });
     let idp = FakeIdp::start().await;
     let key = shared_key();
-    let gate = GateProcess::start(&replica_options(&idp, &redis, &key, "fail-open")).await;
+    let gate =
+        GateProcess::start(&replica_options(&idp, &redis, &key, OnStoreError::FailOpen)).await;
     gate.wait_for_log("maxmemory-policy noeviction").await;
     let token = idp.mint();
     assert_eq!(refresh(&gate, &token, "kubernetes").await.0, 200);
@@ -420,7 +416,13 @@ async fn a_gate_starts_while_redis_is_down_and_guards_once_it_is_up() {
     redis.stop();
     let idp = FakeIdp::start().await;
     let key = shared_key();
-    let gate = GateProcess::start(&replica_options(&idp, &redis, &key, "fail-closed")).await;
+    let gate = GateProcess::start(&replica_options(
+        &idp,
+        &redis,
+        &key,
+        OnStoreError::FailClosed,
+    ))
+    .await;
     let (status, body) = gate.admin_get("/livez").await;
     assert_eq!(status, 200, "{body}");
     let token = idp.mint();

@@ -1,7 +1,7 @@
 //! No raw token ever reaches the gate's output, even at debug level and through refusals,
 //! replays, failures and ambiguous requests.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::Duration;
@@ -9,9 +9,9 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_log_contains_none_of_the_raw_tokens() {
     let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.log_level = "trace";
-    options.grace_period = "300ms";
+    let options = GateConfig::new(idp.url())
+        .log_level("trace")
+        .grace_period(ms(300));
     let gate = GateProcess::start(&options).await;
 
     let token = idp.mint();

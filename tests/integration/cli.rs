@@ -1,6 +1,6 @@
 //! The command-line contract: `--config`, `--check-config`, `REFRESH_GATE_CONFIG`.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -1,7 +1,7 @@
 //! Alert rules and dashboards: promtool unit tests, a real Prometheus server scraping the
 //! real gate, and the dashboard's queries checked against the metric names.
 
-mod common;
+use crate::common;
 
 use common::prereq::require;
 use common::*;
@@ -169,7 +169,7 @@ fn percent_encode(s: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_real_prometheus_sees_replays_and_the_refused_replay_alert() {
     let idp = FakeIdp::start().await;
-    let gate = GateProcess::start(&GateOptions::new(idp.url())).await;
+    let gate = GateProcess::start(&GateConfig::new(idp.url())).await;
     let prometheus = Prometheus::start(gate.admin);
 
     // The series are scraped at 0 before anything happens.

@@ -2,7 +2,7 @@
 //! non-rotating answer) is handed only to waiters that authenticated as its claimant did;
 //! any other waiter presents on its own.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::Duration;
@@ -35,8 +35,7 @@ async fn race(
 }
 
 async fn gate_for(idp: &FakeIdp) -> GateProcess {
-    let mut options = GateOptions::new(idp.url());
-    options.request_timeout = "3s";
+    let options = GateConfig::new(idp.url()).request_timeout(secs(3));
     GateProcess::start(&options).await
 }
 

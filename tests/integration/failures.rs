@@ -1,7 +1,7 @@
 //! Failure and capacity behaviour through the real gate: nothing is consumed by a failure,
 //! an exchange outlives its client, and a full store never causes a second exchange.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::sync::Arc;
@@ -12,10 +12,10 @@ use tokio::io::AsyncWriteExt;
 async fn a_timeout_after_send_then_a_late_success_is_remembered_for_the_retry() {
     let idp = FakeIdp::start().await;
     idp.set_latency(Duration::from_millis(1500));
-    let mut options = GateOptions::new(idp.url());
-    options.request_timeout = "400ms";
-    options.max_replay_delay = "100ms";
-    options.exchange_timeout = "10s";
+    let options = GateConfig::new(idp.url())
+        .request_timeout(ms(400))
+        .max_replay_delay(ms(100))
+        .exchange_timeout(secs(10));
     let gate = GateProcess::start(&options).await;
     let token = idp.mint();
 
@@ -35,9 +35,9 @@ async fn a_timeout_after_send_then_a_late_success_is_remembered_for_the_retry() 
 async fn a_retry_during_a_slow_exchange_waits_for_it() {
     let idp = FakeIdp::start().await;
     idp.set_latency(Duration::from_millis(800));
-    let mut options = GateOptions::new(idp.url());
-    options.request_timeout = "300ms";
-    options.max_replay_delay = "100ms";
+    let options = GateConfig::new(idp.url())
+        .request_timeout(ms(300))
+        .max_replay_delay(ms(100));
     let gate = GateProcess::start(&options).await;
     let token = idp.mint();
     assert_eq!(refresh(&gate, &token, "k").await.0, 504);
@@ -52,7 +52,7 @@ async fn a_retry_during_a_slow_exchange_waits_for_it() {
 async fn the_first_client_disconnecting_does_not_cancel_the_exchange() {
     let idp = FakeIdp::start().await;
     idp.set_latency(Duration::from_millis(300));
-    let gate = GateProcess::start(&GateOptions::new(idp.url())).await;
+    let gate = GateProcess::start(&GateConfig::new(idp.url())).await;
     let token = idp.mint();
     let body = refresh_body(&token);
     {
@@ -81,8 +81,7 @@ async fn the_first_client_disconnecting_does_not_cancel_the_exchange() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_tombstone_store_still_protects_the_newest_tokens() {
     let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.max_tombstones = 5;
+    let options = GateConfig::new(idp.url()).max_tombstones(5);
     let gate = GateProcess::start(&options).await;
     for _ in 0..30 {
         let token = idp.mint();
@@ -101,8 +100,7 @@ async fn a_full_tombstone_store_still_protects_the_newest_tokens() {
 async fn a_full_in_flight_map_answers_503_and_never_a_second_exchange() {
     let idp = FakeIdp::start().await;
     idp.set_latency(Duration::from_millis(400));
-    let mut options = GateOptions::new(idp.url());
-    options.max_in_flight = 1;
+    let options = GateConfig::new(idp.url()).max_in_flight(1);
     let gate = Arc::new(GateProcess::start(&options).await);
     let busy = idp.mint();
     let other = idp.mint();
@@ -136,7 +134,7 @@ async fn waiters_get_the_failure_of_the_exchange_they_joined() {
     let idp = FakeIdp::start().await;
     idp.set_latency(Duration::from_millis(300));
     idp.fail_next(1);
-    let gate = Arc::new(GateProcess::start(&GateOptions::new(idp.url())).await);
+    let gate = Arc::new(GateProcess::start(&GateConfig::new(idp.url())).await);
     let token = idp.mint();
     let tasks: Vec<_> = (0..5)
         .map(|_| {

@@ -1,7 +1,7 @@
 //! Upstream faults through the real gate: nothing is tombstoned for a failed exchange, and
 //! no session is lost because of the gate.
 
-mod common;
+use crate::common;
 
 use common::fault_idp::{Fault, FaultIdp, SLOW};
 use common::*;
@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 async fn gate_for(idp: &FaultIdp) -> GateProcess {
-    let mut options = GateOptions::new(idp.url());
-    options.request_timeout = "400ms";
-    options.max_replay_delay = "100ms";
-    options.exchange_timeout = "5s";
-    options.grace_period = "30s";
+    let options = GateConfig::new(idp.url())
+        .request_timeout(ms(400))
+        .max_replay_delay(ms(100))
+        .exchange_timeout(secs(5))
+        .grace_period(secs(30));
     GateProcess::start(&options).await
 }
 
@@ -117,11 +117,11 @@ async fn a_5xx_is_passed_through_and_the_retry_succeeds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_mixed_faulty_exchanges_lose_no_session() {
     let idp = FaultIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.request_timeout = "400ms";
-    options.max_replay_delay = "100ms";
-    options.exchange_timeout = "5s";
-    options.grace_period = "60s";
+    let options = GateConfig::new(idp.url())
+        .request_timeout(ms(400))
+        .max_replay_delay(ms(100))
+        .exchange_timeout(secs(5))
+        .grace_period(secs(60));
     let gate = Arc::new(GateProcess::start(&options).await);
     let faults = [
         Fault::Ok,
@@ -236,10 +236,10 @@ async fn a_101_is_an_error_that_holds_no_claim() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_kind_of_misbehaviour_leaves_a_claim_held_or_a_slot_taken() {
     let idp = FaultIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.request_timeout = "2s";
-    options.exchange_timeout = "5s";
-    options.max_in_flight = 2;
+    let options = GateConfig::new(idp.url())
+        .request_timeout(secs(2))
+        .exchange_timeout(secs(5))
+        .max_in_flight(2);
     let gate = GateProcess::start(&options).await;
     let faults = [
         Fault::ResetBeforeHeaders,

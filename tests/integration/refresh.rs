@@ -1,6 +1,6 @@
 //! The refresh-grant rules end to end: the real gate binary in front of a fake IdP.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::{Duration, Instant};
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn first_use_is_forwarded_and_replay_inside_the_window_is_identical() {
     let idp = FakeIdp::start().await;
-    let gate = GateProcess::start(&GateOptions::new(idp.url())).await;
+    let gate = GateProcess::start(&GateConfig::new(idp.url())).await;
     let token = idp.mint();
 
     let (status, first) = refresh(&gate, &token, "kubernetes").await;
@@ -24,7 +24,7 @@ async fn first_use_is_forwarded_and_replay_inside_the_window_is_identical() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replay_headers_are_allow_listed() {
     let idp = FakeIdp::start().await;
-    let gate = GateProcess::start(&GateOptions::new(idp.url())).await;
+    let gate = GateProcess::start(&GateConfig::new(idp.url())).await;
     let token = idp.mint();
     refresh(&gate, &token, "k").await;
     let response = client()
@@ -51,8 +51,7 @@ async fn replay_headers_are_allow_listed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_the_window_the_gate_refuses_without_asking_the_idp() {
     let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.grace_period = "300ms";
+    let options = GateConfig::new(idp.url()).grace_period(ms(300));
     let gate = GateProcess::start(&options).await;
     let token = idp.mint();
     assert_eq!(refresh(&gate, &token, "k").await.0, 200);
@@ -68,8 +67,7 @@ async fn after_the_window_the_gate_refuses_without_asking_the_idp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn grace_zero_refuses_every_replay() {
     let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.grace_period = "0s";
+    let options = GateConfig::new(idp.url()).grace_period(secs(0));
     let gate = GateProcess::start(&options).await;
     let token = idp.mint();
     assert_eq!(refresh(&gate, &token, "k").await.0, 200);
@@ -84,7 +82,7 @@ async fn grace_zero_refuses_every_replay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn basic_then_form_credentials_are_the_same_client() {
     let idp = FakeIdp::start().await;
-    let gate = GateProcess::start(&GateOptions::new(idp.url())).await;
+    let gate = GateProcess::start(&GateConfig::new(idp.url())).await;
     let token = idp.mint();
     let (_, first) = refresh(&gate, &token, "kubernetes").await;
     // x/oauth2's retry: the same token, client_secret_post, no Authorization header.
@@ -105,7 +103,7 @@ async fn basic_then_form_credentials_are_the_same_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn another_client_inside_the_window_is_refused() {
     let idp = FakeIdp::start().await;
-    let gate = GateProcess::start(&GateOptions::new(idp.url())).await;
+    let gate = GateProcess::start(&GateConfig::new(idp.url())).await;
     let token = idp.mint();
     assert_eq!(refresh(&gate, &token, "kubernetes").await.0, 200);
     let (status, body) = refresh(&gate, &token, "intruder").await;
@@ -130,8 +128,7 @@ async fn another_client_inside_the_window_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reuse_cap_refuses_the_replay_beyond_it() {
     let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.max_reuses = 2;
+    let options = GateConfig::new(idp.url()).max_reuses(2);
     let gate = GateProcess::start(&options).await;
     let token = idp.mint();
     assert_eq!(refresh(&gate, &token, "k").await.0, 200);
@@ -149,10 +146,10 @@ async fn reuse_cap_refuses_the_replay_beyond_it() {
 async fn fifty_concurrent_refreshes_make_one_upstream_call_with_spaced_identical_answers() {
     let idp = FakeIdp::start().await;
     idp.set_latency(Duration::from_millis(200));
-    let mut options = GateOptions::new(idp.url());
-    options.max_reuses = 60;
-    options.replay_spacing = "20ms";
-    options.max_replay_delay = "2s";
+    let options = GateConfig::new(idp.url())
+        .max_reuses(60)
+        .replay_spacing(ms(20))
+        .max_replay_delay(secs(2));
     let gate = GateProcess::start(&options).await;
     let gate = std::sync::Arc::new(gate);
     let token = idp.mint();
@@ -194,7 +191,7 @@ async fn fifty_concurrent_refreshes_make_one_upstream_call_with_spaced_identical
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upstream_503_tombstones_nothing_and_a_retry_succeeds() {
     let idp = FakeIdp::start().await;
-    let gate = GateProcess::start(&GateOptions::new(idp.url())).await;
+    let gate = GateProcess::start(&GateConfig::new(idp.url())).await;
     let token = idp.mint();
     idp.fail_next(1);
     let (status, _) = refresh(&gate, &token, "k").await;
@@ -207,7 +204,7 @@ async fn upstream_503_tombstones_nothing_and_a_retry_succeeds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upstream_down_answers_502_json_and_a_later_retry_succeeds() {
     let (socket, addr) = FakeIdp::reserve();
-    let gate = GateProcess::start(&GateOptions::new(format!("http://{addr}"))).await;
+    let gate = GateProcess::start(&GateConfig::new(format!("http://{addr}"))).await;
     let token = "rt-issued-before-the-outage";
     let (status, body) = refresh(&gate, token, "k").await;
     assert_eq!(status, 502, "{body}");
@@ -223,7 +220,7 @@ async fn upstream_down_answers_502_json_and_a_later_retry_succeeds() {
 async fn a_non_rotating_idp_is_passed_through_and_warned_about_once() {
     let idp = FakeIdp::start().await;
     idp.set_mode(IdpMode::NoRotation);
-    let gate = GateProcess::start(&GateOptions::new(idp.url())).await;
+    let gate = GateProcess::start(&GateConfig::new(idp.url())).await;
     let token = idp.mint();
     assert_eq!(refresh(&gate, &token, "k").await.0, 200);
     assert_eq!(refresh(&gate, &token, "k").await.0, 200);

@@ -1,7 +1,7 @@
 //! Everything off the refresh path is forwarded untouched: discovery, streaming bodies
 //! with the client's Host, and protocol upgrades.
 
-mod common;
+use crate::common;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn discovery_get_reaches_the_idp_with_the_clients_host() {
     let idp = FakeIdp::start().await;
-    let gate = GateProcess::start(&GateOptions::new(idp.url())).await;
+    let gate = GateProcess::start(&GateConfig::new(idp.url())).await;
     let response = client()
         .get(gate.url("/.well-known/openid-configuration"))
         .header("host", "login.example.com")
@@ -25,7 +25,7 @@ async fn discovery_get_reaches_the_idp_with_the_clients_host() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_streaming_1_mib_post_arrives_byte_identical() {
     let idp = FakeIdp::start().await;
-    let gate = GateProcess::start(&GateOptions::new(idp.url())).await;
+    let gate = GateProcess::start(&GateConfig::new(idp.url())).await;
     let payload: Vec<u8> = (0..1024 * 1024u32).map(|i| (i * 31 % 251) as u8).collect();
     let expected = hex::encode(Sha256::digest(&payload));
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
@@ -74,9 +74,9 @@ async fn a_streaming_1_mib_post_arrives_byte_identical() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_long_lived_watch_is_not_cut_by_the_token_path_timeout() {
     let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.request_timeout = "200ms";
-    options.max_replay_delay = "100ms";
+    let options = GateConfig::new(idp.url())
+        .request_timeout(ms(200))
+        .max_replay_delay(ms(100));
     let gate = GateProcess::start(&options).await;
     let response = client().get(gate.url("/watch")).send().await.unwrap();
     assert_eq!(response.status(), 200);
@@ -88,7 +88,7 @@ async fn a_long_lived_watch_is_not_cut_by_the_token_path_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_websocket_upgrade_passes_through() {
     let idp = FakeIdp::start().await;
-    let gate = GateProcess::start(&GateOptions::new(idp.url())).await;
+    let gate = GateProcess::start(&GateConfig::new(idp.url())).await;
     let (mut socket, response) = tokio_tungstenite::connect_async(format!("ws://{}/ws", gate.addr))
         .await
         .expect("WebSocket handshake through the gate");
@@ -111,7 +111,7 @@ async fn a_websocket_upgrade_passes_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn non_post_requests_on_the_token_path_are_forwarded() {
     let idp = FakeIdp::start().await;
-    let gate = GateProcess::start(&GateOptions::new(idp.url())).await;
+    let gate = GateProcess::start(&GateConfig::new(idp.url())).await;
     let response = client()
         .get(gate.url("/token?foo=bar"))
         .send()

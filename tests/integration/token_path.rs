@@ -2,7 +2,7 @@
 //! requests are refused and never reach the IdP; path variants are recognised; bodies
 //! over the cap are refused whole.
 
-mod common;
+use crate::common;
 
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,7 +31,7 @@ async fn post(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ambiguous_requests_are_refused_and_never_reach_the_idp() {
     let idp = FakeIdp::start().await;
-    let gate = GateProcess::start(&GateOptions::new(idp.url())).await;
+    let gate = GateProcess::start(&GateConfig::new(idp.url())).await;
     let t = idp.mint();
     let cases: Vec<(&str, &str, Option<String>, String)> = vec![
         (
@@ -112,7 +112,7 @@ async fn ambiguous_requests_are_refused_and_never_reach_the_idp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn path_variants_are_recognised_as_the_token_path() {
     let idp = FakeIdp::start().await;
-    let gate = GateProcess::start(&GateOptions::new(idp.url())).await;
+    let gate = GateProcess::start(&GateConfig::new(idp.url())).await;
     for path in ["/token/", "//token", "/%74oken", "/token;jsessionid=x"] {
         let token = idp.mint();
         // The first use goes through (the IdP sees the original path)...
@@ -143,7 +143,7 @@ async fn path_variants_are_recognised_as_the_token_path() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn other_grants_are_forwarded_byte_identical() {
     let idp = FakeIdp::start().await;
-    let gate = GateProcess::start(&GateOptions::new(idp.url())).await;
+    let gate = GateProcess::start(&GateConfig::new(idp.url())).await;
     let body = "grant_type=authorization_code&code=abc%2Bdef&redirect_uri=http%3A%2F%2Flocalhost";
     let response = client()
         .post(gate.url("/token"))
@@ -169,7 +169,7 @@ async fn other_grants_are_forwarded_byte_identical() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_100_kib_refresh_body_is_refused_with_413() {
     let idp = FakeIdp::start().await;
-    let gate = GateProcess::start(&GateOptions::new(idp.url())).await;
+    let gate = GateProcess::start(&GateConfig::new(idp.url())).await;
     let body = format!(
         "grant_type=refresh_token&refresh_token={}",
         "a".repeat(100 * 1024)
@@ -198,7 +198,7 @@ async fn a_100_kib_refresh_body_is_refused_with_413() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn expect_100_continue_is_answered_promptly() {
     let idp = FakeIdp::start().await;
-    let gate = GateProcess::start(&GateOptions::new(idp.url())).await;
+    let gate = GateProcess::start(&GateConfig::new(idp.url())).await;
     let token = idp.mint();
     let body = refresh_body(&token);
     let mut stream = tokio::net::TcpStream::connect(gate.addr).await.unwrap();

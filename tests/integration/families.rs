@@ -1,7 +1,7 @@
 //! Reuse detection and binding through the real gate: token families and their
 //! revocation, source binding behind trusted proxies, per-client policy.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::Duration;
@@ -23,10 +23,10 @@ fn next_token(answer: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revoke_family_refuses_the_legitimate_holders_next_refresh_and_revokes_at_the_idp() {
     let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.grace_period = "300ms";
-    options.rotation_extra = "on_replay = \"revoke-family\"".to_owned();
-    options.upstream_extra = "revocation_path = \"/revoke\"".to_owned();
+    let options = GateConfig::new(idp.url())
+        .grace_period(ms(300))
+        .on_replay(OnReplay::RevokeFamily)
+        .revocation_path("/revoke");
     let gate = GateProcess::start(&options).await;
     let t0 = idp.mint();
     let (_, first) = refresh(&gate, &t0, "kubernetes").await;
@@ -88,9 +88,9 @@ async fn revoke_family_refuses_the_legitimate_holders_next_refresh_and_revokes_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn refuse_is_the_default_and_keeps_the_legitimate_session() {
     let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.grace_period = "300ms";
-    options.upstream_extra = "revocation_path = \"/revoke\"".to_owned();
+    let options = GateConfig::new(idp.url())
+        .grace_period(ms(300))
+        .revocation_path("/revoke");
     let gate = GateProcess::start(&options).await;
     let t0 = idp.mint();
     let (_, first) = refresh(&gate, &t0, "kubernetes").await;
@@ -106,9 +106,9 @@ async fn refuse_is_the_default_and_keeps_the_legitimate_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replay_from_another_source_is_refused_behind_a_trusted_proxy() {
     let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.listen_extra = "trusted_proxies = [\"127.0.0.1/32\"]".to_owned();
-    options.rotation_extra = "bind_source = \"ip\"".to_owned();
+    let options = GateConfig::new(idp.url())
+        .trusted_proxies(["127.0.0.1/32"])
+        .bind_source(BindSource::Ip);
     let gate = GateProcess::start(&options).await;
     let token = idp.mint();
     let (status, first) = refresh_from(&gate, &token, "k", "198.51.100.7").await;
@@ -137,9 +137,10 @@ async fn a_replay_from_another_source_is_refused_behind_a_trusted_proxy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn subnet_binding_with_ipv6_clients() {
     let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.listen_extra = "trusted_proxies = [\"127.0.0.1\"]".to_owned();
-    options.rotation_extra = "bind_source = \"subnet\"\nsubnet_ipv6_prefix = 64".to_owned();
+    let options = GateConfig::new(idp.url())
+        .trusted_proxies(["127.0.0.1"])
+        .bind_source(BindSource::Subnet)
+        .subnet_ipv6_prefix(64);
     let gate = GateProcess::start(&options).await;
     let token = idp.mint();
     assert_eq!(
@@ -158,8 +159,7 @@ async fn subnet_binding_with_ipv6_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn forwarding_headers_from_untrusted_peers_are_ignored() {
     let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.rotation_extra = "bind_source = \"ip\"".to_owned();
+    let options = GateConfig::new(idp.url()).bind_source(BindSource::Ip);
     let gate = GateProcess::start(&options).await;
     let token = idp.mint();
     assert_eq!(
@@ -181,10 +181,22 @@ async fn forwarding_headers_from_untrusted_peers_are_ignored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn per_client_policy_overrides_the_defaults() {
     let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.grace_period = "200ms";
-    options.extra =
-        "[clients.k9s]\ngrace_period = \"3s\"\n[clients.strict]\nmax_reuses = 0\n".to_owned();
+    let options = GateConfig::new(idp.url())
+        .grace_period(ms(200))
+        .client(
+            "k9s",
+            ClientOverrides {
+                grace_period: Some(secs(3)),
+                ..Default::default()
+            },
+        )
+        .client(
+            "strict",
+            ClientOverrides {
+                max_reuses: Some(0),
+                ..Default::default()
+            },
+        );
     let gate = GateProcess::start(&options).await;
     let slow = idp.mint();
     let fast = idp.mint();
@@ -214,7 +226,7 @@ async fn per_client_policy_overrides_the_defaults() {
 async fn a_non_rotating_idp_is_counted() {
     let idp = FakeIdp::start().await;
     idp.set_mode(IdpMode::NoRotation);
-    let gate = GateProcess::start(&GateOptions::new(idp.url())).await;
+    let gate = GateProcess::start(&GateConfig::new(idp.url())).await;
     let token = idp.mint();
     refresh(&gate, &token, "k").await;
     refresh(&gate, &token, "k").await;

@@ -1,6 +1,6 @@
 //! The oracles of the differential test against known facts about the real stacks.
 
-mod common;
+use crate::common;
 
 use common::oracles::Oracles;
 

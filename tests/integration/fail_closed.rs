@@ -3,7 +3,7 @@
 //! refused, every router reading of the token path is guarded, and `forward_grant_types`
 //! decides which other grants pass.
 
-mod common;
+use crate::common;
 
 use common::*;
 
@@ -19,13 +19,14 @@ async fn post_form(gate: &GateProcess, path: &str, body: String) -> (u16, String
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
-/// A gate with grace 0 (plus `upstream_extra`) and a token rotated through it: the IdP, the
-/// gate, the spent token and the IdP's call count so far.
-async fn spent_token(upstream_extra: &str) -> (FakeIdp, GateProcess, String, usize) {
+/// A gate with grace 0 (and `token_encoding`, if given) and a token rotated through it: the
+/// IdP, the gate, the spent token and the IdP's call count so far.
+async fn spent_token(
+    token_encoding: Option<TokenEncoding>,
+) -> (FakeIdp, GateProcess, String, usize) {
     let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.grace_period = "0s";
-    options.upstream_extra = upstream_extra.to_owned();
+    let mut options = GateConfig::new(idp.url()).grace_period(secs(0));
+    options.upstream.token_encoding = token_encoding;
     let gate = GateProcess::start(&options).await;
     let spent = idp.mint();
     assert_eq!(refresh(&gate, &spent, "k").await.0, 200);
@@ -36,8 +37,7 @@ async fn spent_token(upstream_extra: &str) -> (FakeIdp, GateProcess, String, usi
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn refusals_are_counted_and_audited_without_the_token() {
     let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.log_format = "json";
+    let options = GateConfig::new(idp.url()).log_format(LogFormat::Json);
     let gate = GateProcess::start(&options).await;
     let token = idp.mint();
 
@@ -98,8 +98,7 @@ async fn refusals_are_counted_and_audited_without_the_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flood_of_refusals_writes_a_capped_number_of_audit_lines() {
     let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.log_format = "json";
+    let options = GateConfig::new(idp.url()).log_format(LogFormat::Json);
     let gate = GateProcess::start(&options).await;
     let sent = 40;
     for _ in 0..sent {
@@ -140,7 +139,7 @@ async fn a_flood_of_refusals_writes_a_capped_number_of_audit_lines() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_spent_refresh_token_inside_a_token_exchange_is_refused() {
-    let (idp, gate, spent, calls) = spent_token("").await;
+    let (idp, gate, spent, calls) = spent_token(None).await;
     let exchange = |subject: &str| {
         format!(
             "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token={subject}&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Arefresh_token"
@@ -166,7 +165,7 @@ async fn a_spent_refresh_token_inside_a_token_exchange_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_router_reading_of_the_token_path_is_guarded() {
-    let (idp, gate, spent, calls) = spent_token("").await;
+    let (idp, gate, spent, calls) = spent_token(None).await;
     for path in [
         "/TOKEN",
         "/Token/",
@@ -197,8 +196,7 @@ async fn every_router_reading_of_the_token_path_is_guarded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn forward_grant_types_decides_which_other_grants_pass() {
     let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.upstream_extra = "forward_grant_types = [\"client_credentials\"]".to_owned();
+    let options = GateConfig::new(idp.url()).forward_grant_types(["client_credentials"]);
     let gate = GateProcess::start(&options).await;
     let (status, _) = post_form(&gate, "/token", "grant_type=client_credentials".to_owned()).await;
     assert_ne!(status, 400);
@@ -224,7 +222,7 @@ async fn forward_grant_types_decides_which_other_grants_pass() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn padding_cannot_push_a_spent_token_past_the_check() {
-    let (idp, gate, spent, calls) = spent_token("").await;
+    let (idp, gate, spent, calls) = spent_token(None).await;
     let mut body =
         "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange".to_owned();
     for n in 0..12 {
@@ -247,7 +245,7 @@ fn base64_respelling(token: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_base64_tokens_every_spelling_of_a_spent_token_is_the_spent_token() {
-    let (idp, gate, spent, calls) = spent_token("token_encoding = \"base64\"").await;
+    let (idp, gate, spent, calls) = spent_token(Some(TokenEncoding::Base64)).await;
     let (status, body) = refresh(&gate, &base64_respelling(&spent), "k").await;
     assert_eq!(
         (status, oauth_error(&body).as_str()),
@@ -260,7 +258,7 @@ async fn with_base64_tokens_every_spelling_of_a_spent_token_is_the_spent_token()
     );
 
     // Opaque tokens (the default): another spelling is another token, for the IdP to judge.
-    let (idp, gate, spent, calls) = spent_token("").await;
+    let (idp, gate, spent, calls) = spent_token(None).await;
     refresh(&gate, &base64_respelling(&spent), "k").await;
     assert_eq!(idp.calls().len(), calls + 1);
 }
@@ -268,7 +266,7 @@ async fn with_base64_tokens_every_spelling_of_a_spent_token_is_the_spent_token()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_answer_to_an_assertion_client_goes_only_to_the_same_assertion() {
     let idp = FakeIdp::start().await;
-    let gate = GateProcess::start(&GateOptions::new(idp.url())).await;
+    let gate = GateProcess::start(&GateConfig::new(idp.url())).await;
     let token = idp.mint();
     let grant = |extra: &str| {
         format!("grant_type=refresh_token&refresh_token={token}&client_id=jwtclient{extra}")

@@ -1,20 +1,14 @@
 //! An https IdP: the gate verifies its certificate (with `ca_file` replacing the system
 //! roots, and `tls_server_name` when connecting by address) and never turns verification off.
 
-mod common;
+use crate::common;
 
 use common::*;
 
 async fn gate_to(idp: &FakeIdp, ca: Option<&std::path::Path>, name: Option<&str>) -> GateProcess {
-    let mut options = GateOptions::new(format!("https://127.0.0.1:{}", idp.addr.port()));
-    let mut extra = String::new();
-    if let Some(ca) = ca {
-        extra.push_str(&format!("ca_file = \"{}\"\n", ca.display()));
-    }
-    if let Some(name) = name {
-        extra.push_str(&format!("tls_server_name = \"{name}\"\n"));
-    }
-    options.upstream_extra = extra;
+    let mut options = GateConfig::new(format!("https://127.0.0.1:{}", idp.addr.port()));
+    options.upstream.ca_file = ca.map(std::path::Path::to_owned);
+    options.upstream.tls_server_name = name.map(str::to_owned);
     GateProcess::start(&options).await
 }
 

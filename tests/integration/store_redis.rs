@@ -3,7 +3,7 @@
 //! the reuse cap held under a compare-and-set, families revoked everywhere, every key with
 //! a TTL, and no raw token anywhere in Redis.
 
-mod common;
+use crate::common;
 
 use common::redis_server::RedisServer;
 use refresh_gate::clock::{SystemClock, UnixMillis};

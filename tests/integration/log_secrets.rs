@@ -4,7 +4,7 @@
 //! credentials, cookies and a secret query, refresh grants (first use and grace replay,
 //! Basic and `client_secret_post`, DPoP) and Pingora's error line for a dead upstream.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::net::SocketAddr;
@@ -351,15 +351,20 @@ enum Trace {
 }
 
 async fn start(upstream: String, trace: &Trace, json: bool) -> GateProcess {
-    let mut options = GateOptions::new(upstream);
-    options.log_format = if json { "json" } else { "plain" };
-    options.log_level = "info";
-    if let Trace::FromEnv = trace {
-        options.env.push(("RUST_LOG", "trace".to_owned()));
-    }
-    let gate = GateProcess::start(&options).await;
+    let options = GateConfig::new(upstream)
+        .log_format(if json {
+            LogFormat::Json
+        } else {
+            LogFormat::Plain
+        })
+        .log_level("info");
+    let env: &[(&str, &str)] = match trace {
+        Trace::FromEnv => &[("RUST_LOG", "trace")],
+        _ => &[],
+    };
+    let gate = GateProcess::start_with_env(&options, env).await;
     if let Trace::ByReload = trace {
-        gate.edit_config(|text| text.replace("level = \"info\"", "level = \"trace\""));
+        gate.reconfigure(|config| config.log.level = "trace".to_owned());
         gate.signal("HUP");
         gate.wait_for_log("configuration reloaded").await;
         gate.wait_for_log("log filter in force").await;

@@ -1,7 +1,7 @@
 //! SIGTERM for real: readiness flips at once, a refresh in flight completes with its answer,
 //! and new connections are refused once the drain is over.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::{Duration, Instant};
@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 async fn a_refresh_in_flight_at_sigterm_completes() {
     let idp = FakeIdp::start().await;
     idp.set_latency(Duration::from_millis(1500));
-    let mut options = GateOptions::new(idp.url());
-    options.drain = "500ms";
-    options.request_timeout = "5s";
+    let options = GateConfig::new(idp.url())
+        .drain(ms(500))
+        .request_timeout(secs(5));
     let gate = std::sync::Arc::new(GateProcess::start(&options).await);
     let token = idp.mint();
     let in_flight = {

@@ -1,7 +1,7 @@
 //! Configuration reload on SIGHUP: safe changes apply at once and keep every remembered
 //! token; changes that need a restart are refused with a clear log line.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::Duration;
@@ -9,8 +9,7 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_longer_grace_period_applies_on_sighup_and_keeps_the_tombstones() {
     let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.grace_period = "300ms";
+    let options = GateConfig::new(idp.url()).grace_period(ms(300));
     let gate = GateProcess::start(&options).await;
     let before = idp.mint();
     assert_eq!(refresh(&gate, &before, "k").await.0, 200);
@@ -21,7 +20,7 @@ async fn a_longer_grace_period_applies_on_sighup_and_keeps_the_tombstones() {
         "the 300 ms window passed"
     );
 
-    gate.edit_config(|text| text.replace("grace_period = \"300ms\"", "grace_period = \"3s\""));
+    gate.reconfigure(|config| config.rotation.grace_period = secs(3));
     gate.signal("HUP");
     gate.wait_for_log("configuration reloaded").await;
 
@@ -41,13 +40,10 @@ async fn a_longer_grace_period_applies_on_sighup_and_keeps_the_tombstones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn changes_that_need_a_restart_are_refused_with_a_clear_line() {
     let idp = FakeIdp::start().await;
-    let gate = GateProcess::start(&GateOptions::new(idp.url())).await;
-    gate.edit_config(|text| {
-        text.replace("max_tombstones = 100000", "max_tombstones = 5")
-            .replace(
-                &format!("address = \"{}\"", gate.addr),
-                "address = \"127.0.0.1:1\"",
-            )
+    let gate = GateProcess::start(&GateConfig::new(idp.url())).await;
+    gate.reconfigure(|config| {
+        config.rotation.max_tombstones = 5;
+        config.listen.address = Some("127.0.0.1:1".parse().unwrap());
     });
     gate.signal("HUP");
     let log = gate.wait_for_log("need a restart").await;
@@ -66,8 +62,8 @@ async fn changes_that_need_a_restart_are_refused_with_a_clear_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_invalid_file_on_reload_keeps_the_running_configuration() {
     let idp = FakeIdp::start().await;
-    let gate = GateProcess::start(&GateOptions::new(idp.url())).await;
-    gate.edit_config(|text| text.replace("grace_period = \"5s\"", "grace_period = \"1h\""));
+    let gate = GateProcess::start(&GateConfig::new(idp.url())).await;
+    gate.reconfigure(|config| config.rotation.grace_period = secs(3600));
     gate.signal("HUP");
     let log = gate.wait_for_log("configuration not reloaded").await;
     assert!(log.contains("rotation.grace_period"), "{log}");
@@ -83,12 +79,11 @@ async fn an_invalid_file_on_reload_keeps_the_running_configuration() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_changed_file_is_reloaded_without_a_signal() {
     let idp = FakeIdp::start().await;
-    let mut options = GateOptions::new(idp.url());
-    options.grace_period = "300ms";
+    let options = GateConfig::new(idp.url()).grace_period(ms(300));
     let gate = GateProcess::start(&options).await;
     // Kubernetes updates a mounted ConfigMap in place; the gate notices within ~10 s.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    gate.edit_config(|text| text.replace("grace_period = \"300ms\"", "grace_period = \"3s\""));
+    gate.reconfigure(|config| config.rotation.grace_period = secs(3));
     for _ in 0..150 {
         if gate.log().contains("configuration reloaded") {
             break;

@@ -1,0 +1,36 @@
+//! The integration tests: one binary (it links the proxy once), one module per area. Every
+//! test still starts the real `refresh-gate` binary as a subprocess on ephemeral loopback
+//! ports, so tests share no tracing subscriber, metrics registry or process state.
+//!
+//! The kubectl end-to-end scenarios (`scenario_*`) stay their own binary, `tests/e2e_kubectl.rs`,
+//! run one at a time; both share the harness in `tests/common/`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod alerting;
+mod cli;
+mod contract;
+mod deploy;
+mod detached;
+mod differential;
+mod fail_closed;
+mod failures;
+mod families;
+mod hostile;
+mod log_secrets;
+mod observability;
+mod oracles_selftest;
+mod owners;
+mod passthrough;
+mod refresh;
+mod reload;
+mod replicas;
+mod secrets;
+mod shutdown;
+mod store;
+mod store_redis;
+mod tls_listener;
+mod token_path;
+mod upstream_faults;
+mod upstream_tls;
