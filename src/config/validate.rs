@@ -195,8 +195,8 @@ fn absolute(problems: &mut Problems, key: &'static str, path: &Option<String>) {
     }
 }
 
-fn upstream(upstream: &UpstreamSection, problems: &mut Problems) -> Option<UpstreamSettings> {
-    let target = problems.take(UpstreamTarget::parse(&upstream.url));
+/// `token_paths` absolute and normalisable, `forward_grant_types` forwardable.
+fn upstream_paths_and_grants(upstream: &UpstreamSection, problems: &mut Problems) {
     problems.require(
         !upstream.token_paths.is_empty(),
         "upstream.token_paths",
@@ -217,6 +217,10 @@ fn upstream(upstream: &UpstreamSection, problems: &mut Problems) -> Option<Upstr
             format!("{grant:?} is not a grant type the gate can forward"),
         );
     }
+}
+
+/// Every timeout above 0, the exchange's no shorter than the client's.
+fn upstream_timeouts(upstream: &UpstreamSection, problems: &mut Problems) {
     problems.require(
         !upstream.connect_timeout.is_zero(),
         "upstream.connect_timeout",
@@ -232,7 +236,10 @@ fn upstream(upstream: &UpstreamSection, problems: &mut Problems) -> Option<Upstr
         "upstream.exchange_timeout",
         "must be at least upstream.request_timeout",
     );
-    let https = target.as_ref().map(|t| t.tls);
+}
+
+/// TLS options only for an `https://` upstream (`https` is unknown when the URL is bad).
+fn upstream_tls(upstream: &UpstreamSection, https: Option<bool>, problems: &mut Problems) {
     if let Some(name) = &upstream.tls_server_name {
         if https == Some(false) {
             problems.add(
@@ -258,6 +265,13 @@ fn upstream(upstream: &UpstreamSection, problems: &mut Problems) -> Option<Upstr
             );
         }
     }
+}
+
+fn upstream(upstream: &UpstreamSection, problems: &mut Problems) -> Option<UpstreamSettings> {
+    let target = problems.take(UpstreamTarget::parse(&upstream.url));
+    upstream_paths_and_grants(upstream, problems);
+    upstream_timeouts(upstream, problems);
+    upstream_tls(upstream, target.as_ref().map(|t| t.tls), problems);
     absolute(
         problems,
         "upstream.discovery_path",
