@@ -25,7 +25,7 @@ use crate::observe::audit::{
     ReplayRefused, RequestFacts,
 };
 use crate::observe::metrics::{Metrics, RefreshOutcome, UpstreamKind};
-use crate::policy::detached::DetachedExchanges;
+use crate::policy::detached::{DetachedExchanges, ExchangeLife};
 use crate::policy::{Policy, Presenter, RefusalReason};
 use crate::proxy::exchange::TokenEndpoint;
 use crate::proxy::write::exchange_request;
@@ -34,6 +34,7 @@ use crate::seal::fingerprint::{Fingerprinter, TokenFingerprint};
 use crate::seal::secret::RefreshToken;
 use crate::store::{
     AfterWait, ExchangeOutcome, Presented, Refusal, Released, StoreError, TokenRecord, TokenStore,
+    Waiter,
 };
 use bytes::Bytes;
 use client::ClientWait;
@@ -275,24 +276,8 @@ impl RefreshHandler {
                     return self.forward(&request, family, client).await;
                 }
                 Ok(Presented::Wait(waiter)) => {
-                    // Every answer to its owner: an outcome that rotated nothing (an IdP
-                    // error, a non-rotating answer, a gate error) is handed only to a waiter
-                    // that authenticated as the claimant did; another presents on its own,
-                    // so a wrong secret in front of it cannot spoil its refresh. A rotation
-                    // is decided by the policy (`client_mismatch`).
-                    let owner = waiter.claimant.as_ref() == Some(&request.client);
-                    match tokio::time::timeout_at(deadline, waiter.outcome).await {
-                        Ok(Ok(None)) => continue,
-                        Ok(Ok(Some(ExchangeOutcome::Released(_)))) if !owner => continue,
-                        Ok(Ok(Some(outcome))) => {
-                            return self.after_wait(&request, waiter.slot, outcome).await;
-                        }
-                        // The token was in flight: never forward it unguarded.
-                        Ok(Err(error)) => {
-                            tracing::warn!(%error, "the exchange waited for is unknown");
-                            return store_unavailable();
-                        }
-                        Err(_) => return failed(GateReply::Timeout),
+                    if let Some(reply) = self.wait(&request, waiter, deadline).await {
+                        return reply;
                     }
                 }
                 Ok(Presented::Replay { answer, record }) => {
@@ -304,6 +289,32 @@ impl RefreshHandler {
             }
         }
         failed(GateReply::Unreachable)
+    }
+
+    /// Wait for the exchange under way; `None` sends the request to present again.
+    ///
+    /// Every answer to its owner: an outcome that rotated nothing (an IdP error, a
+    /// non-rotating answer, a gate error) is handed only to a waiter that authenticated as the
+    /// claimant did; another presents on its own, so a wrong secret in front of it cannot
+    /// spoil its refresh. A rotation is decided by the policy (`client_mismatch`).
+    async fn wait(
+        self: &Arc<Self>,
+        request: &Request,
+        waiter: Waiter,
+        deadline: tokio::time::Instant,
+    ) -> Option<Reply> {
+        let owner = waiter.claimant.as_ref() == Some(&request.client);
+        match tokio::time::timeout_at(deadline, waiter.outcome).await {
+            Ok(Ok(None)) => None,
+            Ok(Ok(Some(ExchangeOutcome::Released(_)))) if !owner => None,
+            Ok(Ok(Some(outcome))) => Some(self.after_wait(request, waiter.slot, outcome).await),
+            // The token was in flight: never forward it unguarded.
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "the exchange waited for is unknown");
+                Some(store_unavailable())
+            }
+            Err(_) => Some(failed(GateReply::Timeout)),
+        }
     }
 
     /// Check a grant forwarded untouched: is one of its token-like values a token the gate
@@ -401,22 +412,7 @@ impl RefreshHandler {
             .await;
             return Reply::internal();
         };
-        let (sender, receiver) = oneshot::channel();
-        let life = self.detached.track(request.source);
-        let exchange = Exchange {
-            life: life.clone(),
-            handler: self.clone(),
-            token: request.token.clone(),
-            fingerprint: request.fingerprint,
-            client: request.client.clone(),
-            source: request.source,
-            family,
-            header: upstream_header,
-            body: request.body.clone(),
-            request_id: request.request_id.clone(),
-            token_url: request.token_url.clone(),
-        };
-        tokio::spawn(exchange.run(sender));
+        let (life, receiver) = self.start_exchange(request, family, upstream_header);
         // Until its answer arrives, the client may leave (this future is dropped) or give up
         // (the timeout): the exchange then runs on detached, counted for its address.
         let mut waiting = ClientWait {
@@ -460,6 +456,33 @@ impl RefreshHandler {
             Ok(Err(_)) => Reply::gate(GateReply::Unreachable, RefreshOutcome::InternalError),
             Err(_) => failed(GateReply::Timeout),
         }
+    }
+
+    /// Spawn the exchange of a claimed token on its own task, tracked for its address; the
+    /// receiver gets the first client's answer.
+    fn start_exchange(
+        self: &Arc<Self>,
+        request: &Request,
+        family: TokenFingerprint,
+        header: RequestHeader,
+    ) -> (Arc<ExchangeLife>, oneshot::Receiver<FirstAnswer>) {
+        let (sender, receiver) = oneshot::channel();
+        let life = self.detached.track(request.source);
+        let exchange = Exchange {
+            life: life.clone(),
+            handler: self.clone(),
+            token: request.token.clone(),
+            fingerprint: request.fingerprint,
+            client: request.client.clone(),
+            source: request.source,
+            family,
+            header,
+            body: request.body.clone(),
+            request_id: request.request_id.clone(),
+            token_url: request.token_url.clone(),
+        };
+        tokio::spawn(exchange.run(sender));
+        (life, receiver)
     }
 
     /// A waiter's answer, once the exchange it waited for ended.
