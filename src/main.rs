@@ -59,7 +59,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("refresh-gate: {e}");
-            ExitCode::from(EXIT_FAILURE)
+            ExitCode::from(if e.is_configuration() {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILURE
+            })
         }
     }
 }

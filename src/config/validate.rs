@@ -540,5 +540,14 @@ fn redis_url(url: Option<&str>) -> Result<String, ConfigError> {
     if authority.is_empty() {
         return Err(invalid("names no host"));
     }
+    // The Redis client's own reading (port, database, query options), so a URL it refuses
+    // is a configuration error found here, not a start-up failure.
+    #[cfg(feature = "redis")]
+    redis::IntoConnectionInfo::into_connection_info(url).map_err(|e| {
+        invalid(&format!(
+            "does not parse: {}",
+            e.detail().unwrap_or("invalid URL")
+        ))
+    })?;
     Ok(url.to_owned())
 }

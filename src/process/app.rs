@@ -1,8 +1,10 @@
 //! The gate assembled from validated settings: [`App::build`] makes every part (store,
 //! fingerprints, metrics, peers, the Pingora server and its services) and [`App::run`]
 //! serves until a signal stops the process. Nothing here parses or checks the
-//! configuration again: a failure here is the environment (a name that does not resolve,
-//! a certificate that does not load, a thread that does not start), never a bad value.
+//! configuration again. A failure here is the environment (a name that does not resolve, an
+//! address still taken after 30 s, a thread that does not start), except what only a
+//! library can judge: a certificate or key that does not load, a Redis CA the client
+//! refuses ([`StartError::is_configuration`], exit 64).
 
 use super::admin::AdminApp;
 use super::background::{self, DiscoveryCheck};
@@ -58,6 +60,15 @@ pub enum StartError {
     /// The shared store could not be set up.
     #[error("cannot set up the token store (Redis at `store.url`): {0}")]
     Store(String),
+}
+
+impl StartError {
+    /// Whether the configuration is at fault (exit 64): a certificate or key file that
+    /// does not load, a Redis URL or CA the Redis client refuses. Anything else (an address
+    /// still taken, a name that does not resolve, a thread) is the machine's (exit 1).
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, StartError::Tls(_) | StartError::Store(_))
+    }
 }
 
 /// The token store, and the runtime that drives a shared store's connection (kept for
@@ -246,21 +257,41 @@ fn listeners(settings: &Settings) -> impl Iterator<Item = (&'static str, SocketA
 /// Bind `address` once and let it go, as Pingora will (`SO_REUSEADDR`), so that a taken
 /// port is a clear start-up error: Pingora binds inside its services' threads, retries for
 /// 30 s and then panics in that thread, leaving a process that serves nothing.
+/// How many times a taken listener address is tried, a second apart, before start-up fails
+/// (as Pingora itself retries: a previous process may still be draining).
+const LISTEN_ATTEMPTS: u32 = 30;
+
 fn probe_listener(key: &'static str, address: SocketAddr) -> Result<(), StartError> {
-    let socket = match address {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    let bind = || {
+        let socket = match address {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(address)
     };
-    socket
-        .and_then(|socket| {
-            socket.set_reuseaddr(true)?;
-            socket.bind(address)
-        })
-        .map_err(|source| StartError::Listen {
-            key,
-            address,
-            source,
-        })
+    let mut attempt = 1;
+    loop {
+        match bind() {
+            Ok(_) => return Ok(()),
+            Err(error)
+                if error.kind() == std::io::ErrorKind::AddrInUse && attempt < LISTEN_ATTEMPTS =>
+            {
+                if attempt == 1 {
+                    tracing::warn!(%address, key, "the address is taken; retrying for up to 30s");
+                }
+                attempt += 1;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(source) => {
+                return Err(StartError::Listen {
+                    key,
+                    address,
+                    source,
+                })
+            }
+        }
+    }
 }
 
 fn store_name(backend: &StoreBackend) -> &'static str {
