@@ -77,6 +77,9 @@ struct Oracle {
     next_id: u64,
 }
 
+/// How long one batch may take an oracle (hundreds of requests take seconds).
+const ORACLE_BATCH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(180);
+
 impl Oracle {
     fn spawn(name: &'static str, mut command: Command) -> Oracle {
         let log = oracles_dir().join(format!("{name}.stderr.log"));
@@ -117,6 +120,18 @@ impl Oracle {
         }
         let mut stdin = self.stdin.take().expect("oracle stdin");
         let name = self.name;
+        let pid = self.child.id();
+        // A stuck oracle must fail the test, not hang it: past the deadline it is killed,
+        // and the read below reports it.
+        let (finished, watch) = std::sync::mpsc::channel::<()>();
+        let deadline = ORACLE_BATCH_DEADLINE;
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = watch.recv_timeout(deadline) {
+                eprintln!("the {name} oracle did not answer within {deadline:?}: killed");
+                let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            }
+        });
+        let _finished = finished;
         std::thread::scope(|scope| {
             let writer = scope.spawn(move || {
                 stdin

@@ -38,30 +38,33 @@ const TOKEN_PATH = process.env.ORACLE_TOKEN_PATH || '/token';
 const ALLOW = new Set(['grant_type', 'refresh_token', 'scope', 'resource', 'code', 'redirect_uri',
   'code_verifier', 'client_id', 'client_secret', 'client_assertion', 'client_assertion_type']);
 
-/** What each connection parsed, keyed by the client's port; both ends meet here. */
+/** What each connection parsed, keyed by its two ports (server:client; one client port may
+ *  serve connections to both servers at once); both ends meet here. */
 const conns = new Map();
-function conn(port) {
-  let c = conns.get(port);
+function conn(key) {
+  let c = conns.get(key);
   if (!c) {
-    c = { port, verdicts: [], pending: 0, closed: false, clientClosed: false, done: null };
+    c = { key, verdicts: [], pending: 0, closed: false, clientClosed: false, done: null };
     c.poke = () => { if (c.closed && c.clientClosed && c.pending <= 0 && c.done) c.done(); };
-    conns.set(port, c);
+    conns.set(key, c);
   }
   return c;
 }
+/** The key of a server-side socket. */
+const serverKey = (socket) => `${socket.localPort}:${socket.remotePort}`;
 function track(server) {
   server.on('connection', (socket) => {
-    const c = conn(socket.remotePort);
+    const c = conn(serverKey(socket));
     socket.on('close', () => { c.closed = true; c.poke(); });
   });
   server.on('clientError', (err, socket) => {
-    conn(socket.remotePort).verdicts.push({ refresh: false, token: null, note: `parse error ${err.code || err.message}` });
+    conn(serverKey(socket)).verdicts.push({ refresh: false, token: null, note: `parse error ${err.code || err.message}` });
     socket.destroy();
   });
 }
-/** Counts a request in on its connection (its port kept: a destroyed socket forgets it). */
+/** Counts a request in on its connection (its key kept: a destroyed socket forgets it). */
 function start(req) {
-  req.oraclePort = req.socket.remotePort;
+  req.oraclePort = serverKey(req.socket);
   conn(req.oraclePort).pending += 1;
 }
 function record(req, v) {
@@ -123,10 +126,10 @@ function send(server, raw) {
     let c;
     let response = '';
     socket.on('connect', () => {
-      c = conn(socket.localPort);
+      c = conn(`${socket.remotePort}:${socket.localPort}`);
       const timer = setTimeout(() => { c.verdicts.push({ refresh: false, token: null, note: 'timeout' }); if (c.done) c.done(); }, 3000);
       c.done = () => {
-        c.done = null; clearTimeout(timer); conns.delete(c.port); socket.destroy();
+        c.done = null; clearTimeout(timer); conns.delete(c.key); socket.destroy();
         // Refused before any handler ran (e.g. no Host): say how.
         if (!c.verdicts.length) c.verdicts.push({ refresh: false, token: null, note: `refused ${response.split('\r\n')[0] || '(no response)'}` });
         resolve(c.verdicts);
