@@ -74,6 +74,7 @@ fn bench_pure(c: &mut Criterion) {
         content_encoding: &[],
         transfer_encoding: &[],
         connection: &[],
+        dpop: &[],
         upgrade: false,
         body: body.as_bytes(),
     };

@@ -25,6 +25,7 @@ fuzz_target!(|data: &[u8]| {
         content_encoding: &[],
         transfer_encoding: &[],
         connection: &[],
+        dpop: &[],
         upgrade: false,
         body,
     };

@@ -25,7 +25,8 @@ pub use schema::{
     LogSection, OnStoreError, RotationSection, StoreSection, UpstreamSection,
 };
 pub use settings::{
-    ListenSettings, RedisSettings, RotationSettings, Settings, StoreBackend, StoreSettings,
+    ClientKeys, ListenSettings, RedisSettings, RotationSettings, Settings, StoreBackend,
+    StoreSettings,
     TlsFiles, UpstreamSettings,
 };
 pub use upstream_url::UpstreamTarget;

@@ -77,6 +77,10 @@ pub struct ListenSection {
     /// `shutdown_grace`: after the drain, how long requests in flight may take to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// `public_url`: the gate's URL as clients see it (`https://login.example.com`), when
+    /// an ingress in front changes scheme or host: the token endpoint URL that client
+    /// assertions (`aud`) and DPoP proofs (`htu`) must name.
+    pub public_url: Option<String>,
 }
 
 impl Default for ListenSection {
@@ -88,6 +92,7 @@ impl Default for ListenSection {
             trusted_proxies: Vec::new(),
             drain: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
+            public_url: None,
         }
     }
 }
@@ -232,6 +237,12 @@ pub struct ClientOverrides {
     pub bind_source: Option<BindSource>,
     /// `on_replay`.
     pub on_replay: Option<OnReplay>,
+    /// `assertion_jwks_file`: a JWKS (RFC 7517) with the public keys of the client's
+    /// `private_key_jwt` assertions, so the gate can verify them on replays.
+    pub assertion_jwks_file: Option<PathBuf>,
+    /// `assertion_secret_file`: the shared secret (at least 32 bytes) of the client's
+    /// `client_secret_jwt` assertions.
+    pub assertion_secret_file: Option<PathBuf>,
 }
 
 /// `[store] backend` values.

@@ -16,6 +16,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The keys that verify each client's assertions, by client id.
+pub type ClientKeys =
+    std::collections::HashMap<String, std::sync::Arc<crate::oauth::assertion::AssertionKeys>>;
+
 /// Everything the gate runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -33,6 +37,8 @@ pub struct Settings {
     pub audit: AuditSection,
     /// `[log]` (the level is checked by the binary, which owns the filter syntax).
     pub log: LogSection,
+    /// `[clients."<id>"] assertion_jwks_file` / `assertion_secret_file`, loaded.
+    pub client_keys: ClientKeys,
 }
 
 /// `[listen]`.
@@ -48,6 +54,8 @@ pub struct ListenSettings {
     pub drain: Duration,
     /// `shutdown_grace`.
     pub shutdown_grace: Duration,
+    /// `public_url`, without a trailing `/`.
+    pub public_url: Option<String>,
 }
 
 /// The listener's certificate files, loaded (and reloaded) by the TLS layer.

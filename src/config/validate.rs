@@ -10,6 +10,8 @@ use super::settings::{
     TlsFiles, UpstreamSettings,
 };
 use super::upstream_url::UpstreamTarget;
+use super::ClientKeys;
+use crate::oauth::assertion::AssertionKeys;
 use crate::oauth::grant::GrantRules;
 use crate::policy::{Policy, Rules, SubnetPrefixes};
 use crate::seal::fingerprint::Fingerprinter;
@@ -70,6 +72,7 @@ impl Config {
         let upstream = upstream(&self.upstream, &mut problems);
         let rotation = rotation(self, &mut problems);
         let store = store(self, &mut problems);
+        let client_keys = client_keys(self, &mut problems);
         problems.require(
             !self.audit.subject_claim.trim().is_empty(),
             "audit.subject_claim",
@@ -87,6 +90,7 @@ impl Config {
                 store,
                 audit: self.audit.clone(),
                 log: self.log.clone(),
+                client_keys,
             }),
             _ => unreachable!("a section without settings recorded a problem"),
         }
@@ -160,13 +164,76 @@ fn listen(config: &Config, problems: &mut Problems) -> Option<ListenSettings> {
             None
         }
     };
+    let public_url = listen
+        .public_url
+        .as_deref()
+        .and_then(|url| problems.take(public_url(url)));
     Some(ListenSettings {
         address: address?,
         tls,
         trusted_proxies,
         drain: listen.drain,
         shutdown_grace: listen.shutdown_grace,
+        public_url,
     })
+}
+
+/// `listen.public_url`: `http(s)://host[:port]`, no path, query or credentials.
+fn public_url(url: &str) -> Result<String, ConfigError> {
+    let invalid = |message: &str| ConfigError::invalid("listen.public_url", message);
+    let trimmed = url.trim_end_matches('/');
+    let authority = trimmed
+        .strip_prefix("https://")
+        .or_else(|| trimmed.strip_prefix("http://"))
+        .ok_or_else(|| invalid("must start with https:// or http://"))?;
+    if authority.is_empty() {
+        return Err(invalid("names no host"));
+    }
+    if authority.contains(['/', '?', '#', '@']) || !authority.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(invalid(
+            "must be scheme and host only (e.g. https://login.example.com)",
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// The assertion keys of `[clients."<id>"]`, read and parsed once.
+fn client_keys(config: &Config, problems: &mut Problems) -> ClientKeys {
+    let mut keys = ClientKeys::new();
+    let mut clients: Vec<_> = config.clients.iter().collect();
+    clients.sort_by(|a, b| a.0.cmp(b.0));
+    for (id, client) in clients {
+        let loaded = match (&client.assertion_jwks_file, &client.assertion_secret_file) {
+            (None, None) => continue,
+            (Some(_), Some(_)) => {
+                problems.add(
+                    "clients.<id>.assertion_jwks_file",
+                    format!("client {id:?}: set assertion_jwks_file or assertion_secret_file, not both"),
+                );
+                continue;
+            }
+            (Some(path), None) => problems
+                .read("clients.<id>.assertion_jwks_file", path)
+                .map(|bytes| (AssertionKeys::from_jwks(&bytes), "clients.<id>.assertion_jwks_file")),
+            (None, Some(path)) => problems
+                .read("clients.<id>.assertion_secret_file", path)
+                .map(|bytes| {
+                    (
+                        AssertionKeys::from_secret(bytes.trim_ascii()),
+                        "clients.<id>.assertion_secret_file",
+                    )
+                }),
+        };
+        match loaded {
+            Some((Ok(loaded), _)) => {
+                keys.insert(id.clone(), std::sync::Arc::new(loaded));
+            }
+            Some((Err(error), key)) => problems.add(key, format!("client {id:?}: {error}")),
+            None => {}
+        }
+    }
+    keys
 }
 
 fn admin(

@@ -1,5 +1,7 @@
 //! Client authentication as the token endpoint sees it: HTTP Basic (RFC 6749 §2.3.1, with
-//! form-decoded id and secret) or `client_id` / `client_secret` in the form body.
+//! form-decoded id and secret), `client_id` / `client_secret` in the form body, or a client
+//! assertion (RFC 7523); and the identity the gate binds answers to, which also carries what
+//! the gate verified (an assertion, a DPoP key).
 
 use crate::oauth::form;
 use crate::seal::fingerprint::{Fingerprinter, SecretFingerprint};
@@ -13,14 +15,71 @@ pub struct ClientCredentials {
     pub client_id: String,
     /// The client secret, if one was sent.
     pub secret: Option<ClientSecret>,
+    /// The client assertion (`client_assertion`, RFC 7523), if one was sent.
+    pub assertion: Option<ClientSecret>,
+}
+
+/// What the gate knows of a presentation's DPoP proof (RFC 9449).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DpopBinding {
+    /// No proof was sent.
+    Absent,
+    /// A proof by the key with this RFC 7638 thumbprint.
+    Key([u8; 32]),
+    /// A proof the gate could not verify: bound to no key anyone else can show.
+    Unproven,
 }
 
 impl ClientCredentials {
-    /// The identity the gate remembers and compares: the id plus a keyed secret fingerprint.
+    /// The identity of these credentials as sent, an assertion unverified and no DPoP proof.
     pub fn identity(&self, fingerprinter: &Fingerprinter) -> ClientIdentity {
+        self.bound_identity(fingerprinter, false, DpopBinding::Absent)
+    }
+
+    /// The identity the gate remembers and compares: the id, plus a keyed fingerprint of how
+    /// the client authenticated and what it is bound to. A secret alone keeps the
+    /// fingerprint of the secret. An assertion counts as the client's only when
+    /// `assertion_verified`; an unverified one (and an unproven DPoP proof) makes an
+    /// identity no other presentation shares, so it can be matched by none.
+    pub fn bound_identity(
+        &self,
+        fingerprinter: &Fingerprinter,
+        assertion_verified: bool,
+        dpop: DpopBinding,
+    ) -> ClientIdentity {
+        let unique = || {
+            use rand::RngCore;
+            let mut nonce = [0u8; 16];
+            rand::thread_rng().fill_bytes(&mut nonce);
+            hex::encode(nonce)
+        };
+        let authentication = match (&self.assertion, &self.secret) {
+            (Some(_), _) if assertion_verified => Some("\0assertion\0verified".to_owned()),
+            (Some(_), _) => Some(format!("\0assertion\0unverified\0{}", unique())),
+            (None, Some(_)) => None,
+            (None, None) => None,
+        };
+        let constraint = match dpop {
+            DpopBinding::Absent => None,
+            DpopBinding::Key(jkt) => Some(format!("\0dpop\0{}", hex::encode(jkt))),
+            DpopBinding::Unproven => Some(format!("\0dpop\0unproven\0{}", unique())),
+        };
+        let secret = match (authentication, constraint, &self.secret) {
+            (None, None, secret) => secret.as_ref().map(|s| fingerprinter.client_secret(s)),
+            (authentication, constraint, secret) => {
+                let mut material = String::new();
+                if let Some(secret) = secret.as_ref().filter(|_| self.assertion.is_none()) {
+                    material.push_str("\0secret\0");
+                    material.push_str(&String::from_utf8_lossy(secret.expose()));
+                }
+                material.push_str(authentication.as_deref().unwrap_or(""));
+                material.push_str(constraint.as_deref().unwrap_or(""));
+                Some(fingerprinter.client_secret(&ClientSecret::new(material)))
+            }
+        };
         ClientIdentity {
             client_id: self.client_id.as_str().into(),
-            secret: self.secret.as_ref().map(|s| fingerprinter.client_secret(s)),
+            secret,
         }
     }
 }
@@ -31,7 +90,9 @@ impl ClientCredentials {
 pub struct ClientIdentity {
     /// The client id (empty when the request named none).
     pub client_id: Box<str>,
-    /// A keyed fingerprint of the client secret, when one was sent.
+    /// A keyed fingerprint of the client's authentication and binding (its secret, a
+    /// verified assertion, its DPoP key), when it had any
+    /// ([`ClientCredentials::bound_identity`]).
     pub secret: Option<SecretFingerprint>,
 }
 
@@ -72,6 +133,7 @@ pub fn parse_basic(header: &[u8]) -> Result<Option<ClientCredentials>, BasicErro
     Ok(Some(ClientCredentials {
         client_id: id,
         secret: Some(ClientSecret::new(secret)),
+        assertion: None,
     }))
 }
 
@@ -120,13 +182,58 @@ mod tests {
         let a = ClientCredentials {
             client_id: "k".into(),
             secret: Some(ClientSecret::new("s")),
+            assertion: None,
         };
         let b = a.clone();
         let c = ClientCredentials {
             client_id: "k".into(),
             secret: Some(ClientSecret::new("other")),
+            assertion: None,
         };
         assert_eq!(a.identity(&f), b.identity(&f));
         assert_ne!(a.identity(&f), c.identity(&f));
+        // A secret alone keeps the fingerprint it always had (tombstones of older replicas).
+        assert_eq!(
+            a.identity(&f).secret,
+            Some(f.client_secret(&ClientSecret::new("s")))
+        );
+    }
+
+    #[test]
+    fn an_assertion_binds_only_once_verified() {
+        let f = Fingerprinter::new(&[9u8; 32]);
+        let asserted = |jwt: &str| ClientCredentials {
+            client_id: "k".into(),
+            secret: None,
+            assertion: Some(ClientSecret::new(jwt)),
+        };
+        let plain = ClientCredentials {
+            client_id: "k".into(),
+            ..ClientCredentials::default()
+        };
+        let verified = |c: &ClientCredentials| c.bound_identity(&f, true, DpopBinding::Absent);
+        // Two fresh assertions of the same client, both verified: the same client.
+        assert_eq!(verified(&asserted("a.b.c")), verified(&asserted("x.y.z")));
+        // Unverified, even the very same assertion matches nothing.
+        assert_ne!(asserted("a.b.c").identity(&f), asserted("a.b.c").identity(&f));
+        assert_ne!(asserted("a.b.c").identity(&f), verified(&asserted("a.b.c")));
+        // Only a client id is another client.
+        assert_ne!(verified(&plain), verified(&asserted("a.b.c")));
+        assert_ne!(plain.identity(&f), verified(&asserted("a.b.c")));
+    }
+
+    #[test]
+    fn a_dpop_key_binds_the_identity() {
+        let f = Fingerprinter::new(&[9u8; 32]);
+        let public = ClientCredentials {
+            client_id: "kubectl".into(),
+            ..ClientCredentials::default()
+        };
+        let with = |dpop| public.bound_identity(&f, false, dpop);
+        assert_eq!(with(DpopBinding::Key([1; 32])), with(DpopBinding::Key([1; 32])));
+        assert_ne!(with(DpopBinding::Key([1; 32])), with(DpopBinding::Key([2; 32])));
+        assert_ne!(with(DpopBinding::Key([1; 32])), with(DpopBinding::Absent));
+        assert_ne!(with(DpopBinding::Unproven), with(DpopBinding::Unproven));
+        assert_eq!(with(DpopBinding::Absent), public.identity(&f));
     }
 }

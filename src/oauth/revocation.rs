@@ -52,6 +52,7 @@ mod tests {
         let client = ClientCredentials {
             client_id: "kube ctl".into(),
             secret: Some(ClientSecret::new("s&cret")),
+            assertion: None,
         };
         let body = revocation_body(&RefreshToken::new("t"), Some(&client));
         let pairs = form::parse(body.as_bytes()).unwrap();

@@ -130,6 +130,7 @@ impl App {
                 request_timeout: settings.upstream.request_timeout,
                 trusted_proxies: settings.listen.trusted_proxies.clone(),
                 rules: settings.upstream.grant_rules.clone(),
+                revocation_path: settings.upstream.revocation_path.clone(),
             },
         );
         let mut proxy = pingora::proxy::http_proxy_service_with_name(
@@ -350,6 +351,8 @@ fn refresh_handler(
             revocation_path: settings.upstream.revocation_path.clone(),
             on_store_error: settings.store.on_store_error,
             max_detached_per_source: settings.rotation.max_detached_per_source,
+            client_keys: settings.client_keys.clone(),
+            public_url: settings.listen.public_url.clone(),
         },
     )
 }

@@ -97,6 +97,7 @@ impl Reloader {
             );
         }
         self.refresh.set_policy(settings.rotation.policy);
+        self.refresh.set_client_keys(settings.client_keys);
         if let Some(level) = &self.log_level {
             if let Err(error) = level.set(&settings.log.level) {
                 tracing::error!(%error, "configuration reload: log level not changed");

@@ -6,6 +6,7 @@ use super::origin::{
     acceptable_request_id, client_of, generate_request_id, printable_host, token_url, REQUEST_ID,
 };
 use super::refresh::{ClientLink, ForwardCheck, Origin, RefreshHandler, RefreshRequest, Reply};
+use super::revocation::RevocationWatch;
 use super::upstream::UpstreamPeers;
 use super::write::{add_forwarded, strip_hop_by_hop, write_answer};
 use crate::config::MAX_TOKEN_BODY_BYTES;
@@ -16,7 +17,8 @@ use crate::oauth::grant::{self, Classification, Forwarded, GrantRules, Refusal, 
 use crate::observe::audit::{RefusedRequest, TokenRequestRefused};
 use crate::observe::metrics::{Metrics, RefreshOutcome, Route, UpstreamKind};
 use async_trait::async_trait;
-use pingora::http::RequestHeader;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
@@ -32,6 +34,7 @@ pub struct GateProxy {
     request_timeout: Duration,
     trusted_proxies: Vec<ipnet::IpNet>,
     rules: GrantRules,
+    revocation_paths: Vec<String>,
 }
 
 /// The proxy's settings, from the configuration.
@@ -45,6 +48,9 @@ pub struct GateSettings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Which grants are forwarded untouched (`[upstream] forward_grant_types`).
     pub rules: GrantRules,
+    /// The IdP's RFC 7009 revocation path (`[upstream] revocation_path`): a revocation the
+    /// IdP answers 200 closes the revoked token's replay window.
+    pub revocation_path: Option<String>,
 }
 
 /// The client's connection while a refresh exchange runs: closed, or sending more.
@@ -66,6 +72,8 @@ pub struct RequestCtx {
     proto: &'static str,
     upstream_started: Option<Instant>,
     request_id: String,
+    /// The body of a revocation request, watched as it is forwarded.
+    revocation: Option<RevocationWatch>,
 }
 
 /// Where a refresh grant came from, for the refresh handler.
@@ -92,6 +100,9 @@ impl GateProxy {
             request_timeout: settings.request_timeout,
             trusted_proxies: settings.trusted_proxies,
             rules: settings.rules,
+            revocation_paths: crate::http::path::normalize_all(
+                settings.revocation_path.as_slice(),
+            ),
         }
     }
 
@@ -245,6 +256,7 @@ impl ProxyHttp for GateProxy {
             proto: "http",
             upstream_started: None,
             request_id: String::new(),
+            revocation: None,
         }
     }
 
@@ -273,7 +285,13 @@ impl ProxyHttp for GateProxy {
             .flat_map(|name| header.headers.get_all(*name))
             .map(|value| value.as_bytes());
         match match_request(header.uri.path(), overrides, &self.token_paths) {
-            PathMatch::Other => Ok(false),
+            PathMatch::Other => {
+                let revocation = match_request(header.uri.path(), std::iter::empty(), &self.revocation_paths);
+                if revocation != PathMatch::Other && header.method == http::Method::POST {
+                    ctx.revocation = Some(RevocationWatch::default());
+                }
+                Ok(false)
+            }
             PathMatch::Ambiguous => {
                 ctx.route = Route::Token;
                 self.refuse(session, ctx, Refusal::AmbiguousPath).await
@@ -283,6 +301,33 @@ impl ProxyHttp for GateProxy {
                 self.token_request(session, ctx).await
             }
         }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if let (Some(watch), Some(chunk)) = (ctx.revocation.as_mut(), body.as_ref()) {
+            watch.push(chunk);
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if upstream_response.status.as_u16() == 200 {
+            if let Some(token) = ctx.revocation.take().and_then(|watch| watch.token()) {
+                self.refresh.revoked(&token, &ctx.request_id).await;
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_peer(

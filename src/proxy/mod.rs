@@ -5,6 +5,7 @@ mod body;
 pub mod exchange;
 pub mod gate;
 mod origin;
+mod revocation;
 pub mod refresh;
 pub mod upstream;
 pub mod write;

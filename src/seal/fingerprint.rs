@@ -106,6 +106,18 @@ impl Fingerprinter {
         ))
     }
 
+    /// The store key of a value that may be used once (an assertion's or a DPoP proof's
+    /// `jti`): keyed like every fingerprint, so the store never holds the value itself.
+    pub fn one_time_key(&self, kind: &str, client_id: &str, value: &str) -> [u8; 32] {
+        let mut material = Vec::with_capacity(kind.len() + client_id.len() + value.len() + 2);
+        material.extend_from_slice(kind.as_bytes());
+        material.push(0);
+        material.extend_from_slice(client_id.as_bytes());
+        material.push(0);
+        material.extend_from_slice(value.as_bytes());
+        self.mac(b"refresh-gate/one-time/v1\0", &material)
+    }
+
     /// The fingerprint of a client secret (16 bytes are plenty to tell secrets apart).
     pub fn client_secret(&self, secret: &ClientSecret) -> SecretFingerprint {
         let full = self.mac(b"refresh-gate/client-secret/v1\0", secret.expose());

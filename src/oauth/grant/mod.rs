@@ -41,6 +41,8 @@ pub struct TokenPathRequest<'a> {
     pub transfer_encoding: &'a [&'a [u8]],
     /// Every `Connection` value.
     pub connection: &'a [&'a [u8]],
+    /// Every `DPoP` value (RFC 9449: one proof at most).
+    pub dpop: &'a [&'a [u8]],
     /// Whether the request asks for a protocol upgrade (`Upgrade`, h2c, WebSocket).
     pub upgrade: bool,
     /// The whole request body (read for every method).
@@ -56,6 +58,7 @@ pub struct TokenHeaders<'a> {
     content_encoding: Vec<&'a [u8]>,
     transfer_encoding: Vec<&'a [u8]>,
     connection: Vec<&'a [u8]>,
+    dpop: Vec<&'a [u8]>,
 }
 
 impl<'a> TokenHeaders<'a> {
@@ -68,6 +71,7 @@ impl<'a> TokenHeaders<'a> {
             content_encoding: all("content-encoding"),
             transfer_encoding: all("transfer-encoding"),
             connection: all("connection"),
+            dpop: all("dpop"),
         }
     }
 
@@ -87,6 +91,7 @@ impl<'a> TokenHeaders<'a> {
             content_encoding: &self.content_encoding,
             transfer_encoding: &self.transfer_encoding,
             connection: &self.connection,
+            dpop: &self.dpop,
             upgrade,
             body,
         }
@@ -145,8 +150,10 @@ pub const MAX_SUSPECT_LEN: usize = 8192;
 pub struct RefreshGrant {
     /// The decoded refresh token.
     pub token: RefreshToken,
-    /// The client credentials (Basic or form).
+    /// The client credentials (Basic, form or assertion).
     pub client: ClientCredentials,
+    /// The `DPoP` proof (RFC 9449), if one was sent.
+    pub dpop: Option<String>,
 }
 
 /// Classify one request on a token path.
@@ -176,7 +183,7 @@ fn classify_inner(
             Err(Refusal::NotPost)
         };
     }
-    if req.content_type.len() > 1 || req.authorization.len() > 1 {
+    if req.content_type.len() > 1 || req.authorization.len() > 1 || req.dpop.len() > 1 {
         return Err(Refusal::RepeatedHeader);
     }
     let identity = |v: &&[u8]| v.trim_ascii().eq_ignore_ascii_case(b"identity");
@@ -201,8 +208,14 @@ fn classify_inner(
         return Err(Refusal::Charset);
     }
     check_names(&fields)?;
-    let classification = classify_form(&fields, req.authorization.first().copied(), rules)?;
+    let mut classification = classify_form(&fields, req.authorization.first().copied(), rules)?;
     check_readings(req.body, &fields)?;
+    if let Classification::Refresh(grant) = &mut classification {
+        grant.dpop = req
+            .dpop
+            .first()
+            .map(|proof| String::from_utf8_lossy(proof.trim_ascii()).into_owned());
+    }
     Ok(classification)
 }
 
@@ -393,6 +406,7 @@ fn classify_form(
     Ok(Classification::Refresh(RefreshGrant {
         token: RefreshToken::new(token),
         client,
+        dpop: None,
     }))
 }
 
@@ -432,17 +446,15 @@ fn client_credentials(
     let form_secret = params.client_secret.first;
     if let Some(assertion) = params.client_assertion.first {
         // A client assertion (private_key_jwt, client_secret_jwt) is the client's
-        // authentication: it joins the identity the gate binds answers to, so a presenter
-        // without the same assertion is another client. One mechanism only (RFC 6749 §2.3).
+        // authentication: a replay must carry one the gate verifies (the refresh handler
+        // binds it). One mechanism only (RFC 6749 §2.3).
         if authorization.is_some() || form_secret.is_some() {
             return Err(Refusal::ConflictingClients);
         }
-        let kind = params.client_assertion_type.first.unwrap_or_default();
         return Ok(ClientCredentials {
             client_id: form_id.unwrap_or_default().to_owned(),
-            secret: Some(ClientSecret::new(format!(
-                "\0client_assertion\0{kind}\0{assertion}"
-            ))),
+            secret: None,
+            assertion: Some(ClientSecret::new(assertion)),
         });
     }
     let basic = match authorization {
@@ -468,6 +480,7 @@ fn client_credentials(
         None => Ok(ClientCredentials {
             client_id: form_id.unwrap_or_default().to_owned(),
             secret: form_secret,
+            assertion: None,
         }),
     }
 }
@@ -488,6 +501,7 @@ mod tests {
             content_encoding: &[],
             transfer_encoding: &[],
             connection: &[],
+            dpop: &[],
             upgrade: false,
             body: body.as_bytes(),
         }
@@ -883,23 +897,14 @@ mod tests {
     }
 
     #[test]
-    fn a_client_assertion_is_part_of_the_client_identity() {
-        let with = |assertion: &str| {
-            let body = format!("grant_type=refresh_token&refresh_token=t&client_id=c&client_assertion_type=jwt&client_assertion={assertion}");
-            match run(&post(&body)) {
-                Classification::Refresh(grant) => grant.client,
-                other => panic!("{other:?}"),
-            }
+    fn a_client_assertion_travels_as_the_clients_authentication() {
+        let body = "grant_type=refresh_token&refresh_token=t&client_id=c&client_assertion_type=jwt&client_assertion=a.b.c";
+        let Classification::Refresh(grant) = run(&post(body)) else {
+            panic!("not a refresh grant")
         };
-        let plain = match run(&post(
-            "grant_type=refresh_token&refresh_token=t&client_id=c",
-        )) {
-            Classification::Refresh(grant) => grant.client,
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(with("a.b.c"), with("a.b.c"));
-        assert_ne!(with("a.b.c"), with("x.y.z"));
-        assert_ne!(with("a.b.c"), plain, "no assertion is another client");
+        assert_eq!(grant.client.client_id, "c");
+        assert_eq!(grant.client.assertion, Some(ClientSecret::new("a.b.c")));
+        assert_eq!(grant.client.secret, None);
         assert_eq!(
             refused(&post(
                 "grant_type=refresh_token&refresh_token=t&client_secret=s&client_assertion=a"
@@ -912,6 +917,20 @@ mod tests {
             )),
             Some(Refusal::DuplicateClientCredentials)
         );
+    }
+
+    #[test]
+    fn one_dpop_proof_travels_with_the_grant() {
+        let proof: &[&[u8]] = &[b" ey.proof.sig "];
+        let mut req = post("grant_type=refresh_token&refresh_token=t&client_id=c");
+        req.dpop = proof;
+        let Classification::Refresh(grant) = run(&req) else {
+            panic!("not a refresh grant")
+        };
+        assert_eq!(grant.dpop.as_deref(), Some("ey.proof.sig"));
+        let two: &[&[u8]] = &[b"a.b.c", b"d.e.f"];
+        req.dpop = two;
+        assert_eq!(refused(&req), Some(Refusal::RepeatedHeader));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! which the glue writes and counts. The IdP sits behind [`TokenEndpoint`] and the client's
 //! connection behind [`ClientLink`], so every sequence is unit-tested without sockets.
 
+mod binding;
 mod client;
 mod exchange_task;
 mod reply;
@@ -11,11 +12,12 @@ mod revoke;
 #[cfg(test)]
 mod tests;
 
+pub use binding::{MAX_ASSERTION_LIFETIME, MAX_PROOF_SKEW};
 pub use client::{ClientLink, Unwatched};
 pub use reply::Reply;
 
 use crate::clock::{Clock, UnixMillis};
-use crate::config::OnStoreError;
+use crate::config::{ClientKeys, OnStoreError};
 use crate::http::answer::Answer;
 use crate::http::respond::GateReply;
 use crate::oauth::credentials::{ClientCredentials, ClientIdentity};
@@ -66,7 +68,15 @@ pub struct RefreshSettings {
     /// Exchanges whose clients left that one address may have running
     /// (`[rotation] max_detached_per_source`).
     pub max_detached_per_source: u32,
+    /// The keys that verify each client's assertions (`[clients."<id>"]
+    /// assertion_jwks_file` / `assertion_secret_file`).
+    pub client_keys: ClientKeys,
+    /// The gate's URL as clients see it (`[listen] public_url`, e.g. behind an ingress):
+    /// the token endpoint assertions and DPoP proofs must name. Without it, the scheme and
+    /// `Host` of each request.
+    pub public_url: Option<String>,
 }
+
 
 /// The shared parts the refresh handler works with.
 pub struct RefreshParts {
@@ -93,6 +103,7 @@ pub struct RefreshHandler {
     auditor: Arc<Auditor>,
     endpoint: Arc<dyn TokenEndpoint>,
     settings: RefreshSettings,
+    client_keys: arc_swap::ArcSwap<ClientKeys>,
     revoked_at_idp: moka::sync::Cache<TokenFingerprint, ()>,
     warned_clients: moka::sync::Cache<Box<str>, ()>,
     detached: Arc<DetachedExchanges>,
@@ -152,7 +163,10 @@ struct Request {
     token: RefreshToken,
     credentials: ClientCredentials,
     fingerprint: TokenFingerprint,
+    /// Who presents it, as far as the gate can tell now (compared with the record).
     client: ClientIdentity,
+    /// Who a first use records (the IdP verifies the first use).
+    recorded_client: ClientIdentity,
     source: IpAddr,
     peer: Option<IpAddr>,
     header: RequestHeader,
@@ -202,6 +216,7 @@ impl RefreshHandler {
                 .build(),
             warned_clients: moka::sync::Cache::new(10_000),
             detached: DetachedExchanges::new(settings.max_detached_per_source),
+            client_keys: arc_swap::ArcSwap::from_pointee(settings.client_keys.clone()),
             settings,
         }
     }
@@ -214,6 +229,11 @@ impl RefreshHandler {
     /// Replace the rules (configuration reload); requests already deciding keep theirs.
     pub fn set_policy(&self, policy: Policy) {
         self.policy.store(Arc::new(policy));
+    }
+
+    /// Replace the clients' assertion keys (configuration reload).
+    pub fn set_client_keys(&self, keys: ClientKeys) {
+        self.client_keys.store(Arc::new(keys));
     }
 
     /// The audit events' sink, shared with the glue.
@@ -243,9 +263,14 @@ impl RefreshHandler {
             body,
             origin,
         } = refresh;
+        let endpoint = self.endpoint_url(&origin.token_url);
+        let bound = self
+            .bind(&grant.client, grant.dpop.as_deref(), &endpoint)
+            .await;
         let request = Request {
             fingerprint: self.fingerprinter.token(&grant.token),
-            client: grant.client.identity(&self.fingerprinter),
+            client: bound.presented,
+            recorded_client: bound.recorded,
             credentials: grant.client,
             token: grant.token,
             source: origin.source.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
@@ -314,6 +339,29 @@ impl RefreshHandler {
                 Some(store_unavailable())
             }
             Err(_) => Some(failed(GateReply::Timeout)),
+        }
+    }
+
+    /// The IdP answered 200 to a revocation of `token` that passed through the gate:
+    /// close its replay window and its family's (later replays are refused `revoked`).
+    pub async fn revoked(&self, token: &RefreshToken, request_id: &str) {
+        let fingerprint = self.fingerprinter.token(token);
+        match self
+            .store
+            .close_window(&fingerprint, RefusalReason::Revoked, self.clock.now())
+            .await
+        {
+            Ok(()) => tracing::info!(
+                token = %fingerprint.display(),
+                request_id,
+                "token revoked at the IdP: its replay window is closed"
+            ),
+            Err(error) => tracing::warn!(
+                %error,
+                token = %fingerprint.display(),
+                request_id,
+                "token revoked at the IdP, but its replay window could not be closed"
+            ),
         }
     }
 
@@ -473,7 +521,7 @@ impl RefreshHandler {
             handler: self.clone(),
             token: request.token.clone(),
             fingerprint: request.fingerprint,
-            client: request.client.clone(),
+            client: request.recorded_client.clone(),
             source: request.source,
             family,
             header,
@@ -587,6 +635,19 @@ impl RefreshHandler {
             GateReply::InvalidGrant(refusal.reason.description()),
             refusal.reason,
         )
+    }
+
+    /// The token endpoint URL as the client sees it: `public_url` with the request's path,
+    /// or the request's own (`token_url`: scheme, `Host`, path).
+    fn endpoint_url(&self, token_url: &str) -> String {
+        let Some(base) = &self.settings.public_url else {
+            return token_url.to_owned();
+        };
+        let after_scheme = token_url.find("://").map_or(0, |i| i + 3);
+        let path = token_url[after_scheme..]
+            .find('/')
+            .map_or("/", |i| &token_url[after_scheme + i..]);
+        format!("{}{path}", base.trim_end_matches('/'))
     }
 
     async fn complete(&self, fingerprint: &TokenFingerprint, outcome: ExchangeOutcome) {

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::clock::ManualClock;
+use crate::config::ClientKeys;
 use crate::http::answer::Freshness;
 use crate::oauth::credentials::ClientCredentials;
 use crate::policy::Rules;
@@ -165,6 +166,8 @@ fn settings() -> RefreshSettings {
         revocation_path: None,
         on_store_error: OnStoreError::FailClosed,
         max_detached_per_source: 64,
+        client_keys: ClientKeys::new(),
+        public_url: None,
     }
 }
 
@@ -226,7 +229,9 @@ fn grant(token: &str, client_id: &str, secret: Option<&str>) -> RefreshRequest {
             client: ClientCredentials {
                 client_id: client_id.to_owned(),
                 secret: secret.map(ClientSecret::new),
+                assertion: None,
             },
+            dpop: None,
         },
         header,
         body: Bytes::from(body),
@@ -529,4 +534,166 @@ async fn a_client_that_leaves_keeps_its_rotation_and_counts_against_its_address(
     // And the refused token was given back: it can be exchanged now.
     let later = present(&f.handler, grant("other", "kubectl", None)).await;
     assert_eq!(later.outcome, RefreshOutcome::Forwarded);
+}
+
+// Binding beyond the secret: client assertions and DPoP proofs (issue 16).
+
+use crate::oauth::assertion::AssertionKeys;
+use crate::oauth::dpop::tests::TestKey;
+use serde_json::json;
+
+const TOKEN_URL: &str = "https://idp.example.com/token";
+
+fn now_s() -> u64 {
+    START.0 / 1000
+}
+
+/// A `private_key_jwt` assertion of `client_id` for `aud`, signed by `key`.
+fn assertion(key: &TestKey, client_id: &str, aud: &str, jti: &str) -> String {
+    key.sign(
+        json!({"typ": "JWT"}),
+        json!({"iss": client_id, "sub": client_id, "aud": aud, "jti": jti,
+               "iat": now_s(), "exp": now_s() + 60}),
+    )
+}
+
+/// A DPoP proof by `key` for a POST to `htu`.
+fn proof(key: &TestKey, htu: &str, jti: &str) -> String {
+    key.sign(
+        json!({"typ": "dpop+jwt", "jwk": key.jwk}),
+        json!({"jti": jti, "htm": "POST", "htu": htu, "iat": now_s()}),
+    )
+}
+
+fn with_assertion(token: &str, client_id: &str, jwt: Option<String>) -> RefreshRequest {
+    let mut request = grant(token, client_id, None);
+    request.grant.client.assertion = jwt.map(ClientSecret::new);
+    request
+}
+
+fn with_proof(token: &str, proof: Option<String>) -> RefreshRequest {
+    let mut request = grant(token, "kubectl", None);
+    request.grant.dpop = proof;
+    request
+}
+
+fn keyed(client_id: &str, key: &TestKey) -> RefreshSettings {
+    let jwks = serde_json::to_vec(&json!({"keys": [key.jwk]})).unwrap();
+    let mut client_keys = ClientKeys::new();
+    client_keys.insert(
+        client_id.to_owned(),
+        Arc::new(AssertionKeys::from_jwks(&jwks).unwrap()),
+    );
+    RefreshSettings {
+        client_keys,
+        ..settings()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_assertion_client_is_replayed_only_with_a_fresh_assertion_the_gate_verifies() {
+    let key = TestKey::es256();
+    let f = fixture_with(FakeIdp::scripted([]), None, keyed("ci", &key));
+    let first = assertion(&key, "ci", TOKEN_URL, "j1");
+    let rotated = present(&f.handler, with_assertion("rt-0", "ci", Some(first.clone()))).await;
+    assert_eq!(rotated.outcome, RefreshOutcome::Forwarded);
+    let mismatch = Some(RefusalReason::ClientMismatch);
+    // The captured request, assertion and all: its jti is spent.
+    let captured = present(&f.handler, with_assertion("rt-0", "ci", Some(first))).await;
+    assert_eq!(captured.refused, mismatch, "a captured assertion was replayed");
+    // Only the client id.
+    let bare = present(&f.handler, with_assertion("rt-0", "ci", None)).await;
+    assert_eq!(bare.refused, mismatch);
+    // An assertion for another audience, or by another key.
+    let elsewhere = assertion(&key, "ci", "https://elsewhere.example/token", "j2");
+    let moved = present(&f.handler, with_assertion("rt-0", "ci", Some(elsewhere))).await;
+    assert_eq!(moved.refused, mismatch);
+    let forged = assertion(&TestKey::es256(), "ci", TOKEN_URL, "j3");
+    let forged = present(&f.handler, with_assertion("rt-0", "ci", Some(forged))).await;
+    assert_eq!(forged.refused, mismatch);
+    // A fresh assertion the gate verifies: the same client, answered from the window.
+    let fresh = assertion(&key, "ci", TOKEN_URL, "j4");
+    let replay = present(&f.handler, with_assertion("rt-0", "ci", Some(fresh))).await;
+    assert_eq!(replay.outcome, RefreshOutcome::GraceReplay);
+    assert_eq!(replay.answer.body, rotated.answer.body);
+    assert_eq!(f.idp.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_keys_an_assertion_client_is_never_replayed() {
+    let key = TestKey::es256();
+    let f = fixture(FakeIdp::scripted([]));
+    let first = assertion(&key, "ci", TOKEN_URL, "j1");
+    present(&f.handler, with_assertion("rt-0", "ci", Some(first))).await;
+    let fresh = assertion(&key, "ci", TOKEN_URL, "j2");
+    let replay = present(&f.handler, with_assertion("rt-0", "ci", Some(fresh))).await;
+    assert_eq!(replay.refused, Some(RefusalReason::ClientMismatch));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dpop_bound_refresh_is_replayed_only_with_a_fresh_proof_of_the_same_key() {
+    let key = TestKey::es256();
+    let f = fixture(FakeIdp::scripted([]));
+    let first = proof(&key, TOKEN_URL, "p1");
+    let rotated = present(&f.handler, with_proof("rt-0", Some(first.clone()))).await;
+    assert_eq!(rotated.outcome, RefreshOutcome::Forwarded);
+    let mismatch = Some(RefusalReason::ClientMismatch);
+    let none = present(&f.handler, with_proof("rt-0", None)).await;
+    assert_eq!(none.refused, mismatch, "replayed without a proof");
+    let other_key = proof(&TestKey::ed25519(), TOKEN_URL, "p2");
+    let other = present(&f.handler, with_proof("rt-0", Some(other_key))).await;
+    assert_eq!(other.refused, mismatch, "replayed with another key's proof");
+    let same = present(&f.handler, with_proof("rt-0", Some(first))).await;
+    assert_eq!(same.refused, mismatch, "the first proof replayed");
+    let wrong_url = proof(&key, "https://idp.example.com/other", "p3");
+    let moved = present(&f.handler, with_proof("rt-0", Some(wrong_url))).await;
+    assert_eq!(moved.refused, mismatch);
+    let fresh = proof(&key, TOKEN_URL, "p4");
+    let replay = present(&f.handler, with_proof("rt-0", Some(fresh))).await;
+    assert_eq!(replay.outcome, RefreshOutcome::GraceReplay);
+    assert_eq!(replay.answer.body, rotated.answer.body);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_public_url_is_the_endpoint_proofs_must_name() {
+    let key = TestKey::es256();
+    let behind_ingress = RefreshSettings {
+        public_url: Some("https://login.example.com".to_owned()),
+        ..settings()
+    };
+    let f = fixture_with(FakeIdp::scripted([]), None, behind_ingress);
+    let public = "https://login.example.com/token";
+    present(&f.handler, with_proof("rt-0", Some(proof(&key, public, "p1")))).await;
+    let internal = proof(&key, TOKEN_URL, "p2");
+    let refused = present(&f.handler, with_proof("rt-0", Some(internal))).await;
+    assert_eq!(refused.refused, Some(RefusalReason::ClientMismatch));
+    let fresh = present(&f.handler, with_proof("rt-0", Some(proof(&key, public, "p3")))).await;
+    assert_eq!(fresh.outcome, RefreshOutcome::GraceReplay);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_revocation_at_the_idp_closes_the_window() {
+    let f = fixture(FakeIdp::scripted([]));
+    present(&f.handler, grant("rt-0", "kubectl", None)).await;
+    f.handler.revoked(&RefreshToken::new("rt-0"), "req-9").await;
+    let replay = present(&f.handler, grant("rt-0", "kubectl", None)).await;
+    assert_eq!(replay.refused, Some(RefusalReason::Revoked));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_successors_use_closes_the_parents_window_but_not_before_the_minimum() {
+    let f = fixture(FakeIdp::scripted([]));
+    // rt-0 rotates to rt-1 (the fake IdP's first answer).
+    present(&f.handler, grant("rt-0", "kubectl", None)).await;
+    f.clock.advance(Duration::from_millis(500));
+    let successor = present(&f.handler, grant("rt-1", "kubectl", None)).await;
+    assert_eq!(successor.outcome, RefreshOutcome::Forwarded);
+    // Inside the minimum replay window a straggler still gets the parent's answer.
+    f.clock.advance(Duration::from_millis(500));
+    let straggler = present(&f.handler, grant("rt-0", "kubectl", None)).await;
+    assert_eq!(straggler.outcome, RefreshOutcome::GraceReplay);
+    // After it, the parent is superseded (still inside its grace period).
+    f.clock.advance(Duration::from_millis(1500));
+    let late = present(&f.handler, grant("rt-0", "kubectl", None)).await;
+    assert_eq!(late.refused, Some(RefusalReason::Superseded));
 }

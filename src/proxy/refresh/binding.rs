@@ -1,0 +1,156 @@
+//! Binding a presentation to its client beyond the secret: a client assertion (RFC 7523)
+//! counts only when the gate verifies it with the client's configured keys and its `jti`
+//! is new; a DPoP proof (RFC 9449) binds the presentation to the proof's key only when the
+//! gate verifies it and its `jti` is new. What is not verified binds to nothing anyone else
+//! can show, so a replay or waiter without it is another client (`client_mismatch`).
+//!
+//! A first use is forwarded and the IdP verifies it; its record keeps the client as
+//! authenticated (by assertion) and the proof's key as the header names it.
+
+use super::RefreshHandler;
+use crate::clock::UnixMillis;
+use crate::oauth::assertion::{peek_assertion_jti, verify_assertion, AssertionCheck};
+use crate::oauth::credentials::{ClientCredentials, ClientIdentity, DpopBinding};
+use crate::oauth::dpop::{peek_proof_thumbprint, verify_proof, ProofCheck};
+use std::time::Duration;
+
+/// The longest lifetime accepted for a client assertion (`exp - iat`).
+pub const MAX_ASSERTION_LIFETIME: Duration = Duration::from_secs(300);
+/// Clock skew accepted on assertion times.
+const ASSERTION_LEEWAY: Duration = Duration::from_secs(30);
+/// How far a DPoP proof's `iat` may be from now, either way.
+pub const MAX_PROOF_SKEW: Duration = Duration::from_secs(60);
+
+/// The identities of one presentation.
+pub(super) struct Bound {
+    /// What this presentation proves now: compared with the record and the claimant.
+    pub(super) presented: ClientIdentity,
+    /// What a first use records (the IdP verifies it).
+    pub(super) recorded: ClientIdentity,
+}
+
+impl RefreshHandler {
+    /// The identities of a presentation with these credentials and proof, at the token
+    /// endpoint `token_url` (the assertion's audience and the proof's `htu`).
+    pub(super) async fn bind(
+        &self,
+        credentials: &ClientCredentials,
+        dpop: Option<&str>,
+        token_url: &str,
+    ) -> Bound {
+        let now = self.clock.now();
+        let assertion_verified = match &credentials.assertion {
+            Some(jwt) => {
+                let jwt = String::from_utf8_lossy(jwt.expose());
+                self.assertion_verified(&credentials.client_id, &jwt, token_url, now)
+                    .await
+            }
+            None => false,
+        };
+        let (presented_dpop, recorded_dpop) = match dpop {
+            None => (DpopBinding::Absent, DpopBinding::Absent),
+            Some(proof) => {
+                let proven = self
+                    .proof_key(&credentials.client_id, proof, token_url, now)
+                    .await;
+                let named = peek_proof_thumbprint(proof)
+                    .map_or(DpopBinding::Unproven, |jkt| DpopBinding::Key(jkt.0));
+                (proven.map_or(DpopBinding::Unproven, DpopBinding::Key), named)
+            }
+        };
+        Bound {
+            presented: credentials.bound_identity(
+                &self.fingerprinter,
+                assertion_verified,
+                presented_dpop,
+            ),
+            recorded: credentials.bound_identity(&self.fingerprinter, true, recorded_dpop),
+        }
+    }
+
+    /// Whether the assertion verifies with the client's keys and its `jti` is new. Without
+    /// keys it cannot be verified; its `jti` is remembered all the same, so the same
+    /// assertion cannot come back verified later.
+    async fn assertion_verified(
+        &self,
+        client_id: &str,
+        jwt: &str,
+        token_url: &str,
+        now: UnixMillis,
+    ) -> bool {
+        let keys = self.client_keys.load();
+        let Some(keys) = keys.get(client_id) else {
+            if let Some((jti, expires)) = peek_assertion_jti(jwt) {
+                let ttl = Duration::from_millis(expires.saturating_sub(now.0))
+                    .min(MAX_ASSERTION_LIFETIME)
+                    + ASSERTION_LEEWAY;
+                self.first_sighting("assertion", client_id, &jti, ttl, now)
+                    .await;
+            }
+            return false;
+        };
+        let check = AssertionCheck {
+            client_id: client_id.to_owned(),
+            audiences: vec![token_url.to_owned()],
+            max_lifetime: MAX_ASSERTION_LIFETIME,
+            leeway: ASSERTION_LEEWAY,
+        };
+        match verify_assertion(jwt, &check, keys, now.0) {
+            Ok(verified) => {
+                let ttl = Duration::from_millis(verified.expires_ms.saturating_sub(now.0))
+                    + ASSERTION_LEEWAY;
+                self.first_sighting("assertion", client_id, &verified.jti, ttl, now)
+                    .await
+            }
+            Err(error) => {
+                tracing::debug!(%error, client_id, "client assertion not verified");
+                false
+            }
+        }
+    }
+
+    /// The thumbprint of the proof's key, when the proof verifies and its `jti` is new.
+    async fn proof_key(
+        &self,
+        client_id: &str,
+        proof: &str,
+        token_url: &str,
+        now: UnixMillis,
+    ) -> Option<[u8; 32]> {
+        let check = ProofCheck {
+            method: "POST",
+            url: token_url,
+            max_skew: MAX_PROOF_SKEW,
+        };
+        match verify_proof(proof, &check, now.0) {
+            Ok(verified) => self
+                .first_sighting("dpop", client_id, &verified.jti, MAX_PROOF_SKEW * 2, now)
+                .await
+                .then_some(verified.jkt.0),
+            Err(error) => {
+                tracing::debug!(%error, client_id, "DPoP proof not verified");
+                None
+            }
+        }
+    }
+
+    /// Whether `value` of `kind` is seen for the first time; a store failure counts as
+    /// seen (nothing unverifiable is trusted).
+    async fn first_sighting(
+        &self,
+        kind: &str,
+        client_id: &str,
+        value: &str,
+        ttl: Duration,
+        now: UnixMillis,
+    ) -> bool {
+        let key = self.fingerprinter.one_time_key(kind, client_id, value);
+        match self.store.first_sighting(&key, ttl, now).await {
+            Ok(first) => first,
+            Err(error) => {
+                tracing::warn!(%error, "could not check a one-time value: treated as seen");
+                false
+            }
+        }
+    }
+}
