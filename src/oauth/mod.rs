@@ -2,6 +2,7 @@
 //! spelling) and the IdP's token answers.
 
 pub mod credentials;
+pub mod dpop;
 pub mod form;
 pub mod grant;
 pub mod revocation;
