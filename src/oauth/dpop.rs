@@ -386,6 +386,21 @@ pub(crate) struct Jws<'a> {
     signature: &'a str,
 }
 
+impl Jws<'_> {
+    /// Whether the signature verifies as HS256/384/512 with this secret (`false` for any
+    /// other `alg`).
+    pub(crate) fn verify_hmac(&self, secret: &DecodingKey, alg: Algorithm) -> bool {
+        matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+            && jsonwebtoken::crypto::verify(
+                self.signature,
+                self.signing_input.as_bytes(),
+                secret,
+                alg,
+            )
+            .unwrap_or(false)
+    }
+}
+
 /// Why a compact JWS could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum JwsError {
