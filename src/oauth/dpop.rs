@@ -571,7 +571,9 @@ pub(crate) fn public_jwk(jwk: &Map<String, Value>) -> Result<PublicJwk, JwkError
             if !(256..=1024).contains(&significant) || e.is_empty() || e.len() > 8 {
                 return Err(JwkError::Malformed);
             }
-            (KeyFamily::Rsa, DecodingKey::from_rsa_raw_components(&n, &e))
+            // Leading zero octets (which some JWKs carry) are dropped: ring refuses them.
+            let n = &n[n.len() - significant..];
+            (KeyFamily::Rsa, DecodingKey::from_rsa_raw_components(n, &e))
         }
         "EC" => {
             let (family, len) = match jwk.get("crv").and_then(Value::as_str) {
@@ -868,6 +870,17 @@ pub(crate) mod tests {
     fn ps256_with_an_rsa_key_verifies() {
         let key = TestKey::rs256();
         let proof = proof_with(&key, |h, _| h["alg"] = json!("PS256"));
+        assert!(verify(&proof).is_ok());
+    }
+
+    #[test]
+    fn an_rsa_modulus_with_a_leading_zero_octet_verifies() {
+        let key = TestKey::rs256();
+        let n = URL_SAFE_NO_PAD
+            .decode(key.jwk["n"].as_str().unwrap())
+            .unwrap();
+        let padded = b64([&[0u8][..], &n].concat());
+        let proof = proof_with(&key, |h, _| h["jwk"]["n"] = json!(padded));
         assert!(verify(&proof).is_ok());
     }
 
