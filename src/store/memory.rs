@@ -218,8 +218,10 @@ impl TokenStore for MemoryStore {
             return Err(StoreError::InFlightFull);
         }
         // The successor's first presentation: the parent's window closes (the policy
-        // decides when, and whether `close_on_successor_use` is on).
-        state.tombstones.supersede(token, now);
+        // decides when, by the rules in force).
+        if policy.closes_on_successor_use() {
+            state.tombstones.supersede(token, now);
+        }
         let (sender, _) = watch::channel(None);
         state.in_flight.insert(
             *token,
