@@ -48,6 +48,8 @@ fn bench_pure(c: &mut Criterion) {
         source: IpAddr::V4(Ipv4Addr::LOCALHOST),
         replays: 3,
         answer_available: true,
+        superseded: None,
+        closed: None,
     };
     let rules = Rules::default();
     c.bench_function("policy/decide_replay", |b| {

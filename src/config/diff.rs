@@ -56,8 +56,8 @@ mod tests {
     fn reload_tells_safe_changes_from_restart_only_ones() {
         let running = with("");
         let safe = with(
-            "[rotation]\ngrace_period = \"10s\"\nmax_reuses = 3\n[clients.k9s]\nmax_reuses = 1\n\
-             [log]\nlevel = \"warn\"\n",
+            "[rotation]\ngrace_period = \"10s\"\nmax_reuses = 3\nclose_on_successor_use = false\n\
+             min_replay_window = \"1s\"\n[clients.k9s]\nmax_reuses = 1\n[log]\nlevel = \"warn\"\n",
         );
         assert!(running.restart_only_changes(&safe).is_empty());
         let unsafe_change = with("[rotation]\nmax_tombstones = 5\n");

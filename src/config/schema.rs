@@ -1,7 +1,7 @@
 //! The TOML file as written: one struct per section, every section `#[serde(default)]`
 //! with one `Default` impl holding its documented defaults, unknown keys refused. The
 //! policy's defaults (`grace_period`, `max_reuses`, `bind_source`, the subnet prefixes,
-//! `on_replay`, the spacing) come from [`Rules`] and [`Policy`] themselves: one source of
+//! `on_replay`, the spacing, `close_on_successor_use`) come from [`Rules`] and [`Policy`] themselves: one source of
 //! truth. Nothing here checks a value; [`super::validate`] does, once.
 
 use super::error::ConfigError;
@@ -198,6 +198,20 @@ pub struct RotationSection {
     pub subnet_ipv4_prefix: u8,
     /// `subnet_ipv6_prefix`: the IPv6 prefix length of `bind_source = "subnet"`.
     pub subnet_ipv6_prefix: u8,
+    /// `close_on_successor_use`: the first presentation of a token's successor closes the
+    /// token's window (replays refused `superseded`).
+    pub close_on_successor_use: bool,
+    /// `min_replay_window`: how long after a rotation the window stays open however early
+    /// the successor is presented (`None`: the value of `max_replay_delay`).
+    #[serde(with = "humantime_serde")]
+    pub min_replay_window: Option<Duration>,
+}
+
+impl RotationSection {
+    /// `min_replay_window` as in force: as written, or `max_replay_delay`.
+    pub fn min_replay_window(&self) -> Duration {
+        self.min_replay_window.unwrap_or(self.max_replay_delay)
+    }
 }
 
 impl Default for RotationSection {
@@ -218,6 +232,8 @@ impl Default for RotationSection {
             bind_source: rules.bind_source,
             subnet_ipv4_prefix: rules.subnet.v4,
             subnet_ipv6_prefix: rules.subnet.v6,
+            close_on_successor_use: rules.close_on_successor_use,
+            min_replay_window: None,
         }
     }
 }
@@ -406,6 +422,13 @@ mod tests {
         assert_eq!(rotation.max_reuses, 10);
         assert_eq!(rotation.replay_spacing, Duration::from_millis(50));
         assert_eq!(rotation.max_replay_delay, Duration::from_secs(2));
+        assert!(rotation.close_on_successor_use);
+        assert_eq!(rotation.min_replay_window, None);
+        assert_eq!(rotation.min_replay_window(), rotation.max_replay_delay);
+        assert_eq!(
+            rotation.min_replay_window(),
+            Rules::default().min_replay_window
+        );
         assert_eq!(rotation.tombstone_ttl, Duration::from_secs(900));
         assert_eq!(rotation.max_tombstones, 1_000_000);
         assert_eq!(rotation.max_in_flight, 10_000);

@@ -49,6 +49,8 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(policy.defaults.on_replay, OnReplay::Refuse);
     assert_eq!(policy.replay_spacing, Duration::from_millis(50));
     assert_eq!(policy.max_replay_delay, Duration::from_secs(2));
+    assert!(policy.defaults.close_on_successor_use);
+    assert_eq!(policy.defaults.min_replay_window, Duration::from_secs(2));
     assert_eq!(*policy, crate::policy::Policy::default());
     let limits = &settings.rotation.limits;
     assert_eq!(limits.tombstone_ttl, Duration::from_secs(900));
@@ -185,6 +187,40 @@ fn grace_limits() {
         "{MINIMAL}[rotation]\ngrace_period = \"6m\"\nallow_long_grace = true\n"
     ));
     assert!(message.contains("5m"), "{message}");
+}
+
+#[test]
+fn min_replay_window_follows_max_replay_delay_unless_set() {
+    let policy = with("[rotation]\nmax_replay_delay = \"1s\"\n[clients.k9s]\nmax_reuses = 1\n")
+        .unwrap()
+        .rotation
+        .policy;
+    assert_eq!(policy.defaults.min_replay_window, Duration::from_secs(1));
+    assert_eq!(
+        policy.rules_for("k9s").min_replay_window,
+        Duration::from_secs(1),
+        "the same for every client"
+    );
+    let policy = with(
+        "[rotation]\nmin_replay_window = \"0s\"\nclose_on_successor_use = false\n\
+         [clients.k9s]\nmax_reuses = 1\n",
+    )
+    .unwrap()
+    .rotation
+    .policy;
+    assert_eq!(policy.defaults.min_replay_window, Duration::ZERO);
+    assert!(!policy.defaults.close_on_successor_use);
+    assert!(!policy.rules_for("k9s").close_on_successor_use);
+    assert!(!policy.closes_on_successor_use());
+    // Above every grace period is allowed (the successor's use then never shortens a
+    // window), above 5m is not.
+    assert!(with("[rotation]\ngrace_period = \"0s\"\n").is_ok());
+    let message = error_of(&format!(
+        "{MINIMAL}[rotation]\nmin_replay_window = \"6m\"\n"
+    ));
+    assert!(message.contains("rotation.min_replay_window"), "{message}");
+    let message = error_of(&format!("{MINIMAL}[rotation]\nmin_replay_window = 2\n"));
+    assert!(message.contains("expected a duration"), "{message}");
 }
 
 #[test]

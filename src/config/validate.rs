@@ -447,6 +447,12 @@ fn rotation(config: &Config, problems: &mut Problems) -> RotationSettings {
         "must not exceed upstream.request_timeout",
     );
     problems.require(
+        r.min_replay_window() <= MAX_GRACE,
+        "rotation.min_replay_window",
+        "must not exceed 5m (at or above a client's grace_period, the successor's use never \
+         shortens that client's window)",
+    );
+    problems.require(
         r.max_tombstones > 0,
         "rotation.max_tombstones",
         "must be at least 1",
@@ -484,6 +490,8 @@ fn policy(r: &RotationSection, clients: &[(&String, &ClientOverrides)]) -> Polic
             v6: r.subnet_ipv6_prefix,
         },
         on_replay: r.on_replay,
+        close_on_successor_use: r.close_on_successor_use,
+        min_replay_window: r.min_replay_window(),
     };
     let per_client = clients
         .iter()
@@ -494,6 +502,8 @@ fn policy(r: &RotationSection, clients: &[(&String, &ClientOverrides)]) -> Polic
                 bind_source: o.bind_source.unwrap_or(defaults.bind_source),
                 subnet: defaults.subnet,
                 on_replay: o.on_replay.unwrap_or(defaults.on_replay),
+                close_on_successor_use: defaults.close_on_successor_use,
+                min_replay_window: defaults.min_replay_window,
             };
             ((*id).clone(), rules)
         })

@@ -97,6 +97,13 @@ pub struct Rules {
     pub subnet: SubnetPrefixes,
     /// What a refused replay does to the family.
     pub on_replay: OnReplay,
+    /// `close_on_successor_use`: the first presentation of a token's successor closes the
+    /// token's window (later replays are refused `superseded`), though never before
+    /// `min_replay_window` after its first use (the same for every client).
+    pub close_on_successor_use: bool,
+    /// `min_replay_window`: how long after its first use a token's window stays open
+    /// however early its successor is presented (the same for every client).
+    pub min_replay_window: Duration,
 }
 
 impl Default for Rules {
@@ -107,6 +114,10 @@ impl Default for Rules {
             bind_source: BindSource::Off,
             subnet: SubnetPrefixes::default(),
             on_replay: OnReplay::Refuse,
+            close_on_successor_use: true,
+            // `max_replay_delay`'s default: a waiter held the longest still finds the
+            // window open.
+            min_replay_window: Duration::from_secs(2),
         }
     }
 }
@@ -157,6 +168,13 @@ impl Policy {
             .unwrap_or_default()
     }
 
+    /// Whether any client's rules close a window on the successor's use (whether a store
+    /// must record the successor's first presentation at all).
+    pub fn closes_on_successor_use(&self) -> bool {
+        self.defaults.close_on_successor_use
+            || self.per_client.values().any(|r| r.close_on_successor_use)
+    }
+
     /// How long the waiter in `slot` (1 for the first waiter) is held after the exchange
     /// ends, so that kubectl processes sharing a kubeconfig do not all write it at once.
     pub fn release_delay(&self, slot: u32) -> Duration {
@@ -188,6 +206,33 @@ pub struct Rotation<'a> {
     pub replays: u32,
     /// Whether the remembered answer is still held.
     pub answer_available: bool,
+    /// When the token's successor was first presented, if it was (and the store recorded
+    /// it): with `close_on_successor_use`, the window closes then, though never before
+    /// `first_use + min_replay_window`. A waiter joined to the token's own exchange is
+    /// decided with `None` here: its window stays open.
+    pub superseded: Option<UnixMillis>,
+    /// A closing of the window for a reason of its own (a revocation the IdP confirmed),
+    /// when one applies to this token's family.
+    pub closed: Option<WindowClose>,
+}
+
+/// A window closed at a moment, for a reason: every replay of a token rotated at or before
+/// `at` (its `first_use <= at`) and presented at or after `at` is refused with `reason`.
+/// Tokens rotated after `at` are not affected: the IdP decided their first use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowClose {
+    /// When the window closed.
+    pub at: UnixMillis,
+    /// The refusal of every later replay (`RefusalReason::Revoked` for a revocation).
+    pub reason: RefusalReason,
+}
+
+impl WindowClose {
+    /// Whether this closing refuses a replay, at `now`, of a token first used at
+    /// `first_use`.
+    pub fn applies(&self, first_use: UnixMillis, now: UnixMillis) -> bool {
+        first_use <= self.at && now >= self.at
+    }
 }
 
 /// The state of one fingerprint.
@@ -219,17 +264,26 @@ pub enum RefusalReason {
     /// The shared store could not be reached and `on_store_error = "fail-closed"`: the
     /// gate answers `503 temporarily_unavailable` (never decided by the policy).
     StoreUnavailable,
+    /// The token (or a member of its family) was revoked at the IdP (RFC 7009) through the
+    /// gate after this token's rotation: its window closed then.
+    Revoked,
+    /// The token's successor was presented, so its window closed
+    /// (`close_on_successor_use`, never before `min_replay_window` after the first use).
+    /// A stale generation of a client that moved on, not theft.
+    Superseded,
 }
 
 impl RefusalReason {
     /// Every reason, for pre-registering metric series.
-    pub const ALL: [RefusalReason; 6] = [
+    pub const ALL: [RefusalReason; 8] = [
         RefusalReason::AfterGrace,
         RefusalReason::ClientMismatch,
         RefusalReason::ReuseLimit,
         RefusalReason::SourceMismatch,
         RefusalReason::FamilyRevoked,
         RefusalReason::StoreUnavailable,
+        RefusalReason::Revoked,
+        RefusalReason::Superseded,
     ];
 
     /// The stable label of this reason.
@@ -241,7 +295,14 @@ impl RefusalReason {
             RefusalReason::SourceMismatch => "source_mismatch",
             RefusalReason::FamilyRevoked => "family_revoked",
             RefusalReason::StoreUnavailable => "store_unavailable",
+            RefusalReason::Revoked => "revoked",
+            RefusalReason::Superseded => "superseded",
         }
+    }
+
+    /// The reason whose [`label`](Self::label) is `label` (for a store that keeps it as text).
+    pub fn from_label(label: &str) -> Option<RefusalReason> {
+        RefusalReason::ALL.into_iter().find(|r| r.label() == label)
     }
 
     /// The RFC 6749 `error_description` a refused client sees.
@@ -255,12 +316,17 @@ impl RefusalReason {
             RefusalReason::StoreUnavailable => {
                 "the refresh token store is unavailable; retry shortly"
             }
+            RefusalReason::Revoked => "refresh token was revoked",
+            RefusalReason::Superseded => "refresh token was superseded by its successor",
         }
     }
 
     /// Whether this refusal signals a stolen token (and so revokes the family under
     /// `on_replay = "revoke-family"`). Exceeding the reuse cap from the right client and
-    /// source is a misbehaving tool, not theft.
+    /// source is a misbehaving tool, not theft. `superseded` is a client that moved on to
+    /// the successor (a late process of a kubeconfig's readers), and `revoked` follows a
+    /// revocation the IdP already made: neither revokes anything more (so neither asks the
+    /// IdP to revoke again).
     pub fn signals_theft(&self) -> bool {
         matches!(
             self,
@@ -317,15 +383,32 @@ pub fn decide(
     }
 }
 
+/// When the successor's use closes the window of `rotation` (None: it does not, or not
+/// yet): `max(superseded, first_use + min_replay_window)`, with `close_on_successor_use`.
+pub fn superseded_at(rules: &Rules, rotation: &Rotation<'_>) -> Option<UnixMillis> {
+    let presented = rotation
+        .superseded
+        .filter(|_| rules.close_on_successor_use)?;
+    Some(presented.max(rotation.first_use.plus(rules.min_replay_window)))
+}
+
 /// Decide a replay of a rotated token (also used for waiters once the exchange succeeded).
 /// The window is `[first_use, first_use + grace_period)`: exactly at its end it has passed.
-/// Checks in order: window, client, source, reuse cap.
+/// Checks in order: a closing that applies (`revoked`: first, so that a revoked token
+/// replayed late is never taken for theft and revoked again), the window, the client, the
+/// source, the successor's use (`superseded`: after client and source, so that another
+/// client's replay still signals theft), the reuse cap.
 pub fn decide_replay(
     rules: &Rules,
     rotation: &Rotation<'_>,
     who: &Presenter<'_>,
     now: UnixMillis,
 ) -> Decision {
+    if let Some(closed) = rotation.closed {
+        if closed.applies(rotation.first_use, now) {
+            return Decision::refuse(closed.reason, rules);
+        }
+    }
     let window_end = rotation.first_use.plus(rules.grace_period);
     if now >= window_end || !rotation.answer_available {
         return Decision::refuse(RefusalReason::AfterGrace, rules);
@@ -338,6 +421,9 @@ pub fn decide_replay(
         .same_source(rules.subnet, rotation.source, who.source)
     {
         return Decision::refuse(RefusalReason::SourceMismatch, rules);
+    }
+    if superseded_at(rules, rotation).is_some_and(|at| now >= at) {
+        return Decision::refuse(RefusalReason::Superseded, rules);
     }
     if rotation.replays >= rules.max_reuses {
         return Decision::refuse(RefusalReason::ReuseLimit, rules);
@@ -384,6 +470,8 @@ mod tests {
             source: localhost(),
             replays,
             answer_available: true,
+            superseded: None,
+            closed: None,
         }
     }
 
@@ -624,6 +712,187 @@ mod tests {
         assert_eq!(none.release_delay(7), Duration::ZERO);
     }
 
+    fn superseded_at_time(c: &ClientIdentity, at: UnixMillis) -> Rotation<'_> {
+        Rotation {
+            superseded: Some(at),
+            ..rotated(c, 0)
+        }
+    }
+
+    #[test]
+    fn a_successor_used_early_closes_the_window_at_min_replay_window() {
+        let k = client("k");
+        let rules = Rules::default();
+        // The successor came 100 ms after the rotation: the window stays open until
+        // first_use + min_replay_window (2 s), then closes.
+        let rotation = superseded_at_time(&k, T0.plus(Duration::from_millis(100)));
+        let before = T0.plus(rules.min_replay_window - Duration::from_millis(1));
+        assert_eq!(
+            decide_replay(&rules, &rotation, &who(&k), before),
+            Decision::Replay
+        );
+        assert_eq!(
+            decide_replay(
+                &rules,
+                &rotation,
+                &who(&k),
+                T0.plus(rules.min_replay_window)
+            ),
+            refused(RefusalReason::Superseded)
+        );
+    }
+
+    #[test]
+    fn a_successor_used_late_closes_the_window_when_it_is_used() {
+        let k = client("k");
+        let rules = Rules::default();
+        let used = T0.plus(Duration::from_secs(3));
+        let rotation = superseded_at_time(&k, used);
+        assert_eq!(
+            decide_replay(&rules, &rotation, &who(&k), used.plus(Duration::ZERO)),
+            refused(RefusalReason::Superseded)
+        );
+        // Before the successor's use (a presentation decided with a stale clock) it is open.
+        assert_eq!(
+            decide_replay(
+                &rules,
+                &rotation,
+                &who(&k),
+                T0.plus(Duration::from_millis(2_999))
+            ),
+            Decision::Replay
+        );
+        assert_eq!(superseded_at(&rules, &rotation), Some(used));
+    }
+
+    #[test]
+    fn without_close_on_successor_use_the_window_stays_open() {
+        let k = client("k");
+        let rules = Rules {
+            close_on_successor_use: false,
+            ..Rules::default()
+        };
+        let rotation = superseded_at_time(&k, T0);
+        assert_eq!(superseded_at(&rules, &rotation), None);
+        assert_eq!(
+            decide_replay(&rules, &rotation, &who(&k), T0.plus(Duration::from_secs(4))),
+            Decision::Replay
+        );
+    }
+
+    #[test]
+    fn superseded_never_revokes_the_family() {
+        let k = client("k");
+        let rules = Rules {
+            on_replay: OnReplay::RevokeFamily,
+            min_replay_window: Duration::ZERO,
+            ..Rules::default()
+        };
+        let rotation = superseded_at_time(&k, T0);
+        assert_eq!(
+            decide_replay(&rules, &rotation, &who(&k), T0.plus(Duration::from_secs(1))),
+            Decision::Refuse {
+                reason: RefusalReason::Superseded,
+                revoke_family: false
+            }
+        );
+        assert!(!RefusalReason::Superseded.signals_theft());
+    }
+
+    #[test]
+    fn a_superseded_token_from_another_client_is_still_a_mismatch() {
+        let k = client("k");
+        let other = client("other");
+        let rules = Rules {
+            on_replay: OnReplay::RevokeFamily,
+            ..Rules::default()
+        };
+        let rotation = superseded_at_time(&k, T0);
+        let now = T0.plus(Duration::from_secs(3));
+        assert_eq!(
+            decide_replay(&rules, &rotation, &who(&other), now),
+            Decision::Refuse {
+                reason: RefusalReason::ClientMismatch,
+                revoke_family: true
+            }
+        );
+        // After the window it is after_grace, as without a successor.
+        let late = T0.plus(Duration::from_secs(60));
+        assert_eq!(
+            decide_replay(&rules, &rotation, &who(&k), late),
+            Decision::Refuse {
+                reason: RefusalReason::AfterGrace,
+                revoke_family: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_revocation_closes_the_window_from_its_moment_and_never_revokes_again() {
+        let k = client("k");
+        let other = client("other");
+        let rules = Rules {
+            on_replay: OnReplay::RevokeFamily,
+            ..Rules::default()
+        };
+        let at = T0.plus(Duration::from_secs(1));
+        let rotation = Rotation {
+            closed: Some(WindowClose {
+                at,
+                reason: RefusalReason::Revoked,
+            }),
+            ..rotated(&k, 0)
+        };
+        let revoked = Decision::Refuse {
+            reason: RefusalReason::Revoked,
+            revoke_family: false,
+        };
+        assert_eq!(
+            decide_replay(
+                &rules,
+                &rotation,
+                &who(&k),
+                T0.plus(Duration::from_millis(999))
+            ),
+            Decision::Replay,
+            "a replay before the revocation was answered"
+        );
+        assert_eq!(decide_replay(&rules, &rotation, &who(&k), at), revoked);
+        // Late, or by another client: still revoked, never after_grace (no second
+        // revocation at the IdP).
+        let late = T0.plus(Duration::from_secs(60));
+        assert_eq!(decide_replay(&rules, &rotation, &who(&k), late), revoked);
+        assert_eq!(decide_replay(&rules, &rotation, &who(&other), at), revoked);
+        assert!(!RefusalReason::Revoked.signals_theft());
+    }
+
+    #[test]
+    fn a_revocation_spares_tokens_rotated_after_it() {
+        let k = client("k");
+        let close = WindowClose {
+            at: UnixMillis(T0.0 - 1),
+            reason: RefusalReason::Revoked,
+        };
+        assert!(!close.applies(T0, T0.plus(Duration::from_secs(1))));
+        assert!(close.applies(UnixMillis(T0.0 - 1), T0));
+        let rotation = Rotation {
+            closed: Some(close),
+            ..rotated(&k, 0)
+        };
+        assert_eq!(
+            decide_replay(&Rules::default(), &rotation, &who(&k), T0),
+            Decision::Replay
+        );
+    }
+
+    #[test]
+    fn labels_read_back() {
+        for reason in RefusalReason::ALL {
+            assert_eq!(RefusalReason::from_label(reason.label()), Some(reason));
+        }
+        assert_eq!(RefusalReason::from_label("nope"), None);
+    }
+
     #[test]
     fn reason_labels_are_the_metric_contract() {
         let labels: Vec<_> = RefusalReason::ALL.iter().map(|r| r.label()).collect();
@@ -635,7 +904,9 @@ mod tests {
                 "reuse_limit",
                 "source_mismatch",
                 "family_revoked",
-                "store_unavailable"
+                "store_unavailable",
+                "revoked",
+                "superseded"
             ]
         );
     }

@@ -4,13 +4,14 @@
 //! entries when full).
 
 use super::answers::Answers;
+use super::once::{OneTimeKeys, MAX_ONE_TIME_KEYS};
 use super::tombstones::Tombstones;
 use super::{
     AfterWait, ExchangeOutcome, Presented, Refusal, StoreError, TokenRecord, TokenStore, Waiter,
 };
 use crate::clock::{Clock, UnixMillis};
 use crate::oauth::credentials::ClientIdentity;
-use crate::policy::{Decision, Policy, Presenter, RefusalReason};
+use crate::policy::{Decision, Policy, Presenter, RefusalReason, WindowClose};
 use crate::seal::fingerprint::{FingerprintHashing, TokenFingerprint};
 use async_trait::async_trait;
 use moka::policy::EvictionPolicy;
@@ -41,6 +42,7 @@ struct State {
     in_flight: HashMap<TokenFingerprint, InFlight, FingerprintHashing>,
     tombstones: Tombstones,
     answers: Answers,
+    once: OneTimeKeys,
 }
 
 /// Expired answers one presentation or completion sweeps at most: a wave of answers
@@ -54,6 +56,9 @@ pub struct MemoryStore {
     state: Mutex<State>,
     max_in_flight: usize,
     revoked_families: Cache<TokenFingerprint, (), FingerprintHashing>,
+    /// Families whose remembered answers were closed (`close_window`), by family; bounded
+    /// and expiring like the revoked families.
+    closed_families: Cache<TokenFingerprint, WindowClose, FingerprintHashing>,
     clock: Arc<dyn Clock>,
 }
 
@@ -75,15 +80,22 @@ impl MemoryStore {
             .time_to_live(limits.tombstone_ttl)
             .eviction_policy(EvictionPolicy::lru())
             .build_with_hasher(FingerprintHashing);
+        let closed_families = Cache::builder()
+            .max_capacity(limits.max_tombstones)
+            .time_to_live(limits.tombstone_ttl)
+            .eviction_policy(EvictionPolicy::lru())
+            .build_with_hasher(FingerprintHashing);
         MemoryStore {
             state: Mutex::new(State {
                 in_flight: HashMap::with_hasher(FingerprintHashing),
                 tombstones: Tombstones::new(limits.max_tombstones, limits.tombstone_ttl),
                 answers: Answers::new(usize::try_from(limits.max_tombstones).unwrap_or(usize::MAX)),
+                once: OneTimeKeys::new(MAX_ONE_TIME_KEYS),
             }),
             max_in_flight: limits.max_in_flight,
             clock,
             revoked_families,
+            closed_families,
         }
     }
 
@@ -100,6 +112,7 @@ impl MemoryStore {
     pub fn sweep(&self, now: UnixMillis) {
         while self.state().answers.sweep(now, SWEEP_PER_BATCH) {}
         self.revoked_families.run_pending_tasks();
+        self.closed_families.run_pending_tasks();
     }
 
     /// Run housekeeping now, by the store's clock.
@@ -110,6 +123,11 @@ impl MemoryStore {
     /// Answers remembered now.
     pub fn answer_count(&self) -> usize {
         self.state().answers.len()
+    }
+
+    /// One-time keys held now (`first_sighting`; expired ones not swept yet included).
+    pub fn one_time_key_count(&self) -> usize {
+        self.state().once.len()
     }
 
     /// Exchanges in flight now.
@@ -174,7 +192,8 @@ impl TokenStore for MemoryStore {
                 )));
             }
             let answer = state.answers.get(token, now);
-            let decision = record.decide(policy, answer.is_some(), who, now);
+            let closed = self.closed_families.get(&family);
+            let decision = record.decide(policy, answer.is_some(), closed, who, now);
             return Ok(match (decision, answer) {
                 (Decision::Replay, Some(answer)) => {
                     state.tombstones.count_replay(token, now);
@@ -197,6 +216,11 @@ impl TokenStore for MemoryStore {
         }
         if state.in_flight.len() >= self.max_in_flight {
             return Err(StoreError::InFlightFull);
+        }
+        // The successor's first presentation: the parent's window closes (the policy
+        // decides when, by the rules in force).
+        if policy.closes_on_successor_use() {
+            state.tombstones.supersede(token, now);
         }
         let (sender, _) = watch::channel(None);
         state.in_flight.insert(
@@ -263,14 +287,61 @@ impl TokenStore for MemoryStore {
                 Some(record.clone()),
             )));
         };
-        // The waiter holds the answer from the outcome it was woken with.
-        let decision = current.decide(policy, true, who, now);
+        // The waiter holds the answer from the outcome it was woken with, and joined the
+        // exchange before any successor existed: the successor's use does not close its
+        // window (a revocation does).
+        let current = current.with_superseded(None);
+        let closed = self.closed_families.get(&current.family);
+        let decision = current.decide(policy, true, closed, who, now);
         if decision == Decision::Replay {
             state.tombstones.count_replay(token, now);
             let replays = current.replays() + 1;
             return Ok(AfterWait::Replay(Arc::new(current.with_replays(replays))));
         }
         Ok(AfterWait::Refuse(self.settle(decision, &Arc::new(current))))
+    }
+
+    async fn close_window(
+        &self,
+        token: &TokenFingerprint,
+        reason: RefusalReason,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let family = {
+            let state = self.state();
+            match state.tombstones.get(token, now) {
+                Some(record) => Some(record.family),
+                None => state.tombstones.family_of(token, now),
+            }
+        };
+        let Some(family) = family else {
+            return Ok(());
+        };
+        // A later closing covers whatever an earlier one did, and more.
+        let close = WindowClose { at: now, reason };
+        let kept = self.closed_families.get(&family);
+        if kept.is_none_or(|kept| kept.at <= now) {
+            self.closed_families.insert(family, close);
+        }
+        Ok(())
+    }
+
+    /// Full of one-time keys that have not expired ([`MAX_ONE_TIME_KEYS`]): a new key is
+    /// an error (`StoreError::Unavailable`), never a `true`, and no held key is forgotten.
+    async fn first_sighting(
+        &self,
+        key: &[u8; 32],
+        ttl: Duration,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        self.state()
+            .once
+            .first_sighting(key, ttl, now)
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "{MAX_ONE_TIME_KEYS} one-time keys held, none expired"
+                ))
+            })
     }
 
     fn tombstone_count(&self) -> u64 {

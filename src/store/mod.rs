@@ -3,18 +3,20 @@
 
 mod answers;
 mod memory;
+mod once;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod tombstones;
 
 pub use memory::{MemoryStore, MemoryStoreLimits};
+pub use once::MAX_ONE_TIME_KEYS;
 #[cfg(feature = "redis")]
 pub use redis::{RedisStore, RedisStoreConfig};
 pub use tombstones::Tombstones;
 
 use crate::clock::UnixMillis;
 use crate::oauth::credentials::ClientIdentity;
-use crate::policy::{self, Decision, Policy, Presenter, RefusalReason, Rotation};
+use crate::policy::{self, Decision, Policy, Presenter, RefusalReason, Rotation, WindowClose};
 use crate::seal::envelope::SealedAnswer;
 use crate::seal::fingerprint::TokenFingerprint;
 use async_trait::async_trait;
@@ -22,6 +24,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What the tombstone of a rotated token keeps: what later decisions and audit events need.
 #[derive(Debug)]
@@ -38,6 +41,8 @@ pub struct TokenRecord {
     pub family: TokenFingerprint,
     /// Replays answered so far.
     replays: u32,
+    /// When the token's successor was first presented (claimed), if it was.
+    superseded: Option<UnixMillis>,
 }
 
 impl TokenRecord {
@@ -56,6 +61,7 @@ impl TokenRecord {
             subject,
             family,
             replays: 0,
+            superseded: None,
         }
     }
 
@@ -70,12 +76,26 @@ impl TokenRecord {
         self.replays
     }
 
+    /// The same record with the successor first presented at `at` (None: not yet).
+    pub fn with_superseded(mut self, at: Option<UnixMillis>) -> Self {
+        self.superseded = at;
+        self
+    }
+
+    /// When the token's successor was first presented, if the store recorded it.
+    pub fn superseded(&self) -> Option<UnixMillis> {
+        self.superseded
+    }
+
     /// Decide a replay with the pure policy, under the rules of the client that made the
-    /// first use. The store applies the decision (counts it) under its own lock.
+    /// first use, with the closing of the family's windows (`closed`) when there is one.
+    /// The store applies the decision (counts it) under its own lock. A waiter joined to
+    /// this token's own exchange is decided on a record without `superseded`.
     pub fn decide(
         &self,
         policy: &Policy,
         answer_available: bool,
+        closed: Option<WindowClose>,
         who: &Presenter<'_>,
         now: UnixMillis,
     ) -> Decision {
@@ -85,6 +105,8 @@ impl TokenRecord {
             source: self.source,
             replays: self.replays,
             answer_available,
+            superseded: self.superseded,
+            closed,
         };
         policy::decide_replay(
             policy.rules_for(&self.client.client_id),
@@ -289,6 +311,48 @@ pub trait TokenStore: Send + Sync + 'static {
     /// check that a spent refresh token does not travel inside another grant).
     async fn is_spent(&self, token: &TokenFingerprint, now: UnixMillis)
         -> Result<bool, StoreError>;
+
+    /// Close the replay window of `token` and of every remembered answer of its family, at
+    /// `now`, for `reason` (`RefusalReason::Revoked` after the IdP confirmed an RFC 7009
+    /// revocation of `token`): every later replay of a member rotated at or before `now` is
+    /// refused with `reason`, waiters included. Members never presented yet are not
+    /// refused: their first use is the IdP's to judge, and a member rotated later is not
+    /// affected. The family is that of the token's tombstone, or the one its predecessor's
+    /// successor link names (`token` is the newest, unused refresh token); a token the
+    /// store knows neither way closes nothing. The closing lives `tombstone_ttl`.
+    /// On a shared store it applies to every replica.
+    ///
+    /// The default fails: a store that cannot close windows must not pretend it did.
+    async fn close_window(
+        &self,
+        token: &TokenFingerprint,
+        reason: RefusalReason,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let _ = (token, reason, now);
+        Err(StoreError::Unavailable(
+            "this store cannot close replay windows".into(),
+        ))
+    }
+
+    /// Whether `key` (a one-time value, e.g. the SHA-256 of a client assertion's or DPoP
+    /// proof's `jti` under the issuer) is seen for the first time within `ttl`: `true` once,
+    /// then `false` until `ttl` after that first sighting. On a shared store the sighting is
+    /// shared by every replica. A store that cannot tell answers `false` or an error, never
+    /// a `true` it is unsure of (see each store).
+    ///
+    /// The default fails: a store without one-time keys must not accept a replay.
+    async fn first_sighting(
+        &self,
+        key: &[u8; 32],
+        ttl: Duration,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let _ = (key, ttl, now);
+        Err(StoreError::Unavailable(
+            "this store cannot keep one-time keys".into(),
+        ))
+    }
 
     /// Tombstones held now (approximate; for a shared store, those this replica wrote).
     fn tombstone_count(&self) -> u64;

@@ -34,6 +34,8 @@ struct Slot {
     client: u32,
     subject: u32,
     replays: u32,
+    /// When the successor was first presented (0: not yet).
+    superseded: u64,
     live: bool,
 }
 
@@ -240,6 +242,7 @@ impl Tombstones {
                 self.subjects.acquire(&Arc::from(s.as_ref()))
             }),
             replays: record.replays(),
+            superseded: record.superseded().map_or(0, |at| at.0.max(1)),
             live: true,
         };
         let position = (self.head + self.occupied) % self.capacity;
@@ -291,6 +294,7 @@ impl Tombstones {
             TokenFingerprint(slot.family),
         )
         .with_replays(slot.replays)
+        .with_superseded((slot.superseded != 0).then_some(UnixMillis(slot.superseded)))
     }
 
     /// Count one replay of `token`; false if it is no longer held.
@@ -304,12 +308,32 @@ impl Tombstones {
         }
     }
 
-    /// The family `token` belongs to, when it is the successor of a tombstoned token.
-    pub fn family_of(&self, token: &TokenFingerprint, now: UnixMillis) -> Option<TokenFingerprint> {
+    /// The slot of the tombstone whose successor is `token` (the successor-to-parent link,
+    /// which lives and goes with the parent's tombstone).
+    fn parent_slot(&self, token: &TokenFingerprint, now: UnixMillis) -> Option<usize> {
         let index = *self.by_successor.get(&key(token))? as usize;
         let slot = &self.slots[index];
         (slot.live && slot.successor == Some(key(token)) && !self.expired(slot, now))
-            .then_some(TokenFingerprint(slot.family))
+            .then_some(index)
+    }
+
+    /// The family `token` belongs to, when it is the successor of a tombstoned token.
+    pub fn family_of(&self, token: &TokenFingerprint, now: UnixMillis) -> Option<TokenFingerprint> {
+        let index = self.parent_slot(token, now)?;
+        Some(TokenFingerprint(self.slots[index].family))
+    }
+
+    /// `token`, the successor of a tombstoned token, is presented at `now`: the parent's
+    /// tombstone records it (the first presentation only). False without such a parent.
+    pub fn supersede(&mut self, token: &TokenFingerprint, now: UnixMillis) -> bool {
+        let Some(index) = self.parent_slot(token, now) else {
+            return false;
+        };
+        let slot = &mut self.slots[index];
+        if slot.superseded == 0 {
+            slot.superseded = now.0.max(1);
+        }
+        true
     }
 }
 
@@ -439,6 +463,27 @@ mod tests {
         assert_eq!(table.family_of(&fp(3), after_ttl), Some(fp(1)));
         // Passing the retired slot later counts no eviction.
         assert_eq!(table.evictions(), 0);
+    }
+
+    #[test]
+    fn the_successors_first_presentation_supersedes_its_parent() {
+        let mut table = Tombstones::new(10, Duration::from_secs(60));
+        table.insert(&fp(1), &record(fp(1), NOW, "s"), Some(&fp(2)));
+        assert_eq!(table.get(&fp(1), NOW).unwrap().superseded(), None);
+        assert!(!table.supersede(&fp(3), NOW), "no parent");
+        let used = NOW.plus(Duration::from_secs(1));
+        assert!(table.supersede(&fp(2), used));
+        assert!(table.supersede(&fp(2), used.plus(Duration::from_secs(5))));
+        assert_eq!(
+            table.get(&fp(1), NOW).unwrap().superseded(),
+            Some(used),
+            "the first presentation counts"
+        );
+        let gone = NOW.plus(Duration::from_secs(60));
+        assert!(
+            !table.supersede(&fp(2), gone),
+            "the link expired with the parent"
+        );
     }
 
     #[test]

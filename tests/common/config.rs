@@ -117,6 +117,15 @@ pub struct Rotation {
     pub subnet_ipv4_prefix: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subnet_ipv6_prefix: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub close_on_successor_use: Option<bool>,
+    /// `None`: the value of `max_replay_delay`.
+    #[serde(
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub min_replay_window: Option<Duration>,
 }
 
 /// `[log]`.
@@ -269,6 +278,8 @@ impl GateConfig {
                 bind_source: None,
                 subnet_ipv4_prefix: None,
                 subnet_ipv6_prefix: None,
+                close_on_successor_use: None,
+                min_replay_window: None,
             },
             log: Log {
                 level: "info".to_owned(),
@@ -371,6 +382,16 @@ impl GateConfig {
 
     pub fn max_replay_delay(mut self, delay: Duration) -> Self {
         self.rotation.max_replay_delay = delay;
+        self
+    }
+
+    pub fn close_on_successor_use(mut self, close: bool) -> Self {
+        self.rotation.close_on_successor_use = Some(close);
+        self
+    }
+
+    pub fn min_replay_window(mut self, window: Duration) -> Self {
+        self.rotation.min_replay_window = Some(window);
         self
     }
 

@@ -188,6 +188,8 @@ fn every_key(dir: &std::path::Path) -> GateConfig {
     config.upstream.token_encoding = Some(TokenEncoding::Base64);
     config.rotation.allow_long_grace = Some(false);
     config.rotation.subnet_ipv4_prefix = Some(24);
+    config.rotation.close_on_successor_use = Some(true);
+    config.rotation.min_replay_window = Some(secs(2));
     config.audit = Some(common::config::Audit {
         subject_claim: Some("email".to_owned()),
     });

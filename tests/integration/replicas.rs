@@ -448,3 +448,54 @@ async fn a_gate_starts_while_redis_is_down_and_guards_once_it_is_up() {
     assert_eq!((status, replay), (200, first));
     assert_eq!(idp.calls_for(&token), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_successor_used_on_one_replica_closes_its_parent_on_the_others() {
+    let redis = RedisServer::start();
+    let idp = FakeIdp::start().await;
+    let key = shared_key();
+    let options = replica_options(&idp, &redis, &key, OnStoreError::FailClosed)
+        .grace_period(secs(30))
+        .min_replay_window(ms(300))
+        .on_replay(OnReplay::RevokeFamily);
+    let gates = start_replicas(&options, 2).await;
+    let token = idp.mint();
+    let (status, first) = refresh(&gates[0], &token, "kubernetes").await;
+    assert_eq!(status, 200, "{first}");
+    // Before the successor is used, the parent replays on any replica.
+    let (status, replay) = refresh(&gates[1], &token, "kubernetes").await;
+    assert_eq!((status, replay.as_str()), (200, first.as_str()));
+
+    let answer: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let successor = answer["refresh_token"].as_str().unwrap().to_owned();
+    let (status, body) = refresh(&gates[1], &successor, "kubernetes").await;
+    assert_eq!(status, 200, "{body}");
+    tokio::time::sleep(ms(400)).await;
+
+    // Past min_replay_window, replica 0 refuses the parent: superseded, no family revoked.
+    let (status, body) = refresh(&gates[0], &token, "kubernetes").await;
+    assert_eq!(
+        (status, oauth_error(&body).as_str()),
+        (400, "invalid_grant"),
+        "{body}"
+    );
+    assert!(body.contains("superseded"), "{body}");
+    assert_eq!(
+        gates[0]
+            .metric("refresh_gate_refused_total{reason=\"superseded\"}")
+            .await,
+        Some(1.0)
+    );
+    assert_eq!(idp.calls_for(&token), 1, "no replay reached the IdP");
+    // The session goes on: the successor's own answer still replays.
+    let (status, again) = refresh(&gates[0], &successor, "kubernetes").await;
+    assert_eq!(
+        (status, again.as_str()),
+        (200, body_of_successor(&idp, &successor).as_str())
+    );
+}
+
+fn body_of_successor(idp: &FakeIdp, successor: &str) -> String {
+    idp.answer_for(successor)
+        .expect("the IdP answered the successor")
+}

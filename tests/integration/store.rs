@@ -10,8 +10,8 @@ use refresh_gate::seal::envelope::SealedAnswer;
 use refresh_gate::seal::fingerprint::{Fingerprinter, TokenFingerprint};
 use refresh_gate::seal::secret::RefreshToken;
 use refresh_gate::store::{
-    AfterWait, ExchangeOutcome, MemoryStore, MemoryStoreLimits, Presented, Released, TokenRecord,
-    TokenStore,
+    AfterWait, ExchangeOutcome, MemoryStore, MemoryStoreLimits, Presented, Released, StoreError,
+    TokenRecord, TokenStore,
 };
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -459,4 +459,297 @@ async fn a_waiter_learns_who_claimed_the_exchange() {
         panic!("not waiting")
     };
     assert_eq!(waiter.claimant, Some(claimant));
+}
+
+/// t0 rotated into t1 at `NOW` (the family rooted at t0); returns both.
+async fn chain(
+    store: &MemoryStore,
+    policy: &Policy,
+    name: &str,
+) -> (
+    (RefreshToken, TokenFingerprint),
+    (RefreshToken, TokenFingerprint),
+) {
+    let c = client();
+    let who = Presenter {
+        client: &c,
+        source: source(),
+    };
+    let (t0, fp0) = fingerprint(&format!("{name}-0"));
+    let (t1, fp1) = fingerprint(&format!("{name}-1"));
+    assert!(matches!(
+        store.present(&fp0, &who, policy, NOW).await.unwrap(),
+        Presented::Claimed { .. }
+    ));
+    store
+        .complete(&fp0, rotated_into(&t0, fp0, Some(fp1)), policy)
+        .await
+        .unwrap();
+    ((t0, fp0), (t1, fp1))
+}
+
+#[tokio::test]
+async fn the_successors_first_use_closes_its_parent_after_min_replay_window() {
+    let store = store(1000);
+    // Under revoke-family: a superseded replay must still revoke nothing.
+    let policy = Policy::uniform(Rules {
+        on_replay: OnReplay::RevokeFamily,
+        ..Rules::default()
+    });
+    let c = client();
+    let who = Presenter {
+        client: &c,
+        source: source(),
+    };
+    let ((_, fp0), (_, fp1)) = chain(&store, &policy, "rt-superseded").await;
+    // The first client presents the successor 100 ms after the rotation.
+    let used = NOW.plus(Duration::from_millis(100));
+    assert!(matches!(
+        store.present(&fp1, &who, &policy, used).await.unwrap(),
+        Presented::Claimed { .. }
+    ));
+    // A slower process still holding t0 gets the answer until min_replay_window (2 s).
+    let last_open = NOW.plus(Duration::from_millis(1_999));
+    assert!(matches!(
+        store.present(&fp0, &who, &policy, last_open).await.unwrap(),
+        Presented::Replay { .. }
+    ));
+    let closed = NOW.plus(policy.defaults.min_replay_window);
+    let refusal = refused(&store, &fp0, &who, &policy, closed).await;
+    assert_eq!(refusal.reason, RefusalReason::Superseded);
+    assert!(!refusal.revoked_family, "superseded never revokes");
+    // The family lives on: the successor's exchange is still the caller's.
+    assert_eq!(store.in_flight_count(), 1);
+}
+
+#[tokio::test]
+async fn a_successor_used_after_min_replay_window_closes_its_parent_at_once() {
+    let store = store(1000);
+    let policy = Policy::default();
+    let c = client();
+    let who = Presenter {
+        client: &c,
+        source: source(),
+    };
+    let ((_, fp0), (_, fp1)) = chain(&store, &policy, "rt-superseded-late").await;
+    let used = NOW.plus(Duration::from_secs(3));
+    assert!(matches!(
+        store.present(&fp0, &who, &policy, used).await.unwrap(),
+        Presented::Replay { .. }
+    ));
+    assert!(matches!(
+        store.present(&fp1, &who, &policy, used).await.unwrap(),
+        Presented::Claimed { .. }
+    ));
+    let refusal = refused(&store, &fp0, &who, &policy, used).await;
+    assert_eq!(refusal.reason, RefusalReason::Superseded);
+}
+
+#[tokio::test]
+async fn without_close_on_successor_use_the_parent_stays_replayable() {
+    let store = store(1000);
+    let policy = Policy::uniform(Rules {
+        close_on_successor_use: false,
+        ..Rules::default()
+    });
+    let c = client();
+    let who = Presenter {
+        client: &c,
+        source: source(),
+    };
+    let ((_, fp0), (_, fp1)) = chain(&store, &policy, "rt-superseded-off").await;
+    store.present(&fp1, &who, &policy, NOW).await.unwrap();
+    let inside = NOW.plus(Duration::from_secs(4));
+    assert!(matches!(
+        store.present(&fp0, &who, &policy, inside).await.unwrap(),
+        Presented::Replay { .. }
+    ));
+}
+
+#[tokio::test]
+async fn waiters_joined_before_the_successors_use_keep_the_open_window() {
+    let store = store(1000);
+    let policy = Policy::default();
+    let c = client();
+    let who = Presenter {
+        client: &c,
+        source: source(),
+    };
+    let (t0, fp0) = fingerprint("rt-waiter-0");
+    let (_, fp1) = fingerprint("rt-waiter-1");
+    assert!(matches!(
+        store.present(&fp0, &who, &policy, NOW).await.unwrap(),
+        Presented::Claimed { .. }
+    ));
+    let Presented::Wait(waiter) = store.present(&fp0, &who, &policy, NOW).await.unwrap() else {
+        panic!("not waiting")
+    };
+    store
+        .complete(&fp0, rotated_into(&t0, fp0, Some(fp1)), &policy)
+        .await
+        .unwrap();
+    let Some(ExchangeOutcome::Rotated { record, .. }) = waiter.outcome.await.unwrap() else {
+        panic!("not rotated")
+    };
+    // The first client moves on at once; the waiter is decided late (a slow release).
+    assert!(matches!(
+        store.present(&fp1, &who, &policy, NOW).await.unwrap(),
+        Presented::Claimed { .. }
+    ));
+    let late = NOW.plus(Duration::from_millis(2_500));
+    assert!(matches!(
+        store
+            .decide_after_wait(&fp0, &record, &who, &policy, late)
+            .await
+            .unwrap(),
+        AfterWait::Replay(_)
+    ));
+    // A new presentation at the same moment is no waiter: superseded.
+    let refusal = refused(&store, &fp0, &who, &policy, late).await;
+    assert_eq!(refusal.reason, RefusalReason::Superseded);
+}
+
+#[tokio::test]
+async fn close_window_refuses_later_replays_of_the_token_and_its_family_as_revoked() {
+    let store = store(1000);
+    let policy = Policy::uniform(Rules {
+        on_replay: OnReplay::RevokeFamily,
+        close_on_successor_use: false,
+        ..Rules::default()
+    });
+    let c = client();
+    let who = Presenter {
+        client: &c,
+        source: source(),
+    };
+    // t0 -> t1 -> t2; t2 never presented.
+    let ((_, fp0), (t1, fp1)) = chain(&store, &policy, "rt-revoke").await;
+    let (_, fp2) = fingerprint("rt-revoke-2");
+    store.present(&fp1, &who, &policy, NOW).await.unwrap();
+    store
+        .complete(&fp1, rotated_into(&t1, fp0, Some(fp2)), &policy)
+        .await
+        .unwrap();
+    // The client revokes t1 at the IdP through the gate, 1 s after the rotations.
+    let at = NOW.plus(Duration::from_secs(1));
+    store
+        .close_window(&fp1, RefusalReason::Revoked, at)
+        .await
+        .unwrap();
+    // A replay decided before the revocation was answered.
+    assert!(matches!(
+        store
+            .present(&fp0, &who, &policy, NOW.plus(Duration::from_millis(999)))
+            .await
+            .unwrap(),
+        Presented::Replay { .. }
+    ));
+    for fp in [fp1, fp0] {
+        let refusal = refused(&store, &fp, &who, &policy, at).await;
+        assert_eq!(refusal.reason, RefusalReason::Revoked);
+        assert!(!refusal.revoked_family, "the IdP revoked already");
+        // After the window too: still revoked, never after_grace (no second revocation).
+        let late = NOW.plus(Duration::from_secs(60));
+        let refusal = refused(&store, &fp, &who, &policy, late).await;
+        assert_eq!(refusal.reason, RefusalReason::Revoked);
+        assert!(!refusal.revoked_family);
+    }
+    // The never-presented newest token is the IdP's to judge.
+    assert!(matches!(
+        store.present(&fp2, &who, &policy, at).await.unwrap(),
+        Presented::Claimed { .. }
+    ));
+}
+
+#[tokio::test]
+async fn revoking_the_unused_newest_token_closes_its_family_and_its_waiters() {
+    let store = store(1000);
+    let policy = Policy::default();
+    let c = client();
+    let who = Presenter {
+        client: &c,
+        source: source(),
+    };
+    let ((_, fp0), (_, fp1)) = chain(&store, &policy, "rt-revoke-newest").await;
+    // Unknown to the gate but as t0's successor: closes t0.
+    store
+        .close_window(&fp1, RefusalReason::Revoked, NOW)
+        .await
+        .unwrap();
+    let refusal = refused(&store, &fp0, &who, &policy, NOW).await;
+    assert_eq!(refusal.reason, RefusalReason::Revoked);
+    // A token the store knows nothing of closes nothing (and is no error).
+    let (_, stranger) = fingerprint("rt-revoke-stranger");
+    store
+        .close_window(&stranger, RefusalReason::Revoked, NOW)
+        .await
+        .unwrap();
+
+    // A waiter decided after a revocation of its token is refused too.
+    let (t5, fp5) = fingerprint("rt-revoke-waited");
+    store.present(&fp5, &who, &policy, NOW).await.unwrap();
+    let Presented::Wait(waiter) = store.present(&fp5, &who, &policy, NOW).await.unwrap() else {
+        panic!("not waiting")
+    };
+    store
+        .complete(&fp5, rotated_into(&t5, fp5, None), &policy)
+        .await
+        .unwrap();
+    let Some(ExchangeOutcome::Rotated { record, .. }) = waiter.outcome.await.unwrap() else {
+        panic!("not rotated")
+    };
+    store
+        .close_window(&fp5, RefusalReason::Revoked, NOW)
+        .await
+        .unwrap();
+    let AfterWait::Refuse(refusal) = store
+        .decide_after_wait(&fp5, &record, &who, &policy, NOW)
+        .await
+        .unwrap()
+    else {
+        panic!("replayed after the revocation")
+    };
+    assert_eq!(refusal.reason, RefusalReason::Revoked);
+}
+
+#[tokio::test]
+async fn first_sighting_is_true_once_then_false_until_its_ttl() {
+    let store = store(1000);
+    let ttl = Duration::from_secs(60);
+    let key = [0x42; 32];
+    assert!(store.first_sighting(&key, ttl, NOW).await.unwrap());
+    assert!(!store.first_sighting(&key, ttl, NOW).await.unwrap());
+    let last = NOW.plus(Duration::from_millis(59_999));
+    assert!(!store.first_sighting(&key, ttl, last).await.unwrap());
+    assert!(store.first_sighting(&[0x43; 32], ttl, last).await.unwrap());
+    assert!(
+        store
+            .first_sighting(&key, ttl, NOW.plus(ttl))
+            .await
+            .unwrap(),
+        "expired: a new sighting"
+    );
+    assert_eq!(store.one_time_key_count(), 2);
+}
+
+#[tokio::test]
+async fn a_memory_store_full_of_one_time_keys_fails_closed() {
+    let store = store(1000);
+    let ttl = Duration::from_secs(60);
+    for n in 0..refresh_gate::store::MAX_ONE_TIME_KEYS as u32 {
+        let mut key = [0u8; 32];
+        key[..4].copy_from_slice(&n.to_le_bytes());
+        assert!(store.first_sighting(&key, ttl, NOW).await.unwrap());
+    }
+    let result = store.first_sighting(&[0xff; 32], ttl, NOW).await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
+    // A key already held is still refused as seen, and room returns with the TTL.
+    assert!(!store.first_sighting(&[0; 32], ttl, NOW).await.unwrap());
+    assert!(store
+        .first_sighting(&[0xff; 32], ttl, NOW.plus(ttl))
+        .await
+        .unwrap());
 }

@@ -394,12 +394,22 @@ async fn every_key_has_a_ttl_and_redis_holds_no_token() {
         stores[1].present(&f1, &who, &policy, late).await.unwrap(),
         Presented::Refused(r) if r.revoked_family
     ));
+    stores[0]
+        .close_window(&f1, RefusalReason::Revoked, late)
+        .await
+        .unwrap();
+    assert!(stores[0]
+        .first_sighting(&[7; 32], Duration::from_secs(60), late)
+        .await
+        .unwrap());
     let contents = redis.dump();
     let kinds: Vec<&str> = contents
         .keys()
         .map(|k| k.rsplit(':').next().unwrap())
         .collect();
-    for expected in ["state", "answer", "family", "released", "revoked"] {
+    for expected in [
+        "state", "answer", "family", "parent", "released", "revoked", "closed", "once",
+    ] {
         assert!(kinds.contains(&expected), "no {expected} key in {kinds:?}");
     }
     for (key, stored) in &contents {
@@ -544,4 +554,248 @@ async fn a_claim_written_by_an_older_replica_still_makes_its_presenters_wait() {
         panic!("not waiting: the in-flight token must never be exchanged twice")
     };
     assert_eq!(waiter.claimant, None, "an unknown claimant owns nothing");
+}
+
+async fn present_at(
+    store: &RedisStore,
+    fp: &TokenFingerprint,
+    policy: &Policy,
+    at: UnixMillis,
+) -> Presented {
+    let c = client();
+    let who = Presenter {
+        client: &c,
+        source: source(),
+    };
+    store.present(fp, &who, policy, at).await.unwrap()
+}
+
+/// t0 rotated into t1 at `NOW` on `store`.
+async fn chain(
+    store: &RedisStore,
+    policy: &Policy,
+    name: &str,
+) -> (
+    (RefreshToken, TokenFingerprint),
+    (RefreshToken, TokenFingerprint),
+) {
+    let (t0, fp0) = fingerprint(&format!("{name}-0"));
+    let (t1, fp1) = fingerprint(&format!("{name}-1"));
+    assert!(matches!(
+        present(store, &fp0, policy).await,
+        Presented::Claimed { .. }
+    ));
+    store
+        .complete(&fp0, rotated_into(&t0, fp0, Some(fp1)), policy)
+        .await
+        .unwrap();
+    ((t0, fp0), (t1, fp1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successor_claimed_on_one_replica_closes_its_parent_on_every_replica() {
+    let redis = RedisServer::start();
+    let stores = replicas(&redis, 2);
+    let policy = Policy::uniform(Rules {
+        on_replay: OnReplay::RevokeFamily,
+        ..Rules::default()
+    });
+    let ((_, fp0), (_, fp1)) = chain(&stores[0], &policy, "rt-superseded").await;
+    // The successor is presented on replica 1, 100 ms after the rotation.
+    let used = NOW.plus(Duration::from_millis(100));
+    assert!(matches!(
+        present_at(&stores[1], &fp1, &policy, used).await,
+        Presented::Claimed { .. }
+    ));
+    // Replica 0 still replays the parent until min_replay_window, then refuses it.
+    let last_open = NOW.plus(Duration::from_millis(1_999));
+    assert!(matches!(
+        present_at(&stores[0], &fp0, &policy, last_open).await,
+        Presented::Replay { .. }
+    ));
+    let closed = NOW.plus(policy.defaults.min_replay_window);
+    for store in &stores {
+        let Presented::Refused(refusal) = present_at(store, &fp0, &policy, closed).await else {
+            panic!("not refused")
+        };
+        assert_eq!(refusal.reason, RefusalReason::Superseded);
+        assert!(!refusal.revoked_family, "superseded never revokes");
+    }
+    // Its window closed, the parent's family was not revoked: the successor's exchange
+    // completes and its own successor is claimable.
+    let (t1, _) = fingerprint("rt-superseded-1");
+    let (_, fp2) = fingerprint("rt-superseded-2");
+    stores[1]
+        .complete(&fp1, rotated_into(&t1, fp0, Some(fp2)), &policy)
+        .await
+        .unwrap();
+    assert!(matches!(
+        present_at(&stores[0], &fp2, &policy, closed).await,
+        Presented::Claimed { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_close_on_successor_use_no_replica_closes_the_parent() {
+    let redis = RedisServer::start();
+    let stores = replicas(&redis, 2);
+    let policy = Policy::uniform(Rules {
+        close_on_successor_use: false,
+        ..Rules::default()
+    });
+    let ((_, fp0), (_, fp1)) = chain(&stores[0], &policy, "rt-superseded-off").await;
+    present_at(&stores[1], &fp1, &policy, NOW).await;
+    let inside = NOW.plus(Duration::from_secs(4));
+    assert!(matches!(
+        present_at(&stores[0], &fp0, &policy, inside).await,
+        Presented::Replay { .. }
+    ));
+    // Turned on by a reload: a successor presented from now on closes its parent.
+    let on = Policy::default();
+    let ((_, fp3), (_, fp4)) = chain(&stores[0], &on, "rt-superseded-on").await;
+    present_at(&stores[1], &fp4, &on, NOW).await;
+    assert!(matches!(
+        present_at(&stores[0], &fp3, &on, inside).await,
+        Presented::Refused(r) if r.reason == RefusalReason::Superseded
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_on_another_replica_keeps_the_open_window_after_the_successors_use() {
+    let redis = RedisServer::start();
+    let stores = replicas(&redis, 2);
+    let policy = Policy::default();
+    let (t0, fp0) = fingerprint("rt-waiter-0");
+    let (_, fp1) = fingerprint("rt-waiter-1");
+    assert!(matches!(
+        present(&stores[0], &fp0, &policy).await,
+        Presented::Claimed { .. }
+    ));
+    let Presented::Wait(waiter) = present(&stores[1], &fp0, &policy).await else {
+        panic!("not waiting")
+    };
+    stores[0]
+        .complete(&fp0, rotated_into(&t0, fp0, Some(fp1)), &policy)
+        .await
+        .unwrap();
+    let Some(ExchangeOutcome::Rotated { record, .. }) = waiter.outcome.await.unwrap() else {
+        panic!("not rotated")
+    };
+    assert!(matches!(
+        present(&stores[0], &fp1, &policy).await,
+        Presented::Claimed { .. }
+    ));
+    let c = client();
+    let who = Presenter {
+        client: &c,
+        source: source(),
+    };
+    let late = NOW.plus(Duration::from_millis(2_500));
+    assert!(matches!(
+        stores[1]
+            .decide_after_wait(&fp0, &record, &who, &policy, late)
+            .await
+            .unwrap(),
+        AfterWait::Replay(_)
+    ));
+    assert!(matches!(
+        present_at(&stores[1], &fp0, &policy, late).await,
+        Presented::Refused(r) if r.reason == RefusalReason::Superseded
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_window_on_one_replica_refuses_the_family_as_revoked_on_the_others() {
+    let redis = RedisServer::start();
+    let stores = replicas(&redis, 2);
+    let policy = Policy::uniform(Rules {
+        on_replay: OnReplay::RevokeFamily,
+        close_on_successor_use: false,
+        ..Rules::default()
+    });
+    // t0 -> t1 -> t2; t2 never presented.
+    let ((_, fp0), (t1, fp1)) = chain(&stores[0], &policy, "rt-revoke").await;
+    let (_, fp2) = fingerprint("rt-revoke-2");
+    present(&stores[1], &fp1, &policy).await;
+    stores[1]
+        .complete(&fp1, rotated_into(&t1, fp0, Some(fp2)), &policy)
+        .await
+        .unwrap();
+    let at = NOW.plus(Duration::from_secs(1));
+    stores[0]
+        .close_window(&fp1, RefusalReason::Revoked, at)
+        .await
+        .unwrap();
+    assert!(matches!(
+        present_at(
+            &stores[1],
+            &fp0,
+            &policy,
+            NOW.plus(Duration::from_millis(999))
+        )
+        .await,
+        Presented::Replay { .. }
+    ));
+    let late = NOW.plus(Duration::from_secs(60));
+    for when in [at, late] {
+        for fp in [fp0, fp1] {
+            let Presented::Refused(refusal) = present_at(&stores[1], &fp, &policy, when).await
+            else {
+                panic!("not refused")
+            };
+            assert_eq!(refusal.reason, RefusalReason::Revoked);
+            assert!(!refusal.revoked_family, "the IdP revoked already");
+        }
+    }
+    // An earlier closing does not undo a later one.
+    stores[1]
+        .close_window(&fp0, RefusalReason::Revoked, NOW)
+        .await
+        .unwrap();
+    assert!(matches!(
+        present_at(
+            &stores[0],
+            &fp1,
+            &policy,
+            NOW.plus(Duration::from_millis(500))
+        )
+        .await,
+        Presented::Replay { .. }
+    ));
+    // The never-presented newest token is the IdP's to judge; revoking it (unknown but as
+    // t1's successor) works too.
+    stores[1]
+        .close_window(&fp2, RefusalReason::Revoked, late)
+        .await
+        .unwrap();
+    assert!(matches!(
+        present_at(&stores[0], &fp2, &policy, late).await,
+        Presented::Claimed { .. }
+    ));
+    // A token Redis knows nothing of closes nothing.
+    let (_, stranger) = fingerprint("rt-revoke-stranger");
+    stores[0]
+        .close_window(&stranger, RefusalReason::Revoked, late)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_sighting_is_shared_by_replicas_and_expires() {
+    let redis = RedisServer::start();
+    let stores = replicas(&redis, 2);
+    let key = [0x42; 32];
+    let ttl = Duration::from_millis(300);
+    assert!(stores[0].first_sighting(&key, ttl, NOW).await.unwrap());
+    assert!(!stores[1].first_sighting(&key, ttl, NOW).await.unwrap());
+    assert!(!stores[0].first_sighting(&key, ttl, NOW).await.unwrap());
+    assert!(stores[1]
+        .first_sighting(&[0x43; 32], ttl, NOW)
+        .await
+        .unwrap());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        stores[1].first_sighting(&key, ttl, NOW).await.unwrap(),
+        "expired: a new sighting"
+    );
 }

@@ -25,6 +25,12 @@ pub struct TokenKeys {
     pub family: String,
     /// The revocation mark of the family rooted at this fingerprint.
     pub revoked: String,
+    /// The token whose rotation made this one (the successor-to-parent link, TTL
+    /// `tombstone_ttl`): this token's first presentation closes that parent's window.
+    pub parent: String,
+    /// The closing of the windows of the family rooted at this fingerprint
+    /// (`<at ms>:<reason>`, TTL `tombstone_ttl`; `TokenStore::close_window`).
+    pub closed: String,
 }
 
 impl KeySpace {
@@ -45,7 +51,15 @@ impl KeySpace {
             released: format!("{tag}:released"),
             family: format!("{tag}:family"),
             revoked: format!("{tag}:revoked"),
+            parent: format!("{tag}:parent"),
+            closed: format!("{tag}:closed"),
         }
+    }
+
+    /// The key of a one-time value (`TokenStore::first_sighting`): `<prefix>{<hex>}:once`,
+    /// the value its own hash tag.
+    pub fn once(&self, key: &[u8; 32]) -> String {
+        format!("{}{{{}}}:once", self.prefix, hex::encode(key))
     }
 
     /// The revocation mark of `family`.
@@ -82,6 +96,8 @@ mod tests {
             &keys.released,
             &keys.family,
             &keys.revoked,
+            &keys.parent,
+            &keys.closed,
         ];
         for key in all {
             assert!(key.starts_with("rg:{"), "{key}");
@@ -90,7 +106,7 @@ mod tests {
         let mut distinct: Vec<_> = all.to_vec();
         distinct.sort();
         distinct.dedup();
-        assert_eq!(distinct.len(), 6);
+        assert_eq!(distinct.len(), 8);
     }
 
     #[test]
@@ -99,5 +115,13 @@ mod tests {
         let family = TokenFingerprint([9; 32]);
         assert_eq!(space.revoked(&family), space.token(&family).revoked);
         assert_eq!(space.channel(), "rg:exchanges");
+    }
+
+    #[test]
+    fn a_one_time_key_is_its_own_hash_tag() {
+        let space = KeySpace::new("rg:");
+        let key = space.once(&[0xab; 32]);
+        assert_eq!(hash_tag(&key), "ab".repeat(32));
+        assert!(key.starts_with("rg:{") && key.ends_with(":once"));
     }
 }

@@ -295,6 +295,7 @@ enum Found {
     Full,
     Claimed {
         link: Option<TokenFingerprint>,
+        parent: Option<TokenFingerprint>,
     },
 }
 
@@ -338,7 +339,10 @@ impl TokenStore for RedisStore {
             match inner.find(&keys, claim_id, may_claim, who.client).await? {
                 Found::Rotated(record, answer) => {
                     let held = answer.is_some();
-                    match inner.settle(&keys, record, held, who, policy, now).await? {
+                    match inner
+                        .settle(&keys, record, held, false, who, policy, now)
+                        .await?
+                    {
                         Settled::Replay(record) => {
                             let answer = answer.ok_or_else(|| malformed("answer"))?;
                             return Ok(Presented::Replay { answer, record });
@@ -363,17 +367,29 @@ impl TokenStore for RedisStore {
                     )))
                 }
                 Found::Full => return Err(StoreError::InFlightFull),
-                Found::Claimed { link } => {
+                Found::Claimed { link, parent } => {
                     let family = link.unwrap_or(*token);
-                    let revoked = match link {
-                        Some(family) => inner.is_revoked(&family).await,
-                        None => Ok(false),
+                    let revoked = async {
+                        match link {
+                            Some(family) => inner.is_revoked(&family).await,
+                            None => Ok(false),
+                        }
                     };
-                    if !matches!(revoked, Ok(false)) {
+                    // The successor's first presentation closes its parent's window, on
+                    // every replica (the parent's tombstone records it).
+                    let superseded = async {
+                        match parent.filter(|_| policy.closes_on_successor_use()) {
+                            Some(parent) => inner.supersede(&parent, now).await,
+                            None => Ok(()),
+                        }
+                    };
+                    let (revoked, superseded) = tokio::join!(revoked, superseded);
+                    if !matches!(revoked, Ok(false)) || superseded.is_err() {
                         // Give the claim back before refusing (or failing): waiters that
                         // joined it present again.
                         let _ = inner.release(token, claim_id, ABANDONED, &[]).await;
                         revoked?;
+                        superseded?;
                         return Ok(Presented::Refused(Refusal::new(
                             RefusalReason::FamilyRevoked,
                             family,
@@ -452,7 +468,7 @@ impl TokenStore for RedisStore {
                 )));
             };
             match inner
-                .settle(&keys, current, answer_held, who, policy, now)
+                .settle(&keys, current, answer_held, true, who, policy, now)
                 .await?
             {
                 Settled::Replay(record) => return Ok(AfterWait::Replay(record)),
@@ -461,6 +477,26 @@ impl TokenStore for RedisStore {
             }
         }
         Err(StoreError::Contended)
+    }
+
+    async fn close_window(
+        &self,
+        token: &TokenFingerprint,
+        reason: RefusalReason,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        self.inner.close_window(token, reason, now).await
+    }
+
+    /// `SET NX PX` on `<prefix>{<hex key>}:once`: shared by every replica; Redis expires
+    /// the key by its own clock (`now` is not used). An unreachable Redis is an error.
+    async fn first_sighting(
+        &self,
+        key: &[u8; 32],
+        ttl: Duration,
+        _now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        self.inner.first_sighting(key, ttl).await
     }
 
     fn tombstone_count(&self) -> u64 {

@@ -2,7 +2,8 @@
 //! record a rotation. Every call is bounded by the store timeout and counted in its health.
 
 use super::reply::{
-    fields, fingerprint, malformed, number, parse_claim_id, released_outcome, rotated, text,
+    closing, fields, fingerprint, malformed, number, parse_claim_id, released_outcome, rotated,
+    text,
 };
 use super::{
     milliseconds, record, scripts, Found, Inner, Settled, Standing, TokenKeys, MIN_RECHECK,
@@ -10,7 +11,7 @@ use super::{
 };
 use crate::clock::UnixMillis;
 use crate::oauth::credentials::ClientIdentity;
-use crate::policy::{Decision, Policy, Presenter, RefusalReason};
+use crate::policy::{Decision, Policy, Presenter, RefusalReason, WindowClose};
 use crate::seal::envelope::SealedAnswer;
 use crate::seal::fingerprint::{FingerprintHashing, TokenFingerprint};
 use crate::store::{ExchangeOutcome, Refusal, StoreError, TokenRecord};
@@ -78,6 +79,112 @@ impl Inner {
         .await
     }
 
+    /// The marks of `family`: revoked (by `revoke-family`), and the closing of its windows.
+    pub(super) async fn family_marks(
+        &self,
+        family: &TokenFingerprint,
+    ) -> Result<(bool, Option<WindowClose>), StoreError> {
+        let keys = self.keys.token(family);
+        let mut connection = self.connection();
+        let mut invocation = scripts::FAMILY.prepare_invoke();
+        invocation.key(&keys.revoked).key(&keys.closed);
+        let reply: Value = self
+            .run("family", async move {
+                invocation.invoke_async(&mut connection).await
+            })
+            .await?;
+        let Value::Array(parts) = reply else {
+            return Err(malformed("family"));
+        };
+        let revoked = parts
+            .first()
+            .and_then(number)
+            .ok_or_else(|| malformed("family"))?
+            == 1;
+        Ok((revoked, parts.get(1).and_then(closing)))
+    }
+
+    /// `token` was claimed at `now` and is the successor of `parent`: the parent's
+    /// tombstone records the first such presentation.
+    pub(super) async fn supersede(
+        &self,
+        parent: &TokenFingerprint,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let state = self.keys.token(parent).state;
+        let mut connection = self.connection();
+        let mut invocation = scripts::SUPERSEDE.prepare_invoke();
+        invocation.key(state).arg(now.0.max(1));
+        self.run("supersede", async move {
+            invocation.invoke_async::<()>(&mut connection).await
+        })
+        .await
+    }
+
+    /// Close the windows of `token`'s family (see `TokenStore::close_window`).
+    pub(super) async fn close_window(
+        &self,
+        token: &TokenFingerprint,
+        reason: RefusalReason,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let keys = self.keys.token(token);
+        let mut connection = self.connection();
+        let mut invocation = scripts::FAMILY_OF.prepare_invoke();
+        invocation.key(&keys.state).key(&keys.family);
+        let reply: Value = self
+            .run("family_of", async move {
+                invocation.invoke_async(&mut connection).await
+            })
+            .await?;
+        let family = match reply {
+            Value::Nil => return Ok(()),
+            other => fingerprint(&other).ok_or_else(|| malformed("family"))?,
+        };
+        let closed = self.keys.token(&family).closed;
+        let ttl = milliseconds(self.tombstone_ttl);
+        let mut connection = self.connection();
+        let mut invocation = scripts::CLOSE.prepare_invoke();
+        invocation
+            .key(closed)
+            .arg(now.0)
+            .arg(reason.label())
+            .arg(ttl);
+        self.run("close", async move {
+            invocation.invoke_async::<()>(&mut connection).await
+        })
+        .await
+    }
+
+    /// `SET <once key> 1 NX PX ttl`: whether this replica set it first.
+    pub(super) async fn first_sighting(
+        &self,
+        key: &[u8; 32],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let key = self.keys.once(key);
+        let ttl = milliseconds(ttl);
+        let mut connection = self.connection();
+        let reply: Value = self
+            .run("once", async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl)
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await?;
+        Ok(match reply {
+            Value::Nil => false,
+            Value::Okay => true,
+            Value::SimpleString(ref s) if s == "OK" => true,
+            _ => return Err(malformed("once")),
+        })
+    }
+
     pub(super) async fn is_spent(&self, token: &TokenFingerprint) -> Result<bool, StoreError> {
         let key = self.keys.token(token).state;
         let mut connection = self.connection();
@@ -121,6 +228,7 @@ impl Inner {
             .key(&keys.claim)
             .key(&keys.family)
             .key(&keys.revoked)
+            .key(&keys.parent)
             .arg(claim_id)
             .arg(milliseconds(self.claim_ttl))
             .arg(if may_claim { "1" } else { "0" })
@@ -161,6 +269,7 @@ impl Inner {
             b"full" => Found::Full,
             b"claimed" => Found::Claimed {
                 link: parts.get(1).and_then(fingerprint),
+                parent: parts.get(2).and_then(fingerprint),
             },
             _ => return Err(malformed("present")),
         })
@@ -264,31 +373,40 @@ impl Inner {
         if map.is_empty() {
             return Ok(None);
         }
-        let record = record::decode(&map).map_err(|e| malformed(&e.to_string()))?;
+        let record = super::reply::tombstone(&map)?;
         let answer_held = parts.get(1).and_then(number) == Some(1);
         Ok(Some((record, answer_held)))
     }
 
     /// Decide a presentation of a rotated token and apply the decision: count a replay
-    /// while the cap still allows it, mark a revoked family.
+    /// while the cap still allows it, mark a revoked family. A `waiter` (joined to the
+    /// token's own exchange) is decided without the successor's use.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn settle(
         &self,
         keys: &TokenKeys,
         record: TokenRecord,
         answer_held: bool,
+        waiter: bool,
         who: &Presenter<'_>,
         policy: &Policy,
         now: UnixMillis,
     ) -> Result<Settled, StoreError> {
         let family = record.family;
-        if self.is_revoked(&family).await? {
+        let (revoked, closed) = self.family_marks(&family).await?;
+        if revoked {
             return Ok(Settled::Refuse(Refusal::new(
                 RefusalReason::FamilyRevoked,
                 family,
                 Some(Arc::new(record)),
             )));
         }
-        let decision = record.decide(policy, answer_held, who, now);
+        let record = if waiter {
+            record.with_superseded(None)
+        } else {
+            record
+        };
+        let decision = record.decide(policy, answer_held, closed, who, now);
         if decision == Decision::Replay && answer_held {
             // The decision relied on the count being under the cap; count only if it
             // still is (another replica may have taken the last replay), else decide again.
@@ -351,17 +469,15 @@ impl Inner {
         let ttl = milliseconds(self.tombstone_ttl);
         let link = successor.map(|next| {
             let mut connection = self.connection();
-            let key = self.keys.token(next).family;
-            let family = record.family.to_hex();
-            async move {
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(family)
-                    .arg("PX")
-                    .arg(ttl)
-                    .query_async::<()>(&mut connection)
-                    .await
-            }
+            let next = self.keys.token(next);
+            let mut invocation = scripts::LINK.prepare_invoke();
+            invocation
+                .key(&next.family)
+                .key(&next.parent)
+                .arg(record.family.to_hex())
+                .arg(token.to_hex())
+                .arg(ttl);
+            async move { invocation.invoke_async::<()>(&mut connection).await }
         });
         let mut connection = self.connection();
         let mut invocation = scripts::ROTATED.prepare_invoke();

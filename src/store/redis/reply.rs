@@ -1,6 +1,8 @@
 //! Reading the scripts' replies: RESP values into tombstones, sealed answers and outcomes.
 
 use super::record;
+use crate::clock::UnixMillis;
+use crate::policy::{RefusalReason, WindowClose};
 use crate::seal::envelope::SealedAnswer;
 use crate::seal::fingerprint::TokenFingerprint;
 use crate::store::{ExchangeOutcome, Released, StoreError, TokenRecord};
@@ -77,8 +79,31 @@ pub(super) fn rotated(
         .get(1)
         .and_then(fields)
         .ok_or_else(|| malformed("tombstone"))?;
-    let record = record::decode(&map).map_err(|e| malformed(&e.to_string()))?;
-    Ok((record, parts.get(2).and_then(sealed)))
+    Ok((tombstone(&map)?, parts.get(2).and_then(sealed)))
+}
+
+/// The hash field the supersede script writes: when the successor was first presented.
+pub(super) const SUPERSEDED: &str = "superseded";
+
+/// A tombstone from its hash fields, with when its successor was first presented.
+pub(super) fn tombstone(map: &HashMap<String, Vec<u8>>) -> Result<TokenRecord, StoreError> {
+    let record = record::decode(map).map_err(|e| malformed(&e.to_string()))?;
+    let superseded = map
+        .get(SUPERSEDED)
+        .and_then(|value| std::str::from_utf8(value).ok()?.parse().ok())
+        .map(UnixMillis);
+    Ok(record.with_superseded(superseded))
+}
+
+/// A family's closing as the close script wrote it (`<at ms>:<reason>`).
+pub(super) fn closing(value: &Value) -> Option<WindowClose> {
+    let text = std::str::from_utf8(text(value)?).ok()?;
+    let (at, reason) = text.split_once(':')?;
+    Some(WindowClose {
+        at: UnixMillis(at.parse().ok()?),
+        // A reason this version does not know (a newer replica's): closed all the same.
+        reason: RefusalReason::from_label(reason).unwrap_or(RefusalReason::Revoked),
+    })
 }
 
 /// The wire names of released outcomes.
@@ -148,6 +173,23 @@ mod tests {
         ));
         assert!(released_outcome(ABANDONED.as_bytes(), None).is_none());
         assert!(released_outcome(ANSWERED_OK.as_bytes(), None).is_none());
+    }
+
+    #[test]
+    fn a_closing_reads_back_and_fails_closed_on_an_unknown_reason() {
+        assert_eq!(
+            closing(&bulk("1800000000000:superseded")),
+            Some(WindowClose {
+                at: UnixMillis(1_800_000_000_000),
+                reason: RefusalReason::Superseded
+            })
+        );
+        assert_eq!(
+            closing(&bulk("5:some_later_reason")).map(|c| c.reason),
+            Some(RefusalReason::Revoked)
+        );
+        assert_eq!(closing(&bulk("x:revoked")), None);
+        assert_eq!(closing(&Value::Nil), None);
     }
 
     #[test]

@@ -5,12 +5,12 @@
 use redis::Script;
 use std::sync::LazyLock;
 
-/// Present a token. KEYS: state, answer, claim, family link, own revocation mark.
-/// ARGV: claim id, claim TTL (ms), `1` if this replica may start another exchange, the
-/// claimant's client identity (encoded).
+/// Present a token. KEYS: state, answer, claim, family link, own revocation mark, parent
+/// link. ARGV: claim id, claim TTL (ms), `1` if this replica may start another exchange,
+/// the claimant's client identity (encoded).
 ///
 /// Replies `{'rotated', fields, answer|nil}`, `{'in_flight', id, slot, pttl, claimant}`,
-/// `{'revoked'}`, `{'full', link|nil}` or `{'claimed', link|nil}`.
+/// `{'revoked'}`, `{'full', link|nil}` or `{'claimed', link|nil, parent|nil}`.
 pub(super) static PRESENT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -32,7 +32,75 @@ if ARGV[3] ~= '1' then
 end
 redis.call('HSET', KEYS[3], 'id', ARGV[1], 'waiters', 0, 'client', ARGV[4])
 redis.call('PEXPIRE', KEYS[3], ARGV[2])
-return {'claimed', link}
+return {'claimed', link or false, redis.call('GET', KEYS[6])}
+",
+    )
+});
+
+/// Link a rotation's successor to its family and to its parent. KEYS: the successor's
+/// family link, the successor's parent link. ARGV: family (hex), parent (hex), TTL (ms).
+pub(super) static LINK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+return 1
+",
+    )
+});
+
+/// The successor of a token was presented: the token's tombstone records when, the first
+/// time only (the present script's `HGETALL` reads it back). KEYS: the parent's state.
+/// ARGV: now (ms). Replies 1 if recorded now, 0 otherwise (no tombstone, or already).
+pub(super) static SUPERSEDE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('HSETNX', KEYS[1], 'superseded', ARGV[1])
+end
+return 0
+",
+    )
+});
+
+/// The marks of a family. KEYS: its revocation mark, its closing.
+/// Replies `{1|0, closing|nil}`.
+pub(super) static FAMILY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+return {redis.call('EXISTS', KEYS[1]), redis.call('GET', KEYS[2])}
+",
+    )
+});
+
+/// The family of a token: its tombstone's, else its family link's. KEYS: state, family
+/// link. Replies the family (hex) or nil.
+pub(super) static FAMILY_OF: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local family = redis.call('HGET', KEYS[1], 'family')
+if family then
+  return family
+end
+return redis.call('GET', KEYS[2])
+",
+    )
+});
+
+/// Close a family's windows, unless a closing as late is kept. KEYS: the family's closing.
+/// ARGV: at (ms), reason label, TTL (ms). Replies 1 if written.
+pub(super) static CLOSE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local kept = redis.call('GET', KEYS[1])
+if kept then
+  local at = tonumber(string.match(kept, '^(%d+):'))
+  if at and at > tonumber(ARGV[1]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'PX', ARGV[3])
+return 1
 ",
     )
 });
