@@ -26,8 +26,7 @@ pub use schema::{
 };
 pub use settings::{
     ClientKeys, ListenSettings, RedisSettings, RotationSettings, Settings, StoreBackend,
-    StoreSettings,
-    TlsFiles, UpstreamSettings,
+    StoreSettings, TlsFiles, UpstreamSettings,
 };
 pub use upstream_url::UpstreamTarget;
 pub use validate::{LONG_GRACE, MAX_GRACE};

@@ -209,13 +209,22 @@ fn client_keys(config: &Config, problems: &mut Problems) -> ClientKeys {
             (Some(_), Some(_)) => {
                 problems.add(
                     "clients.<id>.assertion_jwks_file",
-                    format!("client {id:?}: set assertion_jwks_file or assertion_secret_file, not both"),
+                    format!(
+                        "client {id:?}: set assertion_jwks_file or assertion_secret_file, not both"
+                    ),
                 );
                 continue;
             }
-            (Some(path), None) => problems
-                .read("clients.<id>.assertion_jwks_file", path)
-                .map(|bytes| (AssertionKeys::from_jwks(&bytes), "clients.<id>.assertion_jwks_file")),
+            (Some(path), None) => {
+                problems
+                    .read("clients.<id>.assertion_jwks_file", path)
+                    .map(|bytes| {
+                        (
+                            AssertionKeys::from_jwks(&bytes),
+                            "clients.<id>.assertion_jwks_file",
+                        )
+                    })
+            }
             (None, Some(path)) => problems
                 .read("clients.<id>.assertion_secret_file", path)
                 .map(|bytes| {

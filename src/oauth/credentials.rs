@@ -215,7 +215,10 @@ mod tests {
         // Two fresh assertions of the same client, both verified: the same client.
         assert_eq!(verified(&asserted("a.b.c")), verified(&asserted("x.y.z")));
         // Unverified, even the very same assertion matches nothing.
-        assert_ne!(asserted("a.b.c").identity(&f), asserted("a.b.c").identity(&f));
+        assert_ne!(
+            asserted("a.b.c").identity(&f),
+            asserted("a.b.c").identity(&f)
+        );
         assert_ne!(asserted("a.b.c").identity(&f), verified(&asserted("a.b.c")));
         // Only a client id is another client.
         assert_ne!(verified(&plain), verified(&asserted("a.b.c")));
@@ -230,8 +233,14 @@ mod tests {
             ..ClientCredentials::default()
         };
         let with = |dpop| public.bound_identity(&f, false, dpop);
-        assert_eq!(with(DpopBinding::Key([1; 32])), with(DpopBinding::Key([1; 32])));
-        assert_ne!(with(DpopBinding::Key([1; 32])), with(DpopBinding::Key([2; 32])));
+        assert_eq!(
+            with(DpopBinding::Key([1; 32])),
+            with(DpopBinding::Key([1; 32]))
+        );
+        assert_ne!(
+            with(DpopBinding::Key([1; 32])),
+            with(DpopBinding::Key([2; 32]))
+        );
         assert_ne!(with(DpopBinding::Key([1; 32])), with(DpopBinding::Absent));
         assert_ne!(with(DpopBinding::Unproven), with(DpopBinding::Unproven));
         assert_eq!(with(DpopBinding::Absent), public.identity(&f));

@@ -100,9 +100,7 @@ impl GateProxy {
             request_timeout: settings.request_timeout,
             trusted_proxies: settings.trusted_proxies,
             rules: settings.rules,
-            revocation_paths: crate::http::path::normalize_all(
-                settings.revocation_path.as_slice(),
-            ),
+            revocation_paths: crate::http::path::normalize_all(settings.revocation_path.as_slice()),
         }
     }
 
@@ -286,7 +284,11 @@ impl ProxyHttp for GateProxy {
             .map(|value| value.as_bytes());
         match match_request(header.uri.path(), overrides, &self.token_paths) {
             PathMatch::Other => {
-                let revocation = match_request(header.uri.path(), std::iter::empty(), &self.revocation_paths);
+                let revocation = match_request(
+                    header.uri.path(),
+                    std::iter::empty(),
+                    &self.revocation_paths,
+                );
                 if revocation != PathMatch::Other && header.method == http::Method::POST {
                     ctx.revocation = Some(RevocationWatch::default());
                 }

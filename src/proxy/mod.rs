@@ -5,7 +5,7 @@ mod body;
 pub mod exchange;
 pub mod gate;
 mod origin;
-mod revocation;
 pub mod refresh;
+mod revocation;
 pub mod upstream;
 pub mod write;

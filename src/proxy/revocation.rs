@@ -36,7 +36,9 @@ impl RevocationWatch {
         let fields = form::parse(&self.body).ok()?;
         let mut tokens = fields.iter().filter(|(name, _)| name == "token");
         match (tokens.next(), tokens.next()) {
-            (Some((_, token)), None) if !token.is_empty() => Some(RefreshToken::new(token.as_str())),
+            (Some((_, token)), None) if !token.is_empty() => {
+                Some(RefreshToken::new(token.as_str()))
+            }
             _ => None,
         }
     }

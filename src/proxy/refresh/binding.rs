@@ -55,7 +55,10 @@ impl RefreshHandler {
                     .await;
                 let named = peek_proof_thumbprint(proof)
                     .map_or(DpopBinding::Unproven, |jkt| DpopBinding::Key(jkt.0));
-                (proven.map_or(DpopBinding::Unproven, DpopBinding::Key), named)
+                (
+                    proven.map_or(DpopBinding::Unproven, DpopBinding::Key),
+                    named,
+                )
             }
         };
         Bound {

@@ -77,7 +77,6 @@ pub struct RefreshSettings {
     pub public_url: Option<String>,
 }
 
-
 /// The shared parts the refresh handler works with.
 pub struct RefreshParts {
     /// The rotation rules at start-up (replaced on reload by [`RefreshHandler::set_policy`]).

@@ -595,12 +595,19 @@ async fn an_assertion_client_is_replayed_only_with_a_fresh_assertion_the_gate_ve
     let key = TestKey::es256();
     let f = fixture_with(FakeIdp::scripted([]), None, keyed("ci", &key));
     let first = assertion(&key, "ci", TOKEN_URL, "j1");
-    let rotated = present(&f.handler, with_assertion("rt-0", "ci", Some(first.clone()))).await;
+    let rotated = present(
+        &f.handler,
+        with_assertion("rt-0", "ci", Some(first.clone())),
+    )
+    .await;
     assert_eq!(rotated.outcome, RefreshOutcome::Forwarded);
     let mismatch = Some(RefusalReason::ClientMismatch);
     // The captured request, assertion and all: its jti is spent.
     let captured = present(&f.handler, with_assertion("rt-0", "ci", Some(first))).await;
-    assert_eq!(captured.refused, mismatch, "a captured assertion was replayed");
+    assert_eq!(
+        captured.refused, mismatch,
+        "a captured assertion was replayed"
+    );
     // Only the client id.
     let bare = present(&f.handler, with_assertion("rt-0", "ci", None)).await;
     assert_eq!(bare.refused, mismatch);
@@ -663,11 +670,19 @@ async fn the_public_url_is_the_endpoint_proofs_must_name() {
     };
     let f = fixture_with(FakeIdp::scripted([]), None, behind_ingress);
     let public = "https://login.example.com/token";
-    present(&f.handler, with_proof("rt-0", Some(proof(&key, public, "p1")))).await;
+    present(
+        &f.handler,
+        with_proof("rt-0", Some(proof(&key, public, "p1"))),
+    )
+    .await;
     let internal = proof(&key, TOKEN_URL, "p2");
     let refused = present(&f.handler, with_proof("rt-0", Some(internal))).await;
     assert_eq!(refused.refused, Some(RefusalReason::ClientMismatch));
-    let fresh = present(&f.handler, with_proof("rt-0", Some(proof(&key, public, "p3")))).await;
+    let fresh = present(
+        &f.handler,
+        with_proof("rt-0", Some(proof(&key, public, "p3"))),
+    )
+    .await;
     assert_eq!(fresh.outcome, RefreshOutcome::GraceReplay);
 }
 
