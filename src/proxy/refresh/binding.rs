@@ -9,7 +9,7 @@
 
 use super::RefreshHandler;
 use crate::clock::UnixMillis;
-use crate::oauth::assertion::{peek_assertion_jti, verify_assertion, AssertionCheck};
+use crate::oauth::assertion::{verify_assertion, AssertionCheck};
 use crate::oauth::credentials::{ClientCredentials, ClientIdentity, DpopBinding};
 use crate::oauth::dpop::{peek_proof_thumbprint, verify_proof, ProofCheck};
 use std::time::Duration;
@@ -72,8 +72,8 @@ impl RefreshHandler {
     }
 
     /// Whether the assertion verifies with the client's keys and its `jti` is new. Without
-    /// keys it cannot be verified; its `jti` is remembered all the same, so the same
-    /// assertion cannot come back verified later.
+    /// keys it cannot be verified (and nothing is remembered of it: its client's replays
+    /// are refused anyway).
     async fn assertion_verified(
         &self,
         client_id: &str,
@@ -83,13 +83,6 @@ impl RefreshHandler {
     ) -> bool {
         let keys = self.client_keys.load();
         let Some(keys) = keys.get(client_id) else {
-            if let Some((jti, expires)) = peek_assertion_jti(jwt) {
-                let ttl = Duration::from_millis(expires.saturating_sub(now.0))
-                    .min(MAX_ASSERTION_LIFETIME)
-                    + ASSERTION_LEEWAY;
-                self.first_sighting("assertion", client_id, &jti, ttl, now)
-                    .await;
-            }
             return false;
         };
         let check = AssertionCheck {
