@@ -54,6 +54,8 @@ pub struct Listen {
     pub drain: Duration,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
 }
 
 /// `[admin]`.
@@ -185,6 +187,26 @@ pub struct ClientOverrides {
     pub bind_source: Option<BindSource>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_replay: Option<OnReplay>,
+    /// A JWKS with the public keys of the client's `private_key_jwt` assertions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assertion_jwks_file: Option<PathBuf>,
+    /// The shared secret of the client's `client_secret_jwt` assertions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assertion_secret_file: Option<PathBuf>,
+}
+
+impl ClientOverrides {
+    /// `assertion_jwks_file`: the client's `private_key_jwt` keys are in `path`.
+    pub fn assertion_jwks_file(mut self, path: impl AsRef<Path>) -> Self {
+        self.assertion_jwks_file = Some(path.as_ref().to_owned());
+        self
+    }
+
+    /// `assertion_secret_file`: the client's `client_secret_jwt` secret is in `path`.
+    pub fn assertion_secret_file(mut self, path: impl AsRef<Path>) -> Self {
+        self.assertion_secret_file = Some(path.as_ref().to_owned());
+        self
+    }
 }
 
 /// `on_replay` values.
@@ -248,6 +270,7 @@ impl GateConfig {
                 trusted_proxies: Vec::new(),
                 drain: secs(1),
                 shutdown_grace: secs(1),
+                public_url: None,
             },
             admin: Admin { address: None },
             upstream: Upstream {
@@ -318,6 +341,12 @@ impl GateConfig {
 
     pub fn drain(mut self, drain: Duration) -> Self {
         self.listen.drain = drain;
+        self
+    }
+
+    /// `public_url`: the gate's URL as clients see it (behind an ingress).
+    pub fn public_url(mut self, url: impl Into<String>) -> Self {
+        self.listen.public_url = Some(url.into());
         self
     }
 

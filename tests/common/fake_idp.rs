@@ -39,6 +39,8 @@ struct Knobs {
     code_answer: Option<String>,
     /// When set, pass-through (echo) answers carry this `Set-Cookie` value.
     echo_set_cookie: Option<String>,
+    /// The status revocation calls are answered with (200 unless set).
+    revoke_status: u16,
 }
 
 /// One call the token endpoint saw.
@@ -135,6 +137,7 @@ impl FakeIdp {
                 fail_next: 0,
                 code_answer: None,
                 echo_set_cookie: None,
+                revoke_status: 200,
             }),
             record: Mutex::new(Record::default()),
             counter: AtomicU64::new(0),
@@ -201,6 +204,11 @@ impl FakeIdp {
     /// Add this `Set-Cookie` to pass-through (echo) answers (`None`: none, the default).
     pub fn set_echo_cookie(&self, value: Option<String>) {
         self.shared.knobs.lock().unwrap().echo_set_cookie = value;
+    }
+
+    /// Answer revocation calls with `status` (200 by default), with an error body unless 200.
+    pub fn set_revoke_status(&self, status: u16) {
+        self.shared.knobs.lock().unwrap().revoke_status = status;
     }
 
     /// Every RFC 7009 revocation call so far (`refresh_token` holds the revoked token).
@@ -388,13 +396,16 @@ async fn token(
     }
 }
 
-async fn revoke(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn revoke(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     s.record.lock().unwrap().revocations.push(TokenCall {
         refresh_token: form_value(&body, "token"),
         body: body.to_vec(),
         headers: header_pairs(&headers),
     });
-    StatusCode::OK
+    match s.knobs.lock().unwrap().revoke_status {
+        200 => StatusCode::OK.into_response(),
+        code => json_response(code, r#"{"error":"invalid_request"}"#.to_owned()),
+    }
 }
 
 async fn echo(

@@ -7,6 +7,7 @@ pub mod e2e;
 pub mod fake_idp;
 pub mod fault_idp;
 pub mod gate;
+pub mod jose;
 pub mod oracles;
 pub mod prereq;
 pub mod redis_server;

@@ -41,6 +41,24 @@ fn backticked(cell: &str) -> Vec<String> {
         .collect()
 }
 
+/// `cell` without its parenthesised asides (nested ones too).
+fn outside_parentheses(cell: &str) -> String {
+    let mut depth = 0usize;
+    cell.chars()
+        .filter(|c| {
+            match c {
+                '(' => depth += 1,
+                ')' => {
+                    depth = depth.saturating_sub(1);
+                    return false;
+                }
+                _ => {}
+            }
+            depth == 0
+        })
+        .collect()
+}
+
 /// Names only in `left` and only in `right`, for the assertion message.
 fn difference(left: &BTreeSet<String>, right: &BTreeSet<String>) -> String {
     format!(
@@ -152,10 +170,18 @@ fn every_key(dir: &std::path::Path) -> GateConfig {
         std::fs::write(dir.join(file), "placeholder\n").unwrap();
     }
     std::fs::write(dir.join("fingerprint.key"), "k".repeat(48)).unwrap();
+    // The assertion keys are parsed by --check-config: a real JWKS, a 32-byte secret.
+    std::fs::write(
+        dir.join("ci-jwks.json"),
+        common::jose::SigningKey::es256().jwks(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("hmac-secret"), "s".repeat(32)).unwrap();
     let mut config = GateConfig::new("https://127.0.0.1:8443")
         .listen_on("127.0.0.1:9480".parse().unwrap())
         .tls(dir.join("cert.pem"), dir.join("key.pem"))
         .trusted_proxies(["10.0.0.0/8"])
+        .public_url("https://login.example.com")
         .ca_file(dir.join("idp-ca.pem"))
         .tls_server_name("idp.example.test")
         .revocation_path("/revoke")
@@ -172,7 +198,14 @@ fn every_key(dir: &std::path::Path) -> GateConfig {
                 max_reuses: Some(5),
                 bind_source: Some(BindSource::Ip),
                 on_replay: Some(OnReplay::Refuse),
+                assertion_jwks_file: Some(dir.join("ci-jwks.json")),
+                assertion_secret_file: None,
             },
+        )
+        // One client may not have both kinds of assertion keys.
+        .client(
+            "hmac-client",
+            ClientOverrides::default().assertion_secret_file(dir.join("hmac-secret")),
         )
         .store(Store {
             username: Some("gate".to_owned()),
@@ -245,10 +278,14 @@ fn the_typed_harness_spells_every_configuration_key_as_the_gate_and_the_readme_d
             .strip_prefix('[')
             .and_then(|rest| rest.split_once("] "))
         else {
-            // `[clients."<client_id>"]`: its keys are listed in the meaning column.
+            // `[clients."<client_id>"]`: its keys are listed in the meaning column; words
+            // in parentheses explain a key (`for `private_key_jwt``) and are not keys.
             assert!(first.starts_with("[clients."), "{row:?}");
             let is_key = |word: &String| word.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
-            for key in backticked(&row[2]).iter().filter(|word| is_key(word)) {
+            for key in backticked(&outside_parentheses(&row[2]))
+                .iter()
+                .filter(|word| is_key(word))
+            {
                 documented.insert(format!("[clients.*] {key}"));
             }
             continue;

@@ -9,6 +9,7 @@
 mod common;
 
 mod alerting;
+mod binding;
 mod cli;
 mod contract;
 mod deploy;
