@@ -8,7 +8,7 @@
 mod common;
 
 use common::e2e::*;
-use common::{ms, secs, GateConfig, GateProcess, OnReplay, OnStoreError, Store};
+use common::{ms, secs, GateConfig, GateProcess, LogFormat, OnReplay, OnStoreError, Store};
 use std::io::Write;
 use std::time::Duration;
 
@@ -481,5 +481,314 @@ async fn scenario_7_two_replicas_on_one_redis_behave_as_one_gate() {
         race.per_replica.iter().all(|answered| *answered > 0.0),
         "both replicas answered refreshes: {:?}",
         race.per_replica
+    );
+}
+
+/// Waves of the straggler race, each followed by one more call.
+const STRAGGLER_WAVES: usize = 4;
+/// kubectl processes per wave.
+const STRAGGLERS: usize = 10;
+/// The first process of a wave starts at 0, the last at this; the rest evenly between.
+const STRAGGLER_SPREAD: Duration = Duration::from_secs(1);
+/// The slow IdP of the straggler race: every refresh takes 300 ms plus a random 0-500 ms...
+const STRAGGLER_TOKEN_LATENCY: Duration = Duration::from_millis(300);
+const STRAGGLER_TOKEN_JITTER_MS: u64 = 500;
+/// ...and every discovery request (kubectl fetches it between reading its kubeconfig and
+/// refreshing) a random 0-600 ms, so a process that read the kubeconfig early can present
+/// its token after one that started later and read the successor.
+const STRAGGLER_DISCOVERY_JITTER_MS: u64 = 600;
+
+/// Start `n` kubectl processes on one kubeconfig, the i-th `spread * i / (n - 1)` after
+/// the first.
+async fn kubectl_staggered(
+    version: Kubectl,
+    kubeconfig: &std::path::Path,
+    n: usize,
+    spread: Duration,
+) -> Vec<KubectlRun> {
+    let start = tokio::time::Instant::now();
+    let runs: Vec<_> = (0..n)
+        .map(|i| {
+            let kubeconfig = kubeconfig.to_owned();
+            let at = start + spread * i as u32 / (n.max(2) - 1) as u32;
+            tokio::spawn(async move {
+                tokio::time::sleep_until(at).await;
+                kubectl(version, &kubeconfig).await
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for run in runs {
+        results.push(run.await.unwrap());
+    }
+    results
+}
+
+/// Every series of the counter `name` in the gate's /metrics, by its label set.
+async fn counter_series(gate: &GateProcess, name: &str) -> std::collections::BTreeMap<String, f64> {
+    let (_, text) = gate.admin_get("/metrics").await;
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?.strip_prefix('{')?;
+            let (labels, value) = rest.split_once("} ")?;
+            Some((labels.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn nonzero(series: &std::collections::BTreeMap<String, f64>) -> String {
+    let shown: Vec<String> = series
+        .iter()
+        .filter(|(_, value)| **value != 0.0)
+        .map(|(labels, value)| format!("{labels} {value}"))
+        .collect();
+    if shown.is_empty() {
+        "none".to_owned()
+    } else {
+        shown.join(", ")
+    }
+}
+
+/// When the gate's audit line was written (its `ts` field), in ms since the epoch.
+fn audit_ms(line: &serde_json::Value) -> u128 {
+    let ts = line["ts"].as_str().expect("an audit line has ts");
+    humantime::parse_rfc3339(ts)
+        .expect("ts is RFC 3339")
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+/// From the gate's audit lines and the IdP's arrival times: how many grace replays (not
+/// waiters) presented a parent after its successor had already been presented. Each token
+/// is forwarded once, in chain order, so the i-th `RefreshTokenRotated` and the i-th
+/// `POST /token` at the IdP are generation i; a non-coalesced replay of generation g
+/// answered (at once, so presented) after generation g+1 reached the IdP came from a
+/// process that still held the parent while another had read the successor from the
+/// kubeconfig and presented it.
+fn parents_after_successor(log: &str, arrivals_ms: &[u64]) -> usize {
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let mut rotations: Vec<(u128, String)> = lines
+        .iter()
+        .filter(|l| l["event"] == "RefreshTokenRotated")
+        .map(|l| (audit_ms(l), l["token"].as_str().unwrap_or("").to_owned()))
+        .collect();
+    rotations.sort();
+    assert_eq!(
+        rotations.len(),
+        arrivals_ms.len(),
+        "one rotation per refresh the IdP received"
+    );
+    let generation = |token: &str| rotations.iter().position(|(_, t)| t == token);
+    lines
+        .iter()
+        .filter(|l| l["event"] == "ExpiredRefreshTokenUsed" && l["coalesced"] == false)
+        .filter(|l| {
+            let Some(g) = l["token"].as_str().and_then(generation) else {
+                return false;
+            };
+            arrivals_ms
+                .get(g + 1)
+                .is_some_and(|successor| audit_ms(l) > u128::from(*successor))
+        })
+        .count()
+}
+
+/// What the straggler race came to for one kubectl version.
+struct Stragglers {
+    processes: usize,
+    ok: usize,
+    lock: usize,
+    failed: usize,
+    later_failed: usize,
+    outcomes: std::collections::BTreeMap<String, f64>,
+    refusals: std::collections::BTreeMap<String, f64>,
+    stats: IdpStats,
+    /// Waves in which the IdP exchanged more than one generation of the token.
+    waves_with_successor: usize,
+    parents_after_successor: usize,
+}
+
+/// `STRAGGLER_WAVES` waves of `STRAGGLERS` kubectl processes started over
+/// `STRAGGLER_SPREAD` on one kubeconfig, through a gate with every `[rotation]` key at the
+/// gate's default, in front of the slow node-oidc-provider; each wave followed by one
+/// more call. Reported.
+async fn straggler_race(version: Kubectl) -> Stragglers {
+    let listen = common::gate::free_port();
+    let token_jitter = STRAGGLER_TOKEN_JITTER_MS.to_string();
+    let discovery_jitter = STRAGGLER_DISCOVERY_JITTER_MS.to_string();
+    let idp = NodeIdp::start_with_env(
+        &format!("http://{listen}"),
+        STRAGGLER_TOKEN_LATENCY,
+        &[
+            ("TOKEN_JITTER_MS", token_jitter.as_str()),
+            ("DISCOVERY_JITTER_MS", discovery_jitter.as_str()),
+        ],
+    )
+    .await;
+    let options = GateConfig::new(idp.url())
+        .listen_on(listen)
+        .gate_rotation_defaults()
+        .log_level("info,audit=debug")
+        .log_format(LogFormat::Json);
+    let gate = GateProcess::start(&options).await;
+    let api = ApiServer::start(&idp).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("config");
+    write_kubeconfig(&kubeconfig, api.addr, &gate.url(""), &idp.mint().await);
+
+    let (mut ok, mut lock, mut failed, mut later_failed) = (0, 0, 0, 0);
+    let mut waves_with_successor = 0;
+    let mut exchanges = idp.stats().await.refresh_success;
+    for wave in 1..=STRAGGLER_WAVES {
+        let runs = kubectl_staggered(version, &kubeconfig, STRAGGLERS, STRAGGLER_SPREAD).await;
+        let (wave_ok, wave_lock, wave_failed) = summarize(&runs);
+        ok += wave_ok;
+        lock += wave_lock;
+        failed += wave_failed;
+        for run in runs.iter().filter(|r| !r.success).take(3) {
+            eprintln!("E2E |   wave {wave} failure: {}", run.stderr.trim());
+        }
+        let now = idp.stats().await.refresh_success;
+        let wave_exchanges = now - exchanges;
+        if wave_exchanges > 1 {
+            waves_with_successor += 1;
+        }
+        let later = kubectl(version, &kubeconfig).await;
+        if !later.success {
+            later_failed += 1;
+            eprintln!(
+                "E2E |   wave {wave}: later call failed: {}",
+                later.stderr.trim()
+            );
+        }
+        eprintln!(
+            "E2E |   wave {wave}: {wave_ok}/{STRAGGLERS} succeeded, {wave_exchanges} IdP exchanges \
+             (generations of the token presented), later call {}",
+            if later.success { "ok" } else { "FAILED" }
+        );
+        exchanges = idp.stats().await.refresh_success;
+    }
+
+    let outcomes = counter_series(&gate, "refresh_gate_refresh_requests_total").await;
+    let refusals = counter_series(&gate, "refresh_gate_refused_total").await;
+    let stats = idp.stats().await;
+    let log = gate.log();
+    let mut arrivals = stats.token_requests_at_ms.clone();
+    arrivals.sort();
+    let parents_after_successor = parents_after_successor(&log, &arrivals);
+    let race = Stragglers {
+        processes: STRAGGLER_WAVES * (STRAGGLERS + 1),
+        ok,
+        lock,
+        failed,
+        later_failed,
+        outcomes,
+        refusals,
+        stats,
+        waves_with_successor,
+        parents_after_successor,
+    };
+    report(&format!(
+        "stragglers, gate with [rotation] defaults, {}: {STRAGGLER_WAVES} waves x {STRAGGLERS} started over {} \
+         + 1 later call each, IdP {}+0-{STRAGGLER_TOKEN_JITTER_MS}ms per refresh, discovery 0-{STRAGGLER_DISCOVERY_JITTER_MS}ms \
+         -> {} processes: {} succeeded, {} refresh failures, {} lock collisions, {} later calls failed; \
+         waves with a successor presented: {}/{STRAGGLER_WAVES}; parents presented after their successor: {}; \
+         gate outcomes: {}; refusals: {}; IdP: {} exchanges, {} errors, {} grants revoked",
+        version.label(),
+        humantime::format_duration(STRAGGLER_SPREAD),
+        humantime::format_duration(STRAGGLER_TOKEN_LATENCY),
+        race.processes,
+        race.ok + STRAGGLER_WAVES - race.later_failed,
+        race.failed,
+        race.lock,
+        race.later_failed,
+        race.waves_with_successor,
+        race.parents_after_successor,
+        nonzero(&race.outcomes),
+        nonzero(&race.refusals),
+        race.stats.refresh_success,
+        race.stats.refresh_error,
+        race.stats.grants_revoked
+    ));
+    race
+}
+
+fn outcome(race: &Stragglers, name: &str) -> f64 {
+    race.outcomes
+        .get(&format!("outcome=\"{name}\""))
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// Issue 16: with id_tokens shorter than client-go's 10 s expiry margin every kubectl call
+/// refreshes; a process started late reads the successor from the kubeconfig and presents
+/// it while slower ones still present the parent. None of them may be refused, and the
+/// session lives on, with the gate's `[rotation]` defaults: the guard for
+/// `close_on_successor_use` and `min_replay_window`.
+///
+/// kubeconfig lock collisions (kubectl 1.27+ fails the command when another process holds
+/// `<kubeconfig>.lock`) are counted and reported but do not fail the test: the gate spaces
+/// the answers to the waiters of one exchange (`replay_spacing`), but answers a grace
+/// replay at once, so a straggler's replay can land within a millisecond of the first
+/// answer or of a waiter's release. Measured: 0 to 2 of 44 kubectl 1.33 processes per run.
+/// Those processes did get their tokens (every refresh request is answered with tokens,
+/// asserted below); they fail on the lock alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scenario_8_stragglers_started_over_a_second_all_keep_the_session() {
+    let mut exercised = 0;
+    for version in [Kubectl::V1_33, Kubectl::V1_20] {
+        let race = straggler_race(version).await;
+        let label = version.label();
+        assert_eq!(race.failed, 0, "{label}: refresh failures through the gate");
+        assert_eq!(
+            race.ok + race.lock,
+            STRAGGLER_WAVES * STRAGGLERS,
+            "{label}: a kubectl process failed"
+        );
+        assert_eq!(race.later_failed, 0, "{label}: the session was lost");
+        assert_eq!(
+            outcome(&race, "refused"),
+            0.0,
+            "{label}: refused: {}",
+            nonzero(&race.refusals)
+        );
+        assert!(
+            race.refusals.values().all(|v| *v == 0.0),
+            "{label}: refusals: {}",
+            nonzero(&race.refusals)
+        );
+        // Every process refreshed exactly once, and each was answered with tokens.
+        let answered: f64 = ["forwarded", "coalesced", "grace_replay"]
+            .iter()
+            .map(|name| outcome(&race, name))
+            .sum();
+        let all: f64 = race.outcomes.values().sum();
+        assert_eq!(
+            (answered, all),
+            (race.processes as f64, race.processes as f64),
+            "{label}: {}",
+            nonzero(&race.outcomes)
+        );
+        assert_eq!(race.stats.refresh_error, 0, "{label}: {:?}", race.stats);
+        assert_eq!(race.stats.grants_revoked, 0, "{label}: {:?}", race.stats);
+        assert_eq!(
+            race.stats.refresh_success as f64,
+            outcome(&race, "forwarded"),
+            "{label}: the IdP saw a refresh the gate did not forward"
+        );
+        // The race is the one the issue names: successors were presented inside waves.
+        assert!(
+            race.waves_with_successor > 0,
+            "{label}: no wave had a straggler present a successor"
+        );
+        exercised += race.parents_after_successor;
+    }
+    assert!(
+        exercised > 0,
+        "no parent was presented after its successor: the straggler case was not exercised"
     );
 }

@@ -37,6 +37,10 @@ pub struct GateConfig {
     /// `[clients."<client_id>"]`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub clients: BTreeMap<String, ClientOverrides>,
+    /// Write `[rotation]` with no keys, so every rotation key is the gate's own default
+    /// (`rotation` is then ignored): see [`GateConfig::gate_rotation_defaults`].
+    #[serde(skip)]
+    pub gate_rotation_defaults: bool,
 }
 
 /// `[listen]`.
@@ -311,12 +315,19 @@ impl GateConfig {
             store: None,
             audit: None,
             clients: BTreeMap::new(),
+            gate_rotation_defaults: false,
         }
     }
 
     /// The file's text.
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("a gate configuration serialises to TOML")
+        if !self.gate_rotation_defaults {
+            return toml::to_string(self).expect("a gate configuration serialises to TOML");
+        }
+        let mut table =
+            toml::Table::try_from(self).expect("a gate configuration serialises to TOML");
+        table.insert("rotation".to_owned(), toml::Table::new().into());
+        toml::to_string(&table).expect("a gate configuration serialises to TOML")
     }
 
     // `[listen]`
@@ -393,6 +404,13 @@ impl GateConfig {
     }
 
     // `[rotation]`
+
+    /// Leave every `[rotation]` key out of the file: the gate's documented defaults, including
+    /// keys this harness does not know yet, rather than the harness's values.
+    pub fn gate_rotation_defaults(mut self) -> Self {
+        self.gate_rotation_defaults = true;
+        self
+    }
 
     pub fn grace_period(mut self, grace: Duration) -> Self {
         self.rotation.grace_period = grace;

@@ -94,6 +94,9 @@ pub struct IdpStats {
     pub refresh_error: u64,
     pub refresh_errors: Vec<String>,
     pub grants_revoked: u64,
+    /// When each `POST /token` arrived, in ms since the epoch (before any latency).
+    #[serde(default)]
+    pub token_requests_at_ms: Vec<u64>,
 }
 
 impl Drop for NodeIdp {
@@ -106,10 +109,21 @@ impl NodeIdp {
     /// Start with `issuer` (the URL clients use: the gate's, or the IdP's own) and a
     /// token-endpoint latency.
     pub async fn start(issuer: &str, token_latency: Duration) -> NodeIdp {
+        NodeIdp::start_with_env(issuer, token_latency, &[]).await
+    }
+
+    /// [`NodeIdp::start`] with more of idp.mjs's environment variables (`TOKEN_JITTER_MS`,
+    /// `DISCOVERY_JITTER_MS`, `ID_TOKEN_TTL`).
+    pub async fn start_with_env(
+        issuer: &str,
+        token_latency: Duration,
+        env: &[(&str, &str)],
+    ) -> NodeIdp {
         let mut child = Command::new(node())
             .arg(e2e_dir().join("idp.mjs"))
             .env("ISSUER", issuer)
             .env("TOKEN_LATENCY_MS", token_latency.as_millis().to_string())
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)

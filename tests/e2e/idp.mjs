@@ -1,12 +1,13 @@
 // node-oidc-provider as the real upstream IdP for refresh-gate's end-to-end tests.
 //
-// Usage: ISSUER=http://127.0.0.1:<gate port> [TOKEN_LATENCY_MS=250] node idp.mjs
+// Usage: ISSUER=http://127.0.0.1:<gate port> [TOKEN_LATENCY_MS=250] [TOKEN_JITTER_MS=0]
+//        [DISCOVERY_JITTER_MS=0] node idp.mjs
 // Prints "LISTENING <port>" once it listens on 127.0.0.1 (port 0: a free port).
 // Test-only routes (never part of a real IdP):
 //   POST /test/mint  -> {"refresh_token": "..."}: a grant and a refresh token for "alice",
 //                       minted through the provider's model API (no person needed)
 //   GET  /test/stats -> counts of refresh-token exchanges, errors and revoked grants, from
-//                       the provider's own events
+//                       the provider's own events, and when each POST /token arrived
 import { generateKeyPairSync } from 'node:crypto';
 import http from 'node:http';
 import Provider from 'oidc-provider';
@@ -25,11 +26,24 @@ if (!issuer) {
 const idTokenTtl = Number(process.env.ID_TOKEN_TTL ?? '8');
 // Token-endpoint latency, as a real IdP has (OpenUnison: LDAP and database look-ups).
 const tokenLatencyMs = Number(process.env.TOKEN_LATENCY_MS ?? '0');
+// A slow, uneven IdP: each token request waits a further random 0..TOKEN_JITTER_MS, and each
+// discovery request a random 0..DISCOVERY_JITTER_MS (so a client that read its kubeconfig
+// early can present its token after one that read it later). Both 0 by default.
+const tokenJitterMs = Number(process.env.TOKEN_JITTER_MS ?? '0');
+const discoveryJitterMs = Number(process.env.DISCOVERY_JITTER_MS ?? '0');
+const jitter = (max) => (max > 0 ? Math.floor(Math.random() * (max + 1)) : 0);
 
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const jwk = { ...privateKey.export({ format: 'jwk' }), kid: 'e2e', use: 'sig', alg: 'RS256' };
 
-const stats = { refresh_success: 0, refresh_error: 0, refresh_errors: [], grants_revoked: 0 };
+const stats = {
+  refresh_success: 0,
+  refresh_error: 0,
+  refresh_errors: [],
+  grants_revoked: 0,
+  // When each POST /token arrived (ms since the epoch), before any latency.
+  token_requests_at_ms: [],
+};
 
 const provider = new Provider(issuer, {
   clients: [{
@@ -89,8 +103,16 @@ const server = http.createServer(async (req, res) => {
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(stats));
     return;
   }
-  if (tokenLatencyMs > 0 && req.url.startsWith('/token')) {
-    setTimeout(() => callback(req, res), tokenLatencyMs);
+  if (req.url.startsWith('/token')) {
+    if (req.url === '/token' && req.method === 'POST') stats.token_requests_at_ms.push(Date.now());
+    const delay = tokenLatencyMs + jitter(tokenJitterMs);
+    if (delay > 0) {
+      setTimeout(() => callback(req, res), delay);
+      return;
+    }
+  }
+  if (discoveryJitterMs > 0 && req.url.startsWith('/.well-known/openid-configuration')) {
+    setTimeout(() => callback(req, res), jitter(discoveryJitterMs));
     return;
   }
   callback(req, res);
