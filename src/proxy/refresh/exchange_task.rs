@@ -124,6 +124,9 @@ impl Exchange {
             }
             Ok(Ok(answer)) => self.judge(answer),
         };
+        // The first client's answer takes the first place on the token's answer timeline,
+        // before the waiters are woken.
+        let _ = handler.answer_delay(&self.fingerprint);
         handler.complete(&self.fingerprint, outcome).await;
         guard.armed = false;
         // The first client may have gone: its answer is remembered all the same.

@@ -9,6 +9,7 @@ mod client;
 mod exchange_task;
 mod reply;
 mod revoke;
+mod spacing;
 #[cfg(test)]
 mod tests;
 
@@ -103,6 +104,7 @@ pub struct RefreshHandler {
     endpoint: Arc<dyn TokenEndpoint>,
     settings: RefreshSettings,
     client_keys: arc_swap::ArcSwap<ClientKeys>,
+    spacing: spacing::AnswerSpacing,
     revoked_at_idp: moka::sync::Cache<TokenFingerprint, ()>,
     warned_clients: moka::sync::Cache<Box<str>, ()>,
     detached: Arc<DetachedExchanges>,
@@ -216,6 +218,7 @@ impl RefreshHandler {
             warned_clients: moka::sync::Cache::new(10_000),
             detached: DetachedExchanges::new(settings.max_detached_per_source),
             client_keys: arc_swap::ArcSwap::from_pointee(settings.client_keys.clone()),
+            spacing: spacing::AnswerSpacing::new(),
             settings,
         }
     }
@@ -305,6 +308,7 @@ impl RefreshHandler {
                     }
                 }
                 Ok(Presented::Replay { answer, record }) => {
+                    tokio::time::sleep(self.answer_delay(&request.fingerprint)).await;
                     return self.replay(&request, &answer, &record, false);
                 }
                 Ok(Presented::Refused(refusal)) => {
@@ -544,7 +548,8 @@ impl RefreshHandler {
                 let policy = self.policy();
                 // Waiters are released a few ms apart, so kubectl processes sharing one
                 // kubeconfig do not collide on its lock.
-                tokio::time::sleep(policy.release_delay(slot)).await;
+                let _ = slot;
+                tokio::time::sleep(self.answer_delay(&request.fingerprint)).await;
                 let decision = self
                     .store
                     .decide_after_wait(
@@ -634,6 +639,14 @@ impl RefreshHandler {
             GateReply::InvalidGrant(refusal.reason.description()),
             refusal.reason,
         )
+    }
+
+    /// How long to hold an answer for `token` so that answers for it stay
+    /// `replay_spacing` apart (at most `max_replay_delay`); reserves its time.
+    pub(super) fn answer_delay(&self, token: &TokenFingerprint) -> Duration {
+        let policy = self.policy();
+        self.spacing
+            .delay(token, policy.replay_spacing, policy.max_replay_delay)
     }
 
     /// The token endpoint URL as the client sees it: `public_url` with the request's path,

@@ -712,3 +712,33 @@ async fn the_successors_use_closes_the_parents_window_but_not_before_the_minimum
     let late = present(&f.handler, grant("rt-0", "kubectl", None)).await;
     assert_eq!(late.refused, Some(RefusalReason::Superseded));
 }
+
+#[tokio::test(start_paused = true)]
+async fn grace_replays_right_after_the_rotation_are_answered_a_spacing_apart() {
+    let f = fixture(FakeIdp::scripted([]));
+    present(&f.handler, grant("rt-0", "kubectl", None)).await;
+    let started = TokioInstant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let handler = f.handler.clone();
+        tasks.push(tokio::spawn(async move {
+            let reply = present(&handler, grant("rt-0", "kubectl", None)).await;
+            (reply.outcome, started.elapsed().as_millis())
+        }));
+    }
+    let mut answered = Vec::new();
+    for task in tasks {
+        answered.push(task.await.unwrap());
+    }
+    answered.sort_by_key(|(_, at)| *at);
+    assert!(answered
+        .iter()
+        .all(|(outcome, _)| *outcome == RefreshOutcome::GraceReplay));
+    let at: Vec<_> = answered.iter().map(|(_, at)| *at).collect();
+    assert_eq!(at, [50, 100, 150], "replays of one token answered together");
+    // Later than its slot, a replay is answered at once.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let late = TokioInstant::now();
+    present(&f.handler, grant("rt-0", "kubectl", None)).await;
+    assert_eq!(late.elapsed(), Duration::ZERO);
+}

@@ -1,0 +1,46 @@
+//! Answers for one token leave `replay_spacing` between them, whoever gets them: the first
+//! client, the waiters of its exchange and grace replays, on one timeline per token (per
+//! replica). kubectl processes sharing a kubeconfig then do not collide on its lock.
+
+use crate::seal::fingerprint::TokenFingerprint;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Tokens whose answer timeline is kept (one entry each, for a few seconds).
+const TIMELINES: u64 = 100_000;
+
+/// The next free answer time of each recently answered token.
+pub(super) struct AnswerSpacing {
+    next: moka::sync::Cache<TokenFingerprint, Arc<Mutex<Instant>>>,
+}
+
+impl AnswerSpacing {
+    pub(super) fn new() -> Self {
+        AnswerSpacing {
+            next: moka::sync::Cache::builder()
+                .max_capacity(TIMELINES)
+                .time_to_idle(Duration::from_secs(10))
+                .build(),
+        }
+    }
+
+    /// How long to wait before answering for `token`: until `spacing` after the answer
+    /// before it, and never more than `cap`. The answer's time is reserved.
+    pub(super) fn delay(
+        &self,
+        token: &TokenFingerprint,
+        spacing: Duration,
+        cap: Duration,
+    ) -> Duration {
+        if spacing.is_zero() {
+            return Duration::ZERO;
+        }
+        let now = Instant::now();
+        let slot = self.next.get_with(*token, || Arc::new(Mutex::new(now)));
+        let mut next = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let delay = next.saturating_duration_since(now).min(cap);
+        *next = now + delay + spacing;
+        delay
+    }
+}
