@@ -51,31 +51,33 @@ impl ClientCredentials {
             use rand::RngCore;
             let mut nonce = [0u8; 16];
             rand::thread_rng().fill_bytes(&mut nonce);
-            hex::encode(nonce)
+            nonce
         };
-        let authentication = match (&self.assertion, &self.secret) {
-            (Some(_), _) if assertion_verified => Some("\0assertion\0verified".to_owned()),
-            (Some(_), _) => Some(format!("\0assertion\0unverified\0{}", unique())),
-            (None, Some(_)) => None,
-            (None, None) => None,
+        let (authentication, nonce_a): (&[u8], Option<[u8; 16]>) = match &self.assertion {
+            Some(_) if assertion_verified => (b"assertion-verified", None),
+            Some(_) => (b"assertion-unverified", Some(unique())),
+            None => (b"", None),
         };
-        let constraint = match dpop {
-            DpopBinding::Absent => None,
-            DpopBinding::Key(jkt) => Some(format!("\0dpop\0{}", hex::encode(jkt))),
-            DpopBinding::Unproven => Some(format!("\0dpop\0unproven\0{}", unique())),
+        let (constraint, nonce_d): (Option<[u8; 32]>, Option<[u8; 16]>) = match dpop {
+            DpopBinding::Absent => (None, None),
+            DpopBinding::Key(jkt) => (Some(jkt), None),
+            DpopBinding::Unproven => (None, Some(unique())),
         };
-        let secret = match (authentication, constraint, &self.secret) {
-            (None, None, secret) => secret.as_ref().map(|s| fingerprinter.client_secret(s)),
-            (authentication, constraint, secret) => {
-                let mut material = String::new();
-                if let Some(secret) = secret.as_ref().filter(|_| self.assertion.is_none()) {
-                    material.push_str("\0secret\0");
-                    material.push_str(&String::from_utf8_lossy(secret.expose()));
-                }
-                material.push_str(authentication.as_deref().unwrap_or(""));
-                material.push_str(constraint.as_deref().unwrap_or(""));
-                Some(fingerprinter.client_secret(&ClientSecret::new(material)))
-            }
+        let composite = self.assertion.is_some() || !matches!(dpop, DpopBinding::Absent);
+        let secret = if !composite {
+            self.secret.as_ref().map(|s| fingerprinter.client_secret(s))
+        } else {
+            // A domain of its own (no client secret fingerprints the same), fields
+            // length-prefixed: the kind of binding, then its values.
+            let secret = self
+                .secret
+                .as_ref()
+                .filter(|_| self.assertion.is_none())
+                .map_or(&[][..], |s| s.expose());
+            let jkt = constraint.as_ref().map_or(&[][..], |k| &k[..]);
+            let nonce_a = nonce_a.as_ref().map_or(&[][..], |n| &n[..]);
+            let nonce_d = nonce_d.as_ref().map_or(&[][..], |n| &n[..]);
+            Some(fingerprinter.bound_identity(&[secret, authentication, nonce_a, jkt, nonce_d]))
         };
         ClientIdentity {
             client_id: self.client_id.as_str().into(),
@@ -223,6 +225,36 @@ mod tests {
         // Only a client id is another client.
         assert_ne!(verified(&plain), verified(&asserted("a.b.c")));
         assert_ne!(plain.identity(&f), verified(&asserted("a.b.c")));
+    }
+
+    #[test]
+    fn no_client_secret_fingerprints_as_a_bound_identity() {
+        let f = Fingerprinter::new(&[9u8; 32]);
+        let verified = ClientCredentials {
+            client_id: "ci".into(),
+            secret: None,
+            assertion: Some(ClientSecret::new("a.b.c")),
+        }
+        .bound_identity(&f, true, DpopBinding::Absent);
+        let dpop = ClientCredentials {
+            client_id: "ci".into(),
+            ..ClientCredentials::default()
+        }
+        .bound_identity(&f, false, DpopBinding::Key([3; 32]));
+        for crafted in [
+            "\0assertion\0verified".to_owned(),
+            format!("\0dpop\0{}", hex::encode([3u8; 32])),
+            "assertion-verified".to_owned(),
+        ] {
+            let forged = ClientCredentials {
+                client_id: "ci".into(),
+                secret: Some(ClientSecret::new(crafted)),
+                assertion: None,
+            }
+            .identity(&f);
+            assert_ne!(forged, verified);
+            assert_ne!(forged, dpop);
+        }
     }
 
     #[test]

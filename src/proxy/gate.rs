@@ -3,9 +3,12 @@
 
 use super::body::{read_body, BodyError};
 use super::origin::{
-    acceptable_request_id, client_of, generate_request_id, printable_host, token_url, REQUEST_ID,
+    acceptable_request_id, client_of, endpoint_host, generate_request_id, printable_host,
+    token_url, REQUEST_ID,
 };
-use super::refresh::{ClientLink, ForwardCheck, Origin, RefreshHandler, RefreshRequest, Reply};
+use super::refresh::{
+    ClientLink, Endpoint, ForwardCheck, Origin, RefreshHandler, RefreshRequest, Reply,
+};
 use super::revocation::RevocationWatch;
 use super::upstream::UpstreamPeers;
 use super::write::{add_forwarded, strip_hop_by_hop, write_answer};
@@ -87,6 +90,12 @@ fn refresh_origin(session: &Session, ctx: &RequestCtx) -> Origin {
         proto: ctx.proto,
         request_id: ctx.request_id.clone(),
         token_url: token_url(session.req_header(), ctx.proto),
+        endpoint: Some(Endpoint {
+            origin: endpoint_host(session.req_header())
+                .map(|host| format!("{}://{host}", ctx.proto)),
+            path: crate::http::path::without_parameters(session.req_header().uri.path())
+                .into_owned(),
+        }),
     }
 }
 

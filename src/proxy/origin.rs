@@ -34,6 +34,32 @@ pub(super) fn printable_host(header: &RequestHeader) -> &str {
         .unwrap_or("-")
 }
 
+/// The `Host` when it is a plain `host[:port]` (letters, digits, `-`, `.`, a bracketed IPv6
+/// address, a numeric port): what a token endpoint URL may be built from. Anything else
+/// (`/`, `?`, `#`, `@`, ...) could retarget the URL an assertion's `aud` or a DPoP proof's
+/// `htu` must name.
+pub(super) fn endpoint_host(header: &RequestHeader) -> Option<&str> {
+    let host = header.headers.get("host")?.to_str().ok()?;
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(':') && !port.contains(']') => (name, Some(port)),
+        _ => (host, None),
+    };
+    let name_ok = if let Some(v6) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        !v6.is_empty()
+            && v6
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+    } else {
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    };
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    (name_ok && port_ok).then_some(host)
+}
+
 /// The token endpoint URL a client used, for audit events (no query, no `;` parameters).
 pub(super) fn token_url(header: &RequestHeader, proto: &str) -> String {
     let path = crate::http::path::without_parameters(header.uri.path());
@@ -83,4 +109,40 @@ pub(super) fn client_of(
             "http"
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_host(host: &str) -> RequestHeader {
+        let mut header = RequestHeader::build("POST", b"/token", None).unwrap();
+        header.insert_header("host", host).unwrap();
+        header
+    }
+
+    #[test]
+    fn only_plain_hosts_make_endpoint_urls() {
+        for good in [
+            "login.example.com",
+            "login.example.com:8443",
+            "127.0.0.1:9480",
+            "[::1]:9480",
+            "[::1]",
+        ] {
+            assert_eq!(endpoint_host(&with_host(good)), Some(good), "{good}");
+        }
+        for bad in [
+            "api.example.net/orders#",
+            "a?b",
+            "user@host",
+            "host:",
+            "host:99999x",
+            "",
+            "ho st",
+            "[::1]x",
+        ] {
+            assert_eq!(endpoint_host(&with_host(bad)), None, "{bad}");
+        }
+    }
 }

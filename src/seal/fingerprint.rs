@@ -109,13 +109,19 @@ impl Fingerprinter {
     /// The store key of a value that may be used once (an assertion's or a DPoP proof's
     /// `jti`): keyed like every fingerprint, so the store never holds the value itself.
     pub fn one_time_key(&self, kind: &str, client_id: &str, value: &str) -> [u8; 32] {
-        let mut material = Vec::with_capacity(kind.len() + client_id.len() + value.len() + 2);
-        material.extend_from_slice(kind.as_bytes());
-        material.push(0);
-        material.extend_from_slice(client_id.as_bytes());
-        material.push(0);
-        material.extend_from_slice(value.as_bytes());
-        self.mac(b"refresh-gate/one-time/v1\0", &material)
+        self.mac(
+            b"refresh-gate/one-time/v1\0",
+            &length_prefixed(&[kind.as_bytes(), client_id.as_bytes(), value.as_bytes()]),
+        )
+    }
+
+    /// The fingerprint of a client's bound identity (its secret, a verified assertion, a
+    /// DPoP key), under its own domain: no client secret can ever fingerprint the same.
+    pub fn bound_identity(&self, parts: &[&[u8]]) -> SecretFingerprint {
+        let full = self.mac(b"refresh-gate/bound-identity/v1\0", &length_prefixed(parts));
+        let mut short = [0u8; 16];
+        short.copy_from_slice(&full[..16]);
+        SecretFingerprint(short)
     }
 
     /// The fingerprint of a client secret (16 bytes are plenty to tell secrets apart).
@@ -125,6 +131,17 @@ impl Fingerprinter {
         short.copy_from_slice(&full[..16]);
         SecretFingerprint(short)
     }
+}
+
+/// Fields joined so that no two different lists give the same bytes: each is preceded by its
+/// length.
+fn length_prefixed(parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 8).sum());
+    for part in parts {
+        out.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out
 }
 
 /// The keyed fingerprint of one refresh token: the key of everything the gate stores about it.

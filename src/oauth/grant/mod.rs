@@ -152,8 +152,8 @@ pub struct RefreshGrant {
     pub token: RefreshToken,
     /// The client credentials (Basic, form or assertion).
     pub client: ClientCredentials,
-    /// The `DPoP` proof (RFC 9449), if one was sent.
-    pub dpop: Option<String>,
+    /// The `DPoP` proof (RFC 9449), if one was sent (a credential: never printed).
+    pub dpop: Option<ClientSecret>,
 }
 
 /// Classify one request on a token path.
@@ -214,7 +214,7 @@ fn classify_inner(
         grant.dpop = req
             .dpop
             .first()
-            .map(|proof| String::from_utf8_lossy(proof.trim_ascii()).into_owned());
+            .map(|proof| ClientSecret::new(String::from_utf8_lossy(proof.trim_ascii())));
     }
     Ok(classification)
 }
@@ -927,7 +927,7 @@ mod tests {
         let Classification::Refresh(grant) = run(&req) else {
             panic!("not a refresh grant")
         };
-        assert_eq!(grant.dpop.as_deref(), Some("ey.proof.sig"));
+        assert_eq!(grant.dpop, Some(ClientSecret::new("ey.proof.sig")));
         let two: &[&[u8]] = &[b"a.b.c", b"d.e.f"];
         req.dpop = two;
         assert_eq!(refused(&req), Some(Refusal::RepeatedHeader));

@@ -12,6 +12,8 @@ use crate::clock::UnixMillis;
 use crate::oauth::assertion::{verify_assertion, AssertionCheck};
 use crate::oauth::credentials::{ClientCredentials, ClientIdentity, DpopBinding};
 use crate::oauth::dpop::{peek_proof_thumbprint, verify_proof, ProofCheck};
+use crate::seal::secret::ClientSecret;
+use crate::store::StoreError;
 use std::time::Duration;
 
 /// The longest lifetime accepted for a client assertion (`exp - iat`).
@@ -31,28 +33,36 @@ pub(super) struct Bound {
 
 impl RefreshHandler {
     /// The identities of a presentation with these credentials and proof, at the token
-    /// endpoint `token_url` (the assertion's audience and the proof's `htu`).
+    /// endpoint `token_url` (the assertion's audience and the proof's `htu`; unknown, nothing
+    /// verifies). A store that cannot tell whether a `jti` is new is an error: the request
+    /// gets a retryable 503, never a refusal that reads as theft.
     pub(super) async fn bind(
         &self,
         credentials: &ClientCredentials,
-        dpop: Option<&str>,
-        token_url: &str,
-    ) -> Bound {
+        dpop: Option<&ClientSecret>,
+        token_url: Option<&str>,
+    ) -> Result<Bound, StoreError> {
         let now = self.clock.now();
-        let assertion_verified = match &credentials.assertion {
-            Some(jwt) => {
+        let assertion_verified = match (&credentials.assertion, token_url) {
+            (Some(jwt), Some(token_url)) => {
                 let jwt = String::from_utf8_lossy(jwt.expose());
                 self.assertion_verified(&credentials.client_id, &jwt, token_url, now)
-                    .await
+                    .await?
             }
-            None => false,
+            _ => false,
         };
         let (presented_dpop, recorded_dpop) = match dpop {
             None => (DpopBinding::Absent, DpopBinding::Absent),
             Some(proof) => {
-                let proven = self
-                    .proof_key(&credentials.client_id, proof, token_url, now)
-                    .await;
+                let proof = String::from_utf8_lossy(proof.expose());
+                let proof = proof.as_ref();
+                let proven = match token_url {
+                    Some(token_url) => {
+                        self.proof_key(&credentials.client_id, proof, token_url, now)
+                            .await?
+                    }
+                    None => None,
+                };
                 let named = peek_proof_thumbprint(proof)
                     .map_or(DpopBinding::Unproven, |jkt| DpopBinding::Key(jkt.0));
                 (
@@ -61,14 +71,14 @@ impl RefreshHandler {
                 )
             }
         };
-        Bound {
+        Ok(Bound {
             presented: credentials.bound_identity(
                 &self.fingerprinter,
                 assertion_verified,
                 presented_dpop,
             ),
             recorded: credentials.bound_identity(&self.fingerprinter, true, recorded_dpop),
-        }
+        })
     }
 
     /// Whether the assertion verifies with the client's keys and its `jti` is new. Without
@@ -80,10 +90,10 @@ impl RefreshHandler {
         jwt: &str,
         token_url: &str,
         now: UnixMillis,
-    ) -> bool {
+    ) -> Result<bool, StoreError> {
         let keys = self.client_keys.load();
         let Some(keys) = keys.get(client_id) else {
-            return false;
+            return Ok(false);
         };
         let check = AssertionCheck {
             client_id: client_id.to_owned(),
@@ -100,7 +110,7 @@ impl RefreshHandler {
             }
             Err(error) => {
                 tracing::debug!(%error, client_id, "client assertion not verified");
-                false
+                Ok(false)
             }
         }
     }
@@ -112,26 +122,33 @@ impl RefreshHandler {
         proof: &str,
         token_url: &str,
         now: UnixMillis,
-    ) -> Option<[u8; 32]> {
+    ) -> Result<Option<[u8; 32]>, StoreError> {
         let check = ProofCheck {
             method: "POST",
             url: token_url,
             max_skew: MAX_PROOF_SKEW,
         };
         match verify_proof(proof, &check, now.0) {
-            Ok(verified) => self
-                .first_sighting("dpop", client_id, &verified.jti, MAX_PROOF_SKEW * 2, now)
-                .await
-                .then_some(verified.jkt.0),
+            // Kept a second past the last moment the proof's `iat` is still accepted.
+            Ok(verified) => Ok(self
+                .first_sighting(
+                    "dpop",
+                    client_id,
+                    &verified.jti,
+                    MAX_PROOF_SKEW * 2 + Duration::from_secs(1),
+                    now,
+                )
+                .await?
+                .then_some(verified.jkt.0)),
             Err(error) => {
                 tracing::debug!(%error, client_id, "DPoP proof not verified");
-                None
+                Ok(None)
             }
         }
     }
 
-    /// Whether `value` of `kind` is seen for the first time; a store failure counts as
-    /// seen (nothing unverifiable is trusted).
+    /// Whether `value` of `kind` is seen for the first time (a store that cannot tell is
+    /// an error).
     async fn first_sighting(
         &self,
         kind: &str,
@@ -139,14 +156,8 @@ impl RefreshHandler {
         value: &str,
         ttl: Duration,
         now: UnixMillis,
-    ) -> bool {
+    ) -> Result<bool, StoreError> {
         let key = self.fingerprinter.one_time_key(kind, client_id, value);
-        match self.store.first_sighting(&key, ttl, now).await {
-            Ok(first) => first,
-            Err(error) => {
-                tracing::warn!(%error, "could not check a one-time value: treated as seen");
-                false
-            }
-        }
+        self.store.first_sighting(&key, ttl, now).await
     }
 }

@@ -132,10 +132,23 @@ pub struct Origin {
     pub request_id: String,
     /// The token endpoint URL the client used, for audit events.
     pub token_url: String,
+    /// The token endpoint URL that assertions and DPoP proofs must name, as far as the
+    /// request shows it (its scheme, a plain `Host`, its path); `None` when its `Host` is not
+    /// a plain host. `[listen] public_url` takes precedence for scheme and host.
+    pub endpoint: Option<Endpoint>,
+}
+
+/// Where the client sent its refresh grant, from the request itself.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// `http://host[:port]` or `https://...`, from the scheme and a plain `Host`; `None` when
+    /// the `Host` is not plain.
+    pub origin: Option<String>,
+    /// The request's path, without `;` parameters.
+    pub path: String,
 }
 
 /// One refresh grant as the glue hands it over.
-#[derive(Debug)]
 pub struct RefreshRequest {
     /// The classified grant: token and client credentials.
     pub grant: RefreshGrant,
@@ -145,6 +158,17 @@ pub struct RefreshRequest {
     pub body: Bytes,
     /// Where it came from.
     pub origin: Origin,
+}
+
+impl std::fmt::Debug for RefreshRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The body carries the token and the client's credentials: never printed.
+        f.debug_struct("RefreshRequest")
+            .field("client_id", &self.grant.client.client_id)
+            .field("body_len", &self.body.len())
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the gate does with a grant it forwards untouched, once its token-like values are
@@ -265,10 +289,17 @@ impl RefreshHandler {
             body,
             origin,
         } = refresh;
-        let endpoint = self.endpoint_url(&origin.token_url);
-        let bound = self
-            .bind(&grant.client, grant.dpop.as_deref(), &endpoint)
-            .await;
+        let endpoint = self.endpoint_url(origin.endpoint.as_ref());
+        let bound = match self
+            .bind(&grant.client, grant.dpop.as_ref(), endpoint.as_deref())
+            .await
+        {
+            Ok(bound) => bound,
+            Err(error) => {
+                tracing::warn!(%error, "could not tell whether a one-time value is new");
+                return store_unavailable();
+            }
+        };
         let request = Request {
             fingerprint: self.fingerprinter.token(&grant.token),
             client: bound.presented,
@@ -650,16 +681,14 @@ impl RefreshHandler {
     }
 
     /// The token endpoint URL as the client sees it: `public_url` with the request's path,
-    /// or the request's own (`token_url`: scheme, `Host`, path).
-    fn endpoint_url(&self, token_url: &str) -> String {
-        let Some(base) = &self.settings.public_url else {
-            return token_url.to_owned();
+    /// or the request's own scheme, plain `Host` and path; `None` when neither is known.
+    fn endpoint_url(&self, endpoint: Option<&Endpoint>) -> Option<String> {
+        let endpoint = endpoint?;
+        let origin = match &self.settings.public_url {
+            Some(base) => base.trim_end_matches('/'),
+            None => endpoint.origin.as_deref()?,
         };
-        let after_scheme = token_url.find("://").map_or(0, |i| i + 3);
-        let path = token_url[after_scheme..]
-            .find('/')
-            .map_or("/", |i| &token_url[after_scheme + i..]);
-        format!("{}{path}", base.trim_end_matches('/'))
+        Some(format!("{origin}{}", endpoint.path))
     }
 
     async fn complete(&self, fingerprint: &TokenFingerprint, outcome: ExchangeOutcome) {
