@@ -118,7 +118,8 @@ async fn traffic(gate: &GateProcess, idp: &FakeIdp, secrets: &mut Secrets) {
     assert_eq!(status, 200);
 
     // Refresh grants: first use with Basic and a DPoP proof, then a grace replay with
-    // client_secret_post (the same client: the same id and secret); and the other way round.
+    // client_secret_post and a fresh proof of the same key (the same client: the same id,
+    // secret and key); and the other way round.
     for (first_basic, label) in [(true, "A"), (false, "B")] {
         let token = idp.mint();
         let client_secret = secrets.add(&format!("ClientSecret{label}"));
@@ -127,10 +128,15 @@ async fn traffic(gate: &GateProcess, idp: &FakeIdp, secrets: &mut Secrets) {
             &format!("BasicCredentials{label}"),
             basic_credentials.trim_start_matches("Basic "),
         );
+        // A real proof each time (the gate verifies a replay's proof against the first's
+        // key): the whole proof and its signature must not be logged.
+        let dpop_key = common::jose::SigningKey::es256();
         for basic_now in [first_basic, !first_basic] {
-            let request = client()
-                .post(gate.url("/token"))
-                .header("dpop", secrets.add(&format!("Dpop{label}")));
+            let proof = dpop_key.proof(&gate.url("/token"));
+            let signature = proof.rsplit('.').next().unwrap().to_owned();
+            secrets.known(&format!("Dpop{label}{basic_now}"), proof.as_str());
+            secrets.known(&format!("DpopSignature{label}{basic_now}"), signature);
+            let request = client().post(gate.url("/token")).header("dpop", proof);
             let request = if basic_now {
                 form(
                     request.header("authorization", basic_credentials.as_str()),
