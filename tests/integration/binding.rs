@@ -387,11 +387,9 @@ async fn with_close_on_successor_use_off_the_parent_stays_replayable() {
     assert_eq!(refused(&gate, "superseded").await, 0.0);
 }
 
-/// Fails since b64f998 (nothing is remembered of an assertion the gate cannot verify): the
-/// first use's `jti` is not kept when its client has no keys, so once keys arrive on reload
-/// the captured first request verifies and is answered.
+/// A first use whose assertion the gate cannot verify (no keys yet) spends its `jti` once it
+/// rotates, so a captured copy of the request is refused even after keys arrive on reload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "src bug: an unverifiable first assertion's jti is not remembered (b64f998)"]
 async fn a_captured_assertion_stays_spent_when_the_clients_keys_arrive_on_reload() {
     let idp = FakeIdp::start().await;
     let gate = GateProcess::start(&GateConfig::new(idp.url())).await;

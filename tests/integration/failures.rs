@@ -34,7 +34,9 @@ async fn a_timeout_after_send_then_a_late_success_is_remembered_for_the_retry() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retry_during_a_slow_exchange_waits_for_it() {
     let idp = FakeIdp::start().await;
-    idp.set_latency(Duration::from_millis(800));
+    // The exchange outlasts both requests' timeouts by a wide margin (a loaded machine may
+    // start the second request late).
+    idp.set_latency(Duration::from_millis(1500));
     let options = GateConfig::new(idp.url())
         .request_timeout(ms(300))
         .max_replay_delay(ms(100));
@@ -43,7 +45,7 @@ async fn a_retry_during_a_slow_exchange_waits_for_it() {
     assert_eq!(refresh(&gate, &token, "k").await.0, 504);
     // Still in flight: this one waits, times out too, and never starts a second exchange.
     assert_eq!(refresh(&gate, &token, "k").await.0, 504);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(refresh(&gate, &token, "k").await.0, 200);
     assert_eq!(idp.calls_for(&token), 1);
 }

@@ -9,7 +9,7 @@
 
 use super::RefreshHandler;
 use crate::clock::UnixMillis;
-use crate::oauth::assertion::{verify_assertion, AssertionCheck};
+use crate::oauth::assertion::{peek_assertion_jti, verify_assertion, AssertionCheck};
 use crate::oauth::credentials::{ClientCredentials, ClientIdentity, DpopBinding};
 use crate::oauth::dpop::{peek_proof_thumbprint, verify_proof, ProofCheck};
 use crate::seal::secret::ClientSecret;
@@ -29,6 +29,10 @@ pub(super) struct Bound {
     pub(super) presented: ClientIdentity,
     /// What a first use records (the IdP verifies it).
     pub(super) recorded: ClientIdentity,
+    /// One-time keys of what the gate could not verify (an assertion without the client's
+    /// keys), spent only once the first use rotated: a captured request stays spent even if
+    /// the keys arrive later, and junk tokens never fill the table.
+    pub(super) spend_on_rotation: Vec<([u8; 32], Duration)>,
 }
 
 impl RefreshHandler {
@@ -43,11 +47,26 @@ impl RefreshHandler {
         token_url: Option<&str>,
     ) -> Result<Bound, StoreError> {
         let now = self.clock.now();
+        let mut spend_on_rotation = Vec::new();
         let assertion_verified = match (&credentials.assertion, token_url) {
             (Some(jwt), Some(token_url)) => {
                 let jwt = String::from_utf8_lossy(jwt.expose());
-                self.assertion_verified(&credentials.client_id, &jwt, token_url, now)
-                    .await?
+                let verified = self
+                    .assertion_verified(&credentials.client_id, &jwt, token_url, now)
+                    .await?;
+                if !verified {
+                    spend_on_rotation.extend(self.unverified_key(
+                        &credentials.client_id,
+                        &jwt,
+                        now,
+                    ));
+                }
+                verified
+            }
+            (Some(jwt), None) => {
+                let jwt = String::from_utf8_lossy(jwt.expose());
+                spend_on_rotation.extend(self.unverified_key(&credentials.client_id, &jwt, now));
+                false
             }
             _ => false,
         };
@@ -78,7 +97,36 @@ impl RefreshHandler {
                 presented_dpop,
             ),
             recorded: credentials.bound_identity(&self.fingerprinter, true, recorded_dpop),
+            spend_on_rotation,
         })
+    }
+
+    /// The one-time key of an assertion's `jti`, read without verifying, and how long it
+    /// must stay spent.
+    fn unverified_key(
+        &self,
+        client_id: &str,
+        jwt: &str,
+        now: UnixMillis,
+    ) -> Option<([u8; 32], Duration)> {
+        let (jti, expires) = peek_assertion_jti(jwt)?;
+        let ttl = Duration::from_millis(expires.saturating_sub(now.0)).min(MAX_ASSERTION_LIFETIME)
+            + ASSERTION_LEEWAY;
+        Some((
+            self.fingerprinter
+                .one_time_key("assertion", client_id, &jti),
+            ttl,
+        ))
+    }
+
+    /// Spend the keys a rotated first use left (their outcome does not matter: the IdP
+    /// accepted the request).
+    pub(super) async fn spend(&self, keys: &[([u8; 32], Duration)]) {
+        for (key, ttl) in keys {
+            if let Err(error) = self.store.first_sighting(key, *ttl, self.clock.now()).await {
+                tracing::warn!(%error, "could not spend a first use's assertion");
+            }
+        }
     }
 
     /// Whether the assertion verifies with the client's keys and its `jti` is new. Without

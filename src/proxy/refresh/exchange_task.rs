@@ -42,6 +42,7 @@ pub(super) struct Exchange {
     pub(super) body: Bytes,
     pub(super) request_id: String,
     pub(super) token_url: String,
+    pub(super) spend_on_rotation: Vec<([u8; 32], std::time::Duration)>,
 }
 
 /// Releases a claim whose exchange ended without completing it (a panic, a cancelled
@@ -127,6 +128,10 @@ impl Exchange {
         // The first client's answer takes the first place on the token's answer timeline,
         // before the waiters are woken.
         let _ = handler.answer_delay(&self.fingerprint);
+        let rotated = matches!(outcome, ExchangeOutcome::Rotated { .. });
+        if rotated {
+            handler.spend(&self.spend_on_rotation).await;
+        }
         handler.complete(&self.fingerprint, outcome).await;
         guard.armed = false;
         // The first client may have gone: its answer is remembered all the same.

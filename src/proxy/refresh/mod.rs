@@ -192,6 +192,8 @@ struct Request {
     client: ClientIdentity,
     /// Who a first use records (the IdP verifies the first use).
     recorded_client: ClientIdentity,
+    /// One-time keys spent once a first use rotates.
+    spend_on_rotation: Vec<([u8; 32], Duration)>,
     source: IpAddr,
     peer: Option<IpAddr>,
     header: RequestHeader,
@@ -304,6 +306,7 @@ impl RefreshHandler {
             fingerprint: self.fingerprinter.token(&grant.token),
             client: bound.presented,
             recorded_client: bound.recorded,
+            spend_on_rotation: bound.spend_on_rotation,
             credentials: grant.client,
             token: grant.token,
             source: origin.source.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
@@ -562,6 +565,7 @@ impl RefreshHandler {
             body: request.body.clone(),
             request_id: request.request_id.clone(),
             token_url: request.token_url.clone(),
+            spend_on_rotation: request.spend_on_rotation.clone(),
         };
         tokio::spawn(exchange.run(sender));
         (life, receiver)
