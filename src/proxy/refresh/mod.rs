@@ -342,7 +342,13 @@ impl RefreshHandler {
                     }
                 }
                 Ok(Presented::Replay { answer, record }) => {
-                    tokio::time::sleep(self.answer_delay(&request.fingerprint)).await;
+                    // The nth answer of the token (waiters and replays, on every replica) is
+                    // due n spacings after the rotation.
+                    let due = record
+                        .first_use
+                        .plus(self.policy().release_delay(record.replays()))
+                        .since(self.clock.now());
+                    tokio::time::sleep(self.answer_delay(&request.fingerprint, due)).await;
                     return self.replay(&request, &answer, &record, false);
                 }
                 Ok(Presented::Refused(refusal)) => {
@@ -583,8 +589,11 @@ impl RefreshHandler {
                 let policy = self.policy();
                 // Waiters are released a few ms apart, so kubectl processes sharing one
                 // kubeconfig do not collide on its lock.
-                let _ = slot;
-                tokio::time::sleep(self.answer_delay(&request.fingerprint)).await;
+                // The store numbers the waiters of every replica: the slot is the place.
+                let due = policy.release_delay(slot);
+                self.spacing
+                    .placed(&request.fingerprint, due, policy.replay_spacing);
+                tokio::time::sleep(due).await;
                 let decision = self
                     .store
                     .decide_after_wait(
@@ -676,12 +685,17 @@ impl RefreshHandler {
         )
     }
 
-    /// How long to hold an answer for `token` so that answers for it stay
-    /// `replay_spacing` apart (at most `max_replay_delay`); reserves its time.
-    pub(super) fn answer_delay(&self, token: &TokenFingerprint) -> Duration {
+    /// How long to hold an answer for `token`: at least `at_least` (its place among every
+    /// replica's answers), and `replay_spacing` after this replica's previous one (at most
+    /// `max_replay_delay`); reserves its time.
+    pub(super) fn answer_delay(&self, token: &TokenFingerprint, at_least: Duration) -> Duration {
         let policy = self.policy();
-        self.spacing
-            .delay(token, policy.replay_spacing, policy.max_replay_delay)
+        self.spacing.delay(
+            token,
+            at_least,
+            policy.replay_spacing,
+            policy.max_replay_delay,
+        )
     }
 
     /// The token endpoint URL as the client sees it: `public_url` with the request's path,

@@ -1,6 +1,8 @@
 //! Answers for one token leave `replay_spacing` between them, whoever gets them: the first
-//! client, the waiters of its exchange and grace replays, on one timeline per token (per
-//! replica). kubectl processes sharing a kubeconfig then do not collide on its lock.
+//! client, the waiters of its exchange and grace replays. Across replicas the shared store
+//! numbers the answers (waiter slots, replay counts); on each replica one timeline per token
+//! keeps its own answers apart. kubectl processes sharing a kubeconfig then do not collide
+//! on its lock.
 
 use crate::seal::fingerprint::TokenFingerprint;
 use std::sync::{Arc, Mutex};
@@ -25,22 +27,33 @@ impl AnswerSpacing {
         }
     }
 
-    /// How long to wait before answering for `token`: until `spacing` after the answer
-    /// before it, and never more than `cap`. The answer's time is reserved.
+    /// How long to wait before answering for `token`: at least `at_least` (the place the
+    /// shared store gave this answer among all replicas'), until `spacing` after this
+    /// replica's answer before it, and never more than `cap`. The answer's time is reserved.
     pub(super) fn delay(
         &self,
         token: &TokenFingerprint,
+        at_least: Duration,
         spacing: Duration,
         cap: Duration,
     ) -> Duration {
         if spacing.is_zero() {
-            return Duration::ZERO;
+            return at_least.min(cap);
         }
         let now = Instant::now();
         let slot = self.next.get_with(*token, || Arc::new(Mutex::new(now)));
         let mut next = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let delay = next.saturating_duration_since(now).min(cap);
+        let delay = next.saturating_duration_since(now).max(at_least).min(cap);
         *next = now + delay + spacing;
         delay
+    }
+
+    /// Record an answer the shared store placed (a waiter's slot): it is due after `delay`
+    /// whatever this replica answered before, and later answers here come `spacing` after it.
+    pub(super) fn placed(&self, token: &TokenFingerprint, delay: Duration, spacing: Duration) {
+        let now = Instant::now();
+        let slot = self.next.get_with(*token, || Arc::new(Mutex::new(now)));
+        let mut next = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *next = (*next).max(now + delay + spacing);
     }
 }
