@@ -124,6 +124,13 @@ impl Fingerprinter {
         SecretFingerprint(short)
     }
 
+    /// The token answers are sealed under: the spelling the IdP reads (`token_encoding`),
+    /// so every spelling that shares the fingerprint opens the answer. With opaque tokens,
+    /// the token itself.
+    pub fn sealing_token(&self, token: &RefreshToken) -> RefreshToken {
+        RefreshToken::new(String::from_utf8_lossy(&self.encoding.key(token.expose())))
+    }
+
     /// The fingerprint of a client secret (16 bytes are plenty to tell secrets apart).
     pub fn client_secret(&self, secret: &ClientSecret) -> SecretFingerprint {
         let full = self.mac(b"refresh-gate/client-secret/v1\0", secret.expose());

@@ -11,6 +11,8 @@ use crate::observe::metrics::UpstreamKind;
 use crate::policy::detached::ExchangeLife;
 use crate::proxy::exchange::ExchangeFailure;
 use crate::seal::envelope::SealedAnswer;
+#[cfg(doc)]
+use crate::seal::fingerprint::Fingerprinter;
 use crate::seal::fingerprint::TokenFingerprint;
 use crate::seal::secret::RefreshToken;
 use crate::store::{ExchangeOutcome, Released, TokenRecord};
@@ -34,6 +36,8 @@ pub(super) struct Exchange {
     pub(super) life: Arc<ExchangeLife>,
     pub(super) handler: Arc<RefreshHandler>,
     pub(super) token: RefreshToken,
+    /// What the answer is sealed under ([`Fingerprinter::sealing_token`]).
+    pub(super) sealing_token: RefreshToken,
     pub(super) fingerprint: TokenFingerprint,
     pub(super) client: ClientIdentity,
     pub(super) source: IpAddr,
@@ -143,7 +147,7 @@ impl Exchange {
         let handler = &self.handler;
         let parsed = token_response::parse(&answer, &handler.settings.subject_claim);
         let Some(response) = parsed else {
-            let sealed = Arc::new(SealedAnswer::seal(&self.token, &answer));
+            let sealed = Arc::new(SealedAnswer::seal(&self.sealing_token, &answer));
             return (
                 ExchangeOutcome::Released(Released::Answered {
                     answer: sealed,
@@ -160,7 +164,10 @@ impl Exchange {
             _ => {
                 handler.metrics().not_rotating();
                 handler.warn_not_rotating(&self.client);
-                let sealed = Arc::new(SealedAnswer::seal(&self.token, &replayable(&answer)));
+                let sealed = Arc::new(SealedAnswer::seal(
+                    &self.sealing_token,
+                    &replayable(&answer),
+                ));
                 return (
                     ExchangeOutcome::Released(Released::Answered {
                         answer: sealed,
@@ -194,7 +201,10 @@ impl Exchange {
             response.subject.map(String::into_boxed_str),
             self.family,
         );
-        let sealed = Arc::new(SealedAnswer::seal(&self.token, &replayable(&answer)));
+        let sealed = Arc::new(SealedAnswer::seal(
+            &self.sealing_token,
+            &replayable(&answer),
+        ));
         (
             ExchangeOutcome::Rotated {
                 record: Arc::new(record),

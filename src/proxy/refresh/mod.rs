@@ -186,6 +186,8 @@ pub enum ForwardCheck {
 /// The facts of one refresh request.
 struct Request {
     token: RefreshToken,
+    /// What answers are sealed under: every spelling the IdP reads as this token opens them.
+    sealing_token: RefreshToken,
     credentials: ClientCredentials,
     fingerprint: TokenFingerprint,
     /// Who presents it, as far as the gate can tell now (compared with the record).
@@ -308,6 +310,7 @@ impl RefreshHandler {
             recorded_client: bound.recorded,
             spend_on_rotation: bound.spend_on_rotation,
             credentials: grant.client,
+            sealing_token: self.fingerprinter.sealing_token(&grant.token),
             token: grant.token,
             source: origin.source.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             peer: origin.peer,
@@ -563,6 +566,7 @@ impl RefreshHandler {
             life: life.clone(),
             handler: self.clone(),
             token: request.token.clone(),
+            sealing_token: request.sealing_token.clone(),
             fingerprint: request.fingerprint,
             client: request.recorded_client.clone(),
             source: request.source,
@@ -615,7 +619,7 @@ impl RefreshHandler {
                 }
             }
             ExchangeOutcome::Released(Released::Answered { answer, success }) => {
-                match answer.open(&request.token) {
+                match answer.open(&request.sealing_token) {
                     Ok(answer) => {
                         let outcome = if success {
                             RefreshOutcome::Coalesced
@@ -639,7 +643,7 @@ impl RefreshHandler {
         record: &TokenRecord,
         coalesced: bool,
     ) -> Reply {
-        let Ok(answer): Result<Answer, _> = sealed.open(&request.token) else {
+        let Ok(answer): Result<Answer, _> = sealed.open(&request.sealing_token) else {
             return Reply::internal();
         };
         ReplayAnswered {

@@ -210,6 +210,33 @@ fn fixture_with(
     }
 }
 
+/// A fixture whose IdP reads its tokens as base64 (`token_encoding = "base64"`).
+fn base64_fixture(idp: Arc<FakeIdp>) -> Fixture {
+    let mut f = fixture(idp.clone());
+    let clock = f.clock.clone();
+    let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new(
+        &MemoryStoreLimits {
+            tombstone_ttl: Duration::from_secs(900),
+            max_tombstones: 1000,
+            max_in_flight: 100,
+        },
+        clock.clone(),
+    ));
+    f.handler = Arc::new(RefreshHandler::new(
+        RefreshParts {
+            policy: f.handler.policy().as_ref().clone(),
+            store,
+            fingerprinter: Fingerprinter::new(&[7u8; 32])
+                .with_token_encoding(crate::oauth::token_spelling::TokenEncoding::Base64),
+            clock,
+            auditor: Arc::new(Auditor::new(Metrics::new())),
+            endpoint: idp,
+        },
+        settings(),
+    ));
+    f
+}
+
 fn fixture(idp: Arc<FakeIdp>) -> Fixture {
     fixture_with(idp, None, settings())
 }
@@ -747,4 +774,21 @@ async fn grace_replays_right_after_the_rotation_are_answered_a_spacing_apart() {
     let late = TokioInstant::now();
     present(&f.handler, grant("rt-0", "kubectl", None)).await;
     assert_eq!(late.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn another_spelling_of_the_token_opens_the_remembered_answer() {
+    // The IdP reads base64 and base64url alike: "+/8=" and "-_8" are one token to it.
+    let f = base64_fixture(FakeIdp::scripted([]));
+    let first = present(&f.handler, grant("+/8=", "kubectl", None)).await;
+    assert_eq!(first.outcome, RefreshOutcome::Forwarded);
+    let replay = present(&f.handler, grant("-_8", "kubectl", None)).await;
+    assert_eq!(
+        replay.outcome,
+        RefreshOutcome::GraceReplay,
+        "{}",
+        body(&replay)
+    );
+    assert_eq!(replay.answer.body, first.answer.body);
+    assert_eq!(f.idp.calls(), 1);
 }
