@@ -279,6 +279,10 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Present a token: claim it if unknown, join the exchange under way, or decide a replay
     /// of a rotated token (counting it).
     /// A member of a revoked family is refused; a refusal that revokes the family marks it.
+    /// Claiming the successor of a rotated token records, on the parent's tombstone, this
+    /// first presentation (while some rules have `close_on_successor_use`): later replays of
+    /// the parent are then refused `superseded` from `max(now, first_use +
+    /// min_replay_window)` on, on every replica. Nothing else is needed from the caller.
     async fn present(
         &self,
         token: &TokenFingerprint,
