@@ -129,9 +129,6 @@ impl Exchange {
             }
             Ok(Ok(answer)) => self.judge(answer),
         };
-        // The first client's answer takes the first place on the token's answer timeline,
-        // before the waiters are woken.
-        let _ = handler.answer_delay(&self.fingerprint, std::time::Duration::ZERO);
         let rotated = matches!(outcome, ExchangeOutcome::Rotated { .. });
         if rotated {
             handler.spend(&self.spend_on_rotation).await;

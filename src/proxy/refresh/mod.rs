@@ -692,7 +692,7 @@ impl RefreshHandler {
     /// How long to hold an answer for `token`: at least `at_least` (its place among every
     /// replica's answers), and `replay_spacing` after this replica's previous one (at most
     /// `max_replay_delay`); reserves its time.
-    pub(super) fn answer_delay(&self, token: &TokenFingerprint, at_least: Duration) -> Duration {
+    fn answer_delay(&self, token: &TokenFingerprint, at_least: Duration) -> Duration {
         let policy = self.policy();
         self.spacing.delay(
             token,

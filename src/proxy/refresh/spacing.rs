@@ -1,7 +1,8 @@
 //! Answers for one token leave `replay_spacing` between them, whoever gets them: the first
 //! client, the waiters of its exchange and grace replays. Across replicas the shared store
-//! numbers the answers (waiter slots, replay counts); on each replica one timeline per token
-//! keeps its own answers apart. kubectl processes sharing a kubeconfig then do not collide
+//! numbers the answers (waiter slots; replay counts, so the nth is due n spacings after the
+//! first answer): the first answer takes no entry here, so a token nobody races costs
+//! nothing. On each replica one timeline per token keeps the later answers apart. kubectl processes sharing a kubeconfig then do not collide
 //! on its lock.
 
 use crate::seal::fingerprint::TokenFingerprint;
