@@ -24,6 +24,7 @@ mod observability;
 mod oracles_selftest;
 mod owners;
 mod passthrough;
+mod redis_topology_selftest;
 mod refresh;
 mod reload;
 mod replicas;
