@@ -12,6 +12,7 @@ pub mod oracles;
 pub mod prereq;
 pub mod redis_server;
 pub mod redis_topology;
+pub mod rotations;
 
 pub use config::{
     ms, secs, BindSource, ClientOverrides, GateConfig, LogFormat, OnReplay, OnStoreError, Store,
