@@ -263,13 +263,16 @@ pub struct ClientOverrides {
 
 /// `[store] backend` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Backend {
     /// The embedded, per-process store.
     #[default]
     Memory,
-    /// A Redis server shared by every replica.
+    /// A Redis server shared by every replica: one server (`url`) or the primary that
+    /// Sentinel names (`sentinels`, `sentinel_master`).
     Redis,
+    /// A Redis Cluster (`nodes`).
+    RedisCluster,
 }
 
 /// `[store] on_store_error`: what a refresh grant gets while the shared store cannot be
@@ -293,8 +296,24 @@ pub struct StoreSection {
     pub backend: Backend,
     /// `fingerprint_key_file`: without it, a random key per process (required with Redis).
     pub fingerprint_key_file: Option<PathBuf>,
-    /// `url`: `redis://host:port/db` or `rediss://` (Redis only; no password in it).
+    /// `url`: `redis://host:port/db` or `rediss://` (one Redis server; no password in it).
     pub url: Option<String>,
+    /// `sentinels`: `host:port` of each Sentinel, instead of `url`.
+    pub sentinels: Option<Vec<String>>,
+    /// `sentinel_master`: the name Sentinel monitors the primary under.
+    pub sentinel_master: Option<String>,
+    /// `sentinel_password_file`: a file holding the Sentinels' own password.
+    pub sentinel_password_file: Option<PathBuf>,
+    /// `nodes`: `host:port` of some Redis Cluster nodes (`backend = "redis-cluster"`).
+    pub nodes: Option<Vec<String>>,
+    /// `tls`: TLS to every Sentinel and node (with `url`, its scheme says it).
+    pub tls: bool,
+    /// `wait_replicas`: replicas that must acknowledge a rotation's writes before its first
+    /// client gets the new token (default 1 with Sentinel or Cluster, 0 with `url`).
+    pub wait_replicas: Option<u32>,
+    /// `wait_timeout`: how long a rotation waits for those acknowledgements.
+    #[serde(with = "humantime_serde")]
+    pub wait_timeout: Duration,
     /// `username`: the Redis ACL user (Redis only).
     pub username: Option<String>,
     /// `password_file`: a file holding the Redis password (Redis only).
@@ -316,6 +335,13 @@ impl Default for StoreSection {
             backend: Backend::default(),
             fingerprint_key_file: None,
             url: None,
+            sentinels: None,
+            sentinel_master: None,
+            sentinel_password_file: None,
+            nodes: None,
+            tls: false,
+            wait_replicas: None,
+            wait_timeout: Duration::from_millis(100),
             username: None,
             password_file: None,
             ca_file: None,

@@ -9,7 +9,7 @@ use crate::oauth::grant::GrantRules;
 use crate::oauth::token_spelling::TokenEncoding;
 use crate::policy::Policy;
 use crate::seal::fingerprint::Fingerprinter;
-use crate::store::MemoryStoreLimits;
+use crate::store::{MemoryStoreLimits, RedisTopology};
 use ipnet::IpNet;
 use std::fmt;
 use std::net::SocketAddr;
@@ -140,14 +140,20 @@ pub enum StoreBackend {
     /// The embedded, per-process store.
     Memory,
     /// Redis, shared by every replica.
-    Redis(RedisSettings),
+    Redis(Box<RedisSettings>),
 }
 
 /// The Redis keys of `[store]`, files read.
 #[derive(Clone)]
 pub struct RedisSettings {
-    /// `url` (`redis://` or `rediss://`, a host, no credentials).
-    pub url: String,
+    /// One server (`url`), Sentinel (`sentinels`, `sentinel_master`) or Cluster (`nodes`).
+    pub topology: RedisTopology,
+    /// `tls` (Sentinel and Cluster; a single server's URL scheme says it).
+    pub tls: bool,
+    /// `wait_replicas`, its default applied.
+    pub wait_replicas: u32,
+    /// `wait_timeout`.
+    pub wait_timeout: Duration,
     /// `username`.
     pub username: Option<String>,
     /// The content of `password_file`, trailing newlines removed.
@@ -163,7 +169,10 @@ pub struct RedisSettings {
 impl fmt::Debug for RedisSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisSettings")
-            .field("url", &self.url)
+            .field("topology", &self.topology)
+            .field("tls", &self.tls)
+            .field("wait_replicas", &self.wait_replicas)
+            .field("wait_timeout", &self.wait_timeout)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::policy::{BindSource, OnReplay, SubnetPrefixes};
+use crate::store::RedisTopology;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -308,7 +309,18 @@ fn redis_needs_a_shared_fingerprint_key_and_a_url() {
     let StoreBackend::Redis(redis) = &settings.store.backend else {
         panic!("not redis: {:?}", settings.store.backend);
     };
-    assert_eq!(redis.url, "rediss://redis.example:6380/2");
+    assert_eq!(
+        redis.topology,
+        RedisTopology::Single {
+            url: "rediss://redis.example:6380/2".into()
+        }
+    );
+    assert!(redis.tls);
+    assert_eq!(
+        redis.wait_replicas, 0,
+        "a single server waits for no replica"
+    );
+    assert_eq!(redis.wait_timeout, Duration::from_millis(100));
     assert_eq!(redis.timeout, Duration::from_millis(250));
     assert_eq!(redis.key_prefix, "rg:");
     assert_eq!(redis.username.as_deref(), Some("gate"));
@@ -468,4 +480,124 @@ fn load_names_the_file_of_a_parse_error() {
     );
     let message = load(&dir.path().join("none.toml")).unwrap_err().to_string();
     assert!(message.contains("cannot read config file"), "{message}");
+}
+
+#[test]
+fn sentinel_names_the_primary_and_awaits_one_replica_by_default() {
+    let key = key_file();
+    let sentinel_password = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(sentinel_password.path(), "sentinel-s3cret\n").unwrap();
+    let settings = with(&format!(
+        "[store]\nbackend = \"redis\"\nsentinels = [\"10.0.0.1:26379\", \"[::1]:26380\", \"sentinel-2.example:26381\"]\n\
+         sentinel_master = \"gate-primary\"\nsentinel_password_file = \"{}\"\nfingerprint_key_file = \"{}\"\ntls = true\n",
+        sentinel_password.path().display(),
+        key.path().display()
+    ))
+    .unwrap();
+    let StoreBackend::Redis(redis) = &settings.store.backend else {
+        panic!("not redis");
+    };
+    assert_eq!(
+        redis.topology,
+        RedisTopology::Sentinel {
+            sentinels: vec![
+                "10.0.0.1:26379".into(),
+                "[::1]:26380".into(),
+                "sentinel-2.example:26381".into()
+            ],
+            master: "gate-primary".into(),
+            password: Some("sentinel-s3cret".into()),
+        }
+    );
+    assert!(redis.tls);
+    assert_eq!(redis.wait_replicas, 1);
+    assert!(!format!("{redis:?}").contains("sentinel-s3cret"));
+}
+
+#[test]
+fn a_cluster_is_found_through_its_nodes_and_awaits_one_replica_by_default() {
+    let key = key_file();
+    let settings = with(&format!(
+        "[store]\nbackend = \"redis-cluster\"\nnodes = [\"127.0.0.1:7000\", \"127.0.0.1:7001\"]\n\
+         fingerprint_key_file = \"{}\"\nwait_timeout = \"250ms\"\n",
+        key.path().display()
+    ))
+    .unwrap();
+    let StoreBackend::Redis(redis) = &settings.store.backend else {
+        panic!("not redis");
+    };
+    assert_eq!(
+        redis.topology,
+        RedisTopology::Cluster {
+            nodes: vec!["127.0.0.1:7000".into(), "127.0.0.1:7001".into()]
+        }
+    );
+    assert!(!redis.tls);
+    assert_eq!(redis.wait_replicas, 1);
+    assert_eq!(redis.wait_timeout, Duration::from_millis(250));
+    let explicit = with(&format!(
+        "[store]\nbackend = \"redis-cluster\"\nnodes = [\"127.0.0.1:7000\"]\nfingerprint_key_file = \"{}\"\nwait_replicas = 0\n",
+        key.path().display()
+    ))
+    .unwrap();
+    let StoreBackend::Redis(redis) = &explicit.store.backend else {
+        panic!("not redis");
+    };
+    assert_eq!(redis.wait_replicas, 0, "0 turns the acknowledgement off");
+}
+
+#[test]
+fn topologies_exclude_each_others_keys() {
+    let key = key_file();
+    let key = key.path().display();
+    for (store, expected) in [
+        (
+            "backend = \"redis\"\nurl = \"redis://r\"\nsentinels = [\"s:26379\"]\nsentinel_master = \"m\"",
+            "store.url",
+        ),
+        ("backend = \"redis\"\nsentinels = [\"s:26379\"]", "store.sentinel_master"),
+        ("backend = \"redis\"\nsentinels = []\nsentinel_master = \"m\"", "store.sentinels"),
+        (
+            "backend = \"redis\"\nsentinels = [\"redis://s:26379\"]\nsentinel_master = \"m\"",
+            "is not host:port",
+        ),
+        (
+            "backend = \"redis\"\nsentinels = [\"s\"]\nsentinel_master = \"m\"",
+            "is not host:port",
+        ),
+        (
+            "backend = \"redis\"\nsentinels = [\"s:1\"]\nsentinel_master = \"two words\"",
+            "store.sentinel_master",
+        ),
+        ("backend = \"redis\"\nurl = \"redis://r\"\nsentinel_master = \"m\"", "store.sentinel_master"),
+        ("backend = \"redis\"\nurl = \"redis://r\"\ntls = true", "store.tls"),
+        ("backend = \"redis\"\nurl = \"redis://r\"\nnodes = [\"n:1\"]", "store.nodes"),
+        ("backend = \"redis-cluster\"\nurl = \"redis://r\"\nnodes = [\"n:1\"]", "store.url"),
+        (
+            "backend = \"redis-cluster\"\nnodes = [\"n:1\"]\nsentinel_master = \"m\"",
+            "store.sentinel_master",
+        ),
+        ("backend = \"redis-cluster\"", "store.nodes"),
+        ("backend = \"redis-cluster\"\nnodes = [\"n:1\"]\nca_file = \"/x\"", "store.ca_file"),
+        ("backend = \"redis-cluster\"\nnodes = [\"n:1\"]\nwait_replicas = 17", "store.wait_replicas"),
+        ("backend = \"redis-cluster\"\nnodes = [\"n:1\"]\nwait_timeout = \"0s\"", "store.wait_timeout"),
+        ("backend = \"redis\"", "store.url"),
+    ] {
+        let message = error_of(&format!(
+            "{MINIMAL}[store]\n{store}\nfingerprint_key_file = \"{key}\"\n"
+        ));
+        assert!(message.contains(expected), "{store}: {message}");
+    }
+    for store in [
+        "sentinels = [\"s:1\"]",
+        "nodes = [\"n:1\"]",
+        "wait_replicas = 1",
+        "tls = true",
+    ] {
+        let message = error_of(&format!("{MINIMAL}[store]\n{store}\n"));
+        assert!(
+            message.contains("applies only to backend"),
+            "{store}: {message}"
+        );
+    }
 }

@@ -4,7 +4,9 @@
 //! once. The same code runs at start-up, for `--check-config` and on a reload.
 
 use super::error::{ConfigError, ConfigErrors};
-use super::schema::{Backend, ClientOverrides, Config, RotationSection, UpstreamSection};
+use super::schema::{
+    Backend, ClientOverrides, Config, RotationSection, StoreSection, UpstreamSection,
+};
 use super::settings::{
     ListenSettings, RedisSettings, RotationSettings, Settings, StoreBackend, StoreSettings,
     TlsFiles, UpstreamSettings,
@@ -15,7 +17,7 @@ use crate::oauth::assertion::AssertionKeys;
 use crate::oauth::grant::GrantRules;
 use crate::policy::{Policy, Rules, SubnetPrefixes};
 use crate::seal::fingerprint::Fingerprinter;
-use crate::store::MemoryStoreLimits;
+use crate::store::{MemoryStoreLimits, RedisTopology};
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -27,6 +29,8 @@ pub const LONG_GRACE: Duration = Duration::from_secs(60);
 pub const MAX_GRACE: Duration = Duration::from_secs(300);
 /// The longest `[store] timeout` accepted.
 const MAX_STORE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most replicas `[store] wait_replicas` may ask to acknowledge a rotation.
+const MAX_WAIT_REPLICAS: u32 = 16;
 
 /// The problems found so far.
 #[derive(Default)]
@@ -536,17 +540,18 @@ fn store(config: &Config, problems: &mut Problems) -> Option<StoreSettings> {
     });
     let backend = match store.backend {
         Backend::Memory => Some({
-            for (key, set) in [
-                ("store.url", store.url.is_some()),
-                ("store.username", store.username.is_some()),
-                ("store.password_file", store.password_file.is_some()),
-                ("store.ca_file", store.ca_file.is_some()),
-            ] {
-                problems.require(!set, key, "applies only to backend = \"redis\"");
+            for (key, set) in redis_keys_set(store) {
+                problems.require(
+                    !set,
+                    key,
+                    "applies only to backend = \"redis\" or \"redis-cluster\"",
+                );
             }
             StoreBackend::Memory
         }),
-        Backend::Redis => redis(config, problems).map(StoreBackend::Redis),
+        Backend::Redis | Backend::RedisCluster => {
+            redis(config, problems).map(|redis| StoreBackend::Redis(Box::new(redis)))
+        }
     };
     Some(StoreSettings {
         fingerprinter: read_or_none(fingerprinter)?,
@@ -555,28 +560,48 @@ fn store(config: &Config, problems: &mut Problems) -> Option<StoreSettings> {
     })
 }
 
+/// Every key that only a Redis backend reads, and whether it is set.
+fn redis_keys_set(store: &StoreSection) -> [(&'static str, bool); 10] {
+    [
+        ("store.url", store.url.is_some()),
+        ("store.sentinels", store.sentinels.is_some()),
+        ("store.sentinel_master", store.sentinel_master.is_some()),
+        (
+            "store.sentinel_password_file",
+            store.sentinel_password_file.is_some(),
+        ),
+        ("store.nodes", store.nodes.is_some()),
+        ("store.tls", store.tls),
+        ("store.wait_replicas", store.wait_replicas.is_some()),
+        ("store.username", store.username.is_some()),
+        ("store.password_file", store.password_file.is_some()),
+        ("store.ca_file", store.ca_file.is_some()),
+    ]
+}
+
 fn redis(config: &Config, problems: &mut Problems) -> Option<RedisSettings> {
     let store = &config.store;
     problems.require(
         store.fingerprint_key_file.is_some(),
         "store.fingerprint_key_file",
-        "is required with backend = \"redis\": every replica must compute the same fingerprints",
+        "is required with a Redis backend: every replica must compute the same fingerprints",
     );
-    let url = problems.take(redis_url(store.url.as_deref()));
-    if let (Some(url), Some(_)) = (&url, &store.ca_file) {
+    let topology = redis_topology(store, problems);
+    let tls = match &topology {
+        Some(Some(RedisTopology::Single { url })) => url.starts_with("rediss://"),
+        _ => store.tls,
+    };
+    if store.ca_file.is_some() {
         problems.require(
-            url.starts_with("rediss://"),
+            tls,
             "store.ca_file",
-            "applies only to a rediss:// url",
+            "applies only with TLS (a rediss:// url, or tls = true)",
         );
     }
-    let password = store.password_file.as_ref().map(|path| {
-        let text = String::from_utf8(problems.read("store.password_file", path)?);
-        let text = text
-            .map_err(|_| problems.add("store.password_file", "is not UTF-8"))
-            .ok()?;
-        Some(text.trim_end_matches(['\r', '\n']).to_owned())
-    });
+    let password = store
+        .password_file
+        .as_ref()
+        .map(|path| read_secret(problems, "store.password_file", path));
     let ca_pem = store
         .ca_file
         .as_ref()
@@ -591,14 +616,169 @@ fn redis(config: &Config, problems: &mut Problems) -> Option<RedisSettings> {
         "store.timeout",
         "must be between 1ms and 10s",
     );
+    problems.require(
+        !store.wait_timeout.is_zero() && store.wait_timeout <= MAX_STORE_TIMEOUT,
+        "store.wait_timeout",
+        "must be between 1ms and 10s",
+    );
+    let topology = topology??;
+    let wait_replicas = store
+        .wait_replicas
+        .unwrap_or_else(|| topology.default_wait_replicas());
+    problems.require(
+        wait_replicas <= MAX_WAIT_REPLICAS,
+        "store.wait_replicas",
+        "must be at most 16",
+    );
     Some(RedisSettings {
-        url: url?,
+        topology,
+        tls,
+        wait_replicas,
+        wait_timeout: store.wait_timeout,
         username: store.username.clone(),
         password: read_or_none(password)?,
         ca_pem: read_or_none(ca_pem)?,
         key_prefix: store.key_prefix.clone(),
         timeout: store.timeout,
     })
+}
+
+/// A password file's text, trailing newlines removed; `None` when it cannot be used.
+fn read_secret(problems: &mut Problems, key: &'static str, path: &Path) -> Option<String> {
+    let text = String::from_utf8(problems.read(key, path)?);
+    let text = text.map_err(|_| problems.add(key, "is not UTF-8")).ok()?;
+    Some(text.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// Where the data lives: `url`, `sentinels` with `sentinel_master`, or (with
+/// `backend = "redis-cluster"`) `nodes`; each excludes the others' keys. `Some(None)`: a
+/// problem was recorded.
+fn redis_topology(store: &StoreSection, problems: &mut Problems) -> Option<Option<RedisTopology>> {
+    let refuse = |problems: &mut Problems, keys: &[(&'static str, bool)], why: &str| {
+        for (key, set) in keys {
+            problems.require(!set, key, why);
+        }
+    };
+    let sentinel_keys = [
+        ("store.sentinel_master", store.sentinel_master.is_some()),
+        (
+            "store.sentinel_password_file",
+            store.sentinel_password_file.is_some(),
+        ),
+    ];
+    if store.backend == Backend::RedisCluster {
+        refuse(
+            problems,
+            &[
+                ("store.url", store.url.is_some()),
+                ("store.sentinels", store.sentinels.is_some()),
+            ],
+            "does not apply to backend = \"redis-cluster\" (use store.nodes)",
+        );
+        refuse(
+            problems,
+            &sentinel_keys,
+            "does not apply to backend = \"redis-cluster\"",
+        );
+        let nodes = host_ports(problems, "store.nodes", store.nodes.as_deref())?;
+        return Some(Some(RedisTopology::Cluster { nodes }));
+    }
+    refuse(
+        problems,
+        &[("store.nodes", store.nodes.is_some())],
+        "applies only to backend = \"redis-cluster\"",
+    );
+    match (&store.url, &store.sentinels) {
+        (Some(_), Some(_)) => {
+            problems.add(
+                "store.url",
+                "and store.sentinels exclude each other: name one",
+            );
+            Some(None)
+        }
+        (Some(url), None) => {
+            refuse(
+                problems,
+                &sentinel_keys,
+                "applies only with store.sentinels",
+            );
+            problems.require(
+                !store.tls,
+                "store.tls",
+                "does not apply with store.url (its scheme, redis:// or rediss://, says it)",
+            );
+            let url = problems.take(redis_url(Some(url)));
+            Some(url.map(|url| RedisTopology::Single { url }))
+        }
+        (None, Some(_)) => {
+            let sentinels = host_ports(problems, "store.sentinels", store.sentinels.as_deref());
+            let master = store.sentinel_master.clone().filter(|m| {
+                !m.is_empty() && !m.chars().any(|c| c.is_whitespace() || c.is_control())
+            });
+            if master.is_none() {
+                problems.add(
+                    "store.sentinel_master",
+                    "is required with store.sentinels: the name Sentinel monitors the primary under (no spaces)",
+                );
+            }
+            let password = store
+                .sentinel_password_file
+                .as_ref()
+                .map(|path| read_secret(problems, "store.sentinel_password_file", path));
+            Some(Some(RedisTopology::Sentinel {
+                sentinels: sentinels?,
+                master: master?,
+                password: read_or_none(password)?,
+            }))
+        }
+        (None, None) => {
+            problems.add(
+                "store.url",
+                "is required with backend = \"redis\" (or name store.sentinels and store.sentinel_master)",
+            );
+            Some(None)
+        }
+    }
+}
+
+/// A non-empty list of `host:port` (a name, an IPv4 address or `[v6]`, and a port).
+fn host_ports(
+    problems: &mut Problems,
+    key: &'static str,
+    list: Option<&[String]>,
+) -> Option<Vec<String>> {
+    let Some(list) = list.filter(|list| !list.is_empty()) else {
+        problems.add(key, "is required: a list of \"host:port\"");
+        return None;
+    };
+    let mut valid = true;
+    for entry in list {
+        if !is_host_port(entry) {
+            problems.add(
+                key,
+                format!("{entry:?} is not host:port (no scheme, credentials or path)"),
+            );
+            valid = false;
+        }
+    }
+    valid.then(|| list.to_vec())
+}
+
+fn is_host_port(entry: &str) -> bool {
+    let Some((host, port)) = entry.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = port.parse::<u16>().is_ok_and(|port| port > 0);
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+        }
+    };
+    port_ok && host_ok
 }
 
 /// An optional file's content: `None` when a file was named but could not be used,

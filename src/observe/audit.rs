@@ -37,8 +37,12 @@ pub const TOKEN_REQUEST_REFUSED: &str = "TokenRequestRefused";
 /// exchanges running whose clients left.
 pub const DETACHED_LIMIT_REACHED: &str = "RefreshDetachedLimitReached";
 
+/// A rotation whose writes fewer than `[store] wait_replicas` replicas acknowledged in
+/// time: its tombstone may not survive a failover of the store's primary.
+pub const ROTATION_UNACKNOWLEDGED: &str = "RotationUnacknowledged";
+
 /// Every audit event name, as the SIEM sees it in the `event` field (the README's table).
-pub const EVENT_NAMES: [&str; 8] = [
+pub const EVENT_NAMES: [&str; 9] = [
     EXPIRED_REFRESH_TOKEN_USED,
     REFRESH_TOKEN_REPLAY_REFUSED,
     REFRESH_TOKEN_ROTATED,
@@ -47,6 +51,7 @@ pub const EVENT_NAMES: [&str; 8] = [
     REFRESH_FORWARDED_UNGUARDED,
     TOKEN_REQUEST_REFUSED,
     DETACHED_LIMIT_REACHED,
+    ROTATION_UNACKNOWLEDGED,
 ];
 
 /// Audit lines per source address per second for [`TOKEN_REQUEST_REFUSED`] and
@@ -331,6 +336,52 @@ impl ForwardedUnguarded<'_> {
             request.token_url,
             request.client_ip,
             request.token
+        );
+    }
+}
+
+/// A rotation that too few replicas acknowledged in time ([`ROTATION_UNACKNOWLEDGED`],
+/// WARN): the client got its new token (the IdP rotated), but a failover of the store's
+/// primary before the write reached a replica would forget the old token's tombstone.
+#[derive(Debug)]
+pub struct RotationUnacknowledged<'a> {
+    /// The rotated token.
+    pub token: DisplayFingerprint,
+    /// Its family.
+    pub family: DisplayFingerprint,
+    /// The client whose exchange rotated it.
+    pub client_id: &'a str,
+    /// `[store] wait_replicas`.
+    pub wanted: u32,
+    /// Replicas that did acknowledge.
+    pub replicas: u32,
+    /// Why not: `timeout`, `missing`, `unreachable`, `not_primary`, `error`, `redirected`
+    /// or `unknown_primary`.
+    pub reason: &'static str,
+    /// When.
+    pub now: UnixMillis,
+}
+
+impl RotationUnacknowledged<'_> {
+    /// Write the line and count the miss.
+    pub fn emit(&self, auditor: &Auditor) {
+        auditor.metrics().replication_ack(false);
+        tracing::warn!(
+            target: TARGET,
+            schema_version = SCHEMA_VERSION,
+            ts = %timestamp(self.now),
+            event = ROTATION_UNACKNOWLEDGED,
+            token = %self.token,
+            family = %self.family,
+            client_id = self.client_id,
+            wanted = self.wanted,
+            replicas = self.replicas,
+            reason = self.reason,
+            "[{ROTATION_UNACKNOWLEDGED}] - rotation of refresh token [{}] acknowledged by {} of {} replicas ({}): its tombstone may not survive a failover",
+            self.token,
+            self.replicas,
+            self.wanted,
+            self.reason
         );
     }
 }

@@ -36,6 +36,19 @@ pub const DETACHED_EXCHANGES: &str = "refresh_gate_detached_exchanges";
 /// `refresh_gate_detached_limit_refusals_total`: refresh grants refused with 503 because
 /// their address had `max_detached_per_source` detached exchanges running.
 pub const DETACHED_LIMIT_REFUSALS_TOTAL: &str = "refresh_gate_detached_limit_refusals_total";
+/// `refresh_gate_store_failovers_total`: failovers the store connection followed (a new
+/// primary taken from Sentinel, or a cluster replica seen promoted).
+pub const STORE_FAILOVERS_TOTAL: &str = "refresh_gate_store_failovers_total";
+/// `refresh_gate_store_redirects_total{kind}`: `MOVED`/`ASK` redirects followed by the
+/// gate's own acknowledgement connections (the cluster client follows its own silently).
+pub const STORE_REDIRECTS_TOTAL: &str = "refresh_gate_store_redirects_total";
+/// `refresh_gate_store_topology_changes_total`: Redis Cluster slot map changes seen.
+pub const STORE_TOPOLOGY_CHANGES_TOTAL: &str = "refresh_gate_store_topology_changes_total";
+/// `refresh_gate_store_shards_down`: Redis Cluster shards whose primary does not answer.
+pub const STORE_SHARDS_DOWN: &str = "refresh_gate_store_shards_down";
+/// `refresh_gate_store_replication_acks_total{result}`: rotations whose writes replicas
+/// acknowledged (`WAIT`), or did not in time.
+pub const STORE_REPLICATION_ACKS_TOTAL: &str = "refresh_gate_store_replication_acks_total";
 /// `refresh_gate_build_info{version}`.
 pub const BUILD_INFO: &str = "refresh_gate_build_info";
 
@@ -145,6 +158,11 @@ pub struct Metrics {
     not_rotating: IntCounter,
     store_errors: IntCounter,
     store_up: IntGauge,
+    store_failovers: IntCounter,
+    store_redirects: IntCounterVec,
+    store_topology_changes: IntCounter,
+    store_shards_down: IntGauge,
+    replication_acks: IntCounterVec,
     token_refused: IntCounterVec,
     audit_suppressed: IntCounterVec,
     detached: IntGauge,
@@ -166,6 +184,14 @@ impl Default for Metrics {
 
 fn must<T>(result: prometheus::Result<T>) -> T {
     result.expect("metric definitions are static and valid")
+}
+
+/// Raise a counter to a total kept elsewhere (never lowers it).
+fn catch_up(counter: &IntCounter, total: u64) {
+    let seen = counter.get();
+    if total > seen {
+        counter.inc_by(total - seen);
+    }
 }
 
 /// Creates each metric and registers it at once, so none can be forgotten.
@@ -241,6 +267,28 @@ impl Metrics {
                 STORE_UP,
                 "1 while the token store answers, 0 while it does not.",
             ),
+            store_failovers: r.counter(
+                STORE_FAILOVERS_TOTAL,
+                "Failovers the token store connection followed (a new primary taken).",
+            ),
+            store_redirects: r.counters(
+                STORE_REDIRECTS_TOTAL,
+                "MOVED/ASK redirects followed by the gate's acknowledgement connections.",
+                &["kind"],
+            ),
+            store_topology_changes: r.counter(
+                STORE_TOPOLOGY_CHANGES_TOTAL,
+                "Redis Cluster slot map changes seen.",
+            ),
+            store_shards_down: r.gauge(
+                STORE_SHARDS_DOWN,
+                "Redis Cluster shards whose primary does not answer now.",
+            ),
+            replication_acks: r.counters(
+                STORE_REPLICATION_ACKS_TOTAL,
+                "Rotations whose writes replicas acknowledged in time, or did not.",
+                &["result"],
+            ),
             token_refused: r.counters(
                 TOKEN_REQUESTS_REFUSED_TOTAL,
                 "Token-path requests refused as uncertain or malformed, by reason.",
@@ -288,6 +336,12 @@ impl Metrics {
         ] {
             self.audit_suppressed.with_label_values(&[event]);
         }
+        for kind in ["moved", "ask"] {
+            self.store_redirects.with_label_values(&[kind]);
+        }
+        for result in ["acknowledged", "missed"] {
+            self.replication_acks.with_label_values(&[result]);
+        }
         for kind in [UpstreamKind::Refresh, UpstreamKind::Passthrough] {
             self.upstream_duration.with_label_values(&[kind.label()]);
         }
@@ -301,13 +355,33 @@ impl Metrics {
             .set(1);
     }
 
-    /// Publish the store's health: up or down, and its failures so far.
-    pub fn store_health(&self, available: bool, errors_so_far: u64) {
-        self.store_up.set(i64::from(available));
-        let seen = self.store_errors.get();
-        if errors_so_far > seen {
-            self.store_errors.inc_by(errors_so_far - seen);
-        }
+    /// Publish the store's health: up or down, its failures, the failovers and redirects
+    /// it followed and the topology changes it saw so far, and its shards down now.
+    pub fn store_health(&self, health: &crate::store::StoreHealth) {
+        self.store_up.set(i64::from(health.available));
+        self.store_shards_down
+            .set(i64::try_from(health.shards_down).unwrap_or(i64::MAX));
+        catch_up(&self.store_errors, health.errors);
+        catch_up(&self.store_failovers, health.failovers);
+        catch_up(&self.store_topology_changes, health.topology_changes);
+        catch_up(
+            &self.store_redirects.with_label_values(&["moved"]),
+            health.redirects_moved,
+        );
+        catch_up(
+            &self.store_redirects.with_label_values(&["ask"]),
+            health.redirects_ask,
+        );
+    }
+
+    /// Count one rotation's replication acknowledgement: `true` when acknowledged in time.
+    pub fn replication_ack(&self, acknowledged: bool) {
+        let result = if acknowledged {
+            "acknowledged"
+        } else {
+            "missed"
+        };
+        self.replication_acks.with_label_values(&[result]).inc();
     }
 
     /// Count a success answer that did not rotate the refresh token.
@@ -415,16 +489,39 @@ mod tests {
 
     #[test]
     fn store_health_follows_the_store() {
+        use crate::store::StoreHealth;
         let metrics = Metrics::new();
-        metrics.store_health(false, 3);
-        metrics.store_health(false, 2);
+        let down = |errors| StoreHealth {
+            available: false,
+            errors,
+            ..StoreHealth::default()
+        };
+        metrics.store_health(&down(3));
+        metrics.store_health(&down(2));
         let text = metrics.render();
         assert!(text.contains(&format!("{STORE_ERRORS_TOTAL} 3")));
         assert!(text.contains(&format!("{STORE_UP} 0")));
-        metrics.store_health(true, 5);
+        metrics.store_health(&StoreHealth {
+            errors: 5,
+            failovers: 2,
+            redirects_ask: 1,
+            topology_changes: 4,
+            shards_down: 1,
+            ..StoreHealth::default()
+        });
         let text = metrics.render();
         assert!(text.contains(&format!("{STORE_ERRORS_TOTAL} 5")));
         assert!(text.contains(&format!("{STORE_UP} 1")));
+        assert!(text.contains(&format!("{STORE_FAILOVERS_TOTAL} 2")));
+        assert!(text.contains(&format!("{STORE_REDIRECTS_TOTAL}{{kind=\"ask\"}} 1")));
+        assert!(text.contains(&format!("{STORE_REDIRECTS_TOTAL}{{kind=\"moved\"}} 0")));
+        assert!(text.contains(&format!("{STORE_TOPOLOGY_CHANGES_TOTAL} 4")));
+        assert!(text.contains(&format!("{STORE_SHARDS_DOWN} 1")));
+        metrics.replication_ack(false);
+        let text = metrics.render();
+        assert!(text.contains(&format!(
+            "{STORE_REPLICATION_ACKS_TOTAL}{{result=\"missed\"}} 1"
+        )));
     }
 
     #[test]

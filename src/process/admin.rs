@@ -49,7 +49,7 @@ impl ServeHttp for AdminApp {
                 self.metrics
                     .store_gauges(self.store.tombstone_count(), self.store.eviction_count());
                 let health = self.store.health();
-                self.metrics.store_health(health.available, health.errors);
+                self.metrics.store_health(&health);
                 response(
                     200,
                     "text/plain; version=0.0.4; charset=utf-8",

@@ -58,7 +58,7 @@ pub enum StartError {
     #[error("cannot start the background thread: {0}")]
     Thread(#[from] std::io::Error),
     /// The shared store could not be set up.
-    #[error("cannot set up the token store (Redis at `store.url`): {0}")]
+    #[error("cannot set up the token store (Redis, [store]): {0}")]
     Store(String),
 }
 
@@ -374,7 +374,10 @@ fn redis_store(
     clock: Arc<dyn Clock>,
 ) -> Result<StoreParts, StartError> {
     let config = RedisStoreConfig {
-        url: redis.url.clone(),
+        topology: redis.topology.clone(),
+        tls: redis.tls,
+        wait_replicas: redis.wait_replicas,
+        wait_timeout: redis.wait_timeout,
         username: redis.username.clone(),
         password: redis.password.clone(),
         ca_pem: redis.ca_pem.clone(),
@@ -396,10 +399,27 @@ fn redis_store(
         RedisStore::connect(&config, clock).map_err(|e| StartError::Store(e.to_string()))?
     };
     let probe = store.clone();
+    let topology = redis.topology.kind();
+    let wait_replicas = redis.wait_replicas;
     runtime.spawn(async move {
-        match probe.ping().await {
-            Ok(()) => tracing::info!("connected to the token store (Redis)"),
-            Err(error) => tracing::warn!(%error, "the token store (Redis) does not answer yet"),
+        // Sentinel and Cluster connect in the background: give them a moment.
+        let mut answer = probe.ping().await;
+        for _ in 0..20 {
+            if answer.is_ok() || topology == "single" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            answer = probe.ping().await;
+        }
+        match answer {
+            Ok(()) => tracing::info!(
+                topology,
+                wait_replicas,
+                "connected to the token store (Redis)"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, topology, "the token store (Redis) does not answer yet")
+            }
         }
         match probe.eviction_policy().await.as_deref() {
             Some("noeviction") | None => {}

@@ -150,6 +150,6 @@ async fn publish_gauges(store: Arc<dyn TokenStore>, metrics: Metrics) {
         }
         metrics.store_gauges(store.tombstone_count(), evictions);
         let health = store.health();
-        metrics.store_health(health.available, health.errors);
+        metrics.store_health(&health);
     }
 }

@@ -7,7 +7,8 @@ use super::answers::Answers;
 use super::once::{OneTimeKeys, MAX_ONE_TIME_KEYS};
 use super::tombstones::Tombstones;
 use super::{
-    AfterWait, ExchangeOutcome, Presented, Refusal, StoreError, TokenRecord, TokenStore, Waiter,
+    AfterWait, ExchangeOutcome, Presented, Refusal, Replication, StoreError, TokenRecord,
+    TokenStore, Waiter,
 };
 use crate::clock::{Clock, UnixMillis};
 use crate::oauth::credentials::ClientIdentity;
@@ -239,7 +240,7 @@ impl TokenStore for MemoryStore {
         token: &TokenFingerprint,
         outcome: ExchangeOutcome,
         policy: &Policy,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Replication, StoreError> {
         let mut state = self.state();
         if let ExchangeOutcome::Rotated {
             record,
@@ -260,7 +261,7 @@ impl TokenStore for MemoryStore {
         if let Some(entry) = state.in_flight.remove(token) {
             entry.outcome.send_replace(Some(outcome));
         }
-        Ok(())
+        Ok(Replication::NotAsked)
     }
 
     async fn decide_after_wait(

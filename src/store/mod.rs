@@ -7,12 +7,14 @@ mod once;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod tombstones;
+mod topology;
 
 pub use memory::{MemoryStore, MemoryStoreLimits};
 pub use once::MAX_ONE_TIME_KEYS;
 #[cfg(feature = "redis")]
 pub use redis::{RedisStore, RedisStoreConfig};
 pub use tombstones::Tombstones;
+pub use topology::RedisTopology;
 
 use crate::clock::UnixMillis;
 use crate::oauth::credentials::ClientIdentity;
@@ -292,13 +294,15 @@ pub trait TokenStore: Send + Sync + 'static {
     ) -> Result<Presented, StoreError>;
 
     /// End the exchange the caller claimed: tombstone on rotation, release otherwise, and
-    /// wake every waiter with the outcome.
+    /// wake every waiter with the outcome. A rotation on a replicated store is acknowledged
+    /// by replicas before this returns (`[store] wait_replicas`); what came of that is the
+    /// answer (a miss is no error: the IdP rotated, the client must get its token).
     async fn complete(
         &self,
         token: &TokenFingerprint,
         outcome: ExchangeOutcome,
         policy: &Policy,
-    ) -> Result<(), StoreError>;
+    ) -> Result<Replication, StoreError>;
 
     /// Decide a waiter's request once the exchange it waited for rotated the token, and
     /// count it when it is replayed.
@@ -366,20 +370,66 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Whether the store answers, and its failures so far.
     fn health(&self) -> StoreHealth {
-        StoreHealth {
-            available: true,
-            errors: 0,
-        }
+        StoreHealth::default()
     }
 }
 
 /// The store's health as the metrics report it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreHealth {
-    /// The last operation succeeded (an embedded store always does).
+    /// The store answers: the last operation succeeded (an embedded store always does);
+    /// with Sentinel, a primary is known; in a cluster, every shard answered the last
+    /// probe.
     pub available: bool,
     /// Operations that failed since start.
     pub errors: u64,
+    /// Failovers followed since start (a new primary taken).
+    pub failovers: u64,
+    /// `MOVED` redirects followed by the gate's own (acknowledgement) connections.
+    pub redirects_moved: u64,
+    /// `ASK` redirects followed by the gate's own (acknowledgement) connections.
+    pub redirects_ask: u64,
+    /// Cluster slot map changes seen since start.
+    pub topology_changes: u64,
+    /// Cluster shards that do not answer now.
+    pub shards_down: u64,
+}
+
+impl Default for StoreHealth {
+    fn default() -> Self {
+        StoreHealth {
+            available: true,
+            errors: 0,
+            failovers: 0,
+            redirects_moved: 0,
+            redirects_ask: 0,
+            topology_changes: 0,
+            shards_down: 0,
+        }
+    }
+}
+
+/// What came of the replicas' acknowledgement of a rotation (`[store] wait_replicas`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replication {
+    /// None was asked (no rotation, an embedded store, or `wait_replicas = 0`).
+    NotAsked,
+    /// At least `wait_replicas` replicas acknowledged every write of the rotation.
+    Acknowledged {
+        /// The fewest replicas that acknowledged one of its writes.
+        replicas: u32,
+    },
+    /// Fewer did within `wait_timeout`, or the primary could not be asked: the answer
+    /// still goes out (the IdP rotated), and the miss is counted and audited.
+    Missed {
+        /// `wait_replicas`.
+        wanted: u32,
+        /// The fewest replicas that acknowledged one of its writes.
+        replicas: u32,
+        /// `timeout`, `missing`, `unreachable`, `not_primary`, `error`, `redirected` or
+        /// `unknown_primary`.
+        reason: &'static str,
+    },
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@ use refresh_gate::seal::envelope::SealedAnswer;
 use refresh_gate::seal::fingerprint::{Fingerprinter, TokenFingerprint};
 use refresh_gate::seal::secret::RefreshToken;
 use refresh_gate::store::{
-    AfterWait, ExchangeOutcome, Presented, RedisStore, RedisStoreConfig, Released, TokenRecord,
-    TokenStore,
+    AfterWait, ExchangeOutcome, Presented, RedisStore, RedisStoreConfig, RedisTopology, Released,
+    TokenRecord, TokenStore,
 };
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -30,7 +30,10 @@ fn replicas(redis: &RedisServer, count: usize) -> Vec<Arc<RedisStore>> {
             Arc::new(
                 RedisStore::connect(
                     &RedisStoreConfig {
-                        url: redis.url(),
+                        topology: RedisTopology::Single { url: redis.url() },
+                        tls: false,
+                        wait_replicas: 0,
+                        wait_timeout: Duration::from_millis(100),
                         username: None,
                         password: None,
                         ca_pem: None,

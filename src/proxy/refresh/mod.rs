@@ -25,7 +25,7 @@ use crate::oauth::credentials::{ClientCredentials, ClientIdentity};
 use crate::oauth::grant::RefreshGrant;
 use crate::observe::audit::{
     Auditor, DetachedLimitReached, FamilyRevoked, FirstUse, ForwardedUnguarded, ReplayAnswered,
-    ReplayRefused, RequestFacts,
+    ReplayRefused, RequestFacts, RotationUnacknowledged,
 };
 use crate::observe::metrics::{Metrics, RefreshOutcome, UpstreamKind};
 use crate::policy::detached::{DetachedExchanges, ExchangeLife};
@@ -36,8 +36,8 @@ use crate::seal::envelope::SealedAnswer;
 use crate::seal::fingerprint::{Fingerprinter, TokenFingerprint};
 use crate::seal::secret::RefreshToken;
 use crate::store::{
-    AfterWait, ExchangeOutcome, Presented, Refusal, Released, StoreError, TokenRecord, TokenStore,
-    Waiter,
+    AfterWait, ExchangeOutcome, Presented, Refusal, Released, Replication, StoreError, TokenRecord,
+    TokenStore, Waiter,
 };
 use bytes::Bytes;
 use client::ClientWait;
@@ -714,12 +714,39 @@ impl RefreshHandler {
     }
 
     async fn complete(&self, fingerprint: &TokenFingerprint, outcome: ExchangeOutcome) {
-        if let Err(error) = self
+        let rotated = match &outcome {
+            ExchangeOutcome::Rotated { record, .. } => Some(record.clone()),
+            ExchangeOutcome::Released(_) => None,
+        };
+        match self
             .store
             .complete(fingerprint, outcome, &self.policy())
             .await
         {
-            tracing::error!(%error, token = %fingerprint.display(), "could not record the end of an exchange");
+            Err(error) => {
+                tracing::error!(%error, token = %fingerprint.display(), "could not record the end of an exchange");
+            }
+            Ok(Replication::NotAsked) => {}
+            Ok(Replication::Acknowledged { .. }) => self.metrics().replication_ack(true),
+            Ok(Replication::Missed {
+                wanted,
+                replicas,
+                reason,
+            }) => {
+                let (family, client_id) = rotated.as_ref().map_or((*fingerprint, ""), |record| {
+                    (record.family, &*record.client.client_id)
+                });
+                RotationUnacknowledged {
+                    token: fingerprint.display(),
+                    family: family.display(),
+                    client_id,
+                    wanted,
+                    replicas,
+                    reason,
+                    now: self.clock.now(),
+                }
+                .emit(&self.auditor);
+            }
         }
     }
 

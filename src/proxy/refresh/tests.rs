@@ -122,7 +122,7 @@ impl TokenStore for DownStore {
         _: &TokenFingerprint,
         _: ExchangeOutcome,
         _: &Policy,
-    ) -> Result<(), StoreError> {
+    ) -> Result<crate::store::Replication, StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }
     async fn decide_after_wait(
@@ -148,6 +148,7 @@ impl TokenStore for DownStore {
         StoreHealth {
             available: false,
             errors: 1,
+            ..StoreHealth::default()
         }
     }
 }

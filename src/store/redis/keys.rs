@@ -31,6 +31,9 @@ pub struct TokenKeys {
     /// The closing of the windows of the family rooted at this fingerprint
     /// (`<at ms>:<reason>`, TTL `tombstone_ttl`; `TokenStore::close_window`).
     pub closed: String,
+    /// The token's own sharded channel (a cluster's wake-ups: `SPUBLISH` reaches the
+    /// token's shard only).
+    pub exchange: String,
 }
 
 impl KeySpace {
@@ -53,6 +56,7 @@ impl KeySpace {
             revoked: format!("{tag}:revoked"),
             parent: format!("{tag}:parent"),
             closed: format!("{tag}:closed"),
+            exchange: format!("{tag}:exchange"),
         }
     }
 
@@ -98,6 +102,7 @@ mod tests {
             &keys.revoked,
             &keys.parent,
             &keys.closed,
+            &keys.exchange,
         ];
         for key in all {
             assert!(key.starts_with("rg:{"), "{key}");
@@ -106,7 +111,7 @@ mod tests {
         let mut distinct: Vec<_> = all.to_vec();
         distinct.sort();
         distinct.dedup();
-        assert_eq!(distinct.len(), 8);
+        assert_eq!(distinct.len(), 9);
     }
 
     #[test]

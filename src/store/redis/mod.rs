@@ -12,29 +12,35 @@ mod recent;
 mod record;
 mod reply;
 mod scripts;
+mod topology;
 mod waiters;
 
 pub use keys::{KeySpace, TokenKeys};
 
 use super::{
-    AfterWait, ExchangeOutcome, Presented, Refusal, Released, StoreError, StoreHealth, TokenRecord,
-    TokenStore, Waiter,
+    AfterWait, ExchangeOutcome, Presented, Refusal, Released, Replication, StoreError, StoreHealth,
+    TokenRecord, TokenStore, Waiter,
 };
 use crate::clock::{Clock, UnixMillis};
 use crate::oauth::credentials::ClientIdentity;
 use crate::policy::{Policy, Presenter, RefusalReason};
 use crate::seal::envelope::SealedAnswer;
 use crate::seal::fingerprint::{FingerprintHashing, TokenFingerprint};
+use crate::store::RedisTopology;
 use async_trait::async_trait;
 use health::Health;
 use recent::RecentCount;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
+use redis::aio::ConnectionManagerConfig;
+use redis::{PushInfo, PushKind, Value};
 use reply::{malformed, ABANDONED, ANSWERED_ERROR, ANSWERED_OK, TIMED_OUT, UNREACHABLE};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use topology::ack::Acknowledger;
+use topology::node::NodeAccess;
+use topology::pool::NodePool;
+use topology::Link;
 use waiters::Waiters;
 
 /// How many times one presentation re-reads after losing a race to another replica.
@@ -44,12 +50,20 @@ const MAX_ATTEMPTS: usize = 16;
 const RELEASED_TTL: Duration = Duration::from_secs(5);
 /// The shortest pause of a waiter between checks when no message arrives.
 const MIN_RECHECK: Duration = Duration::from_millis(5);
+/// How often a waiter checks when its cluster subscription was not confirmed.
+const UNHEARD_RECHECK: Duration = Duration::from_millis(50);
 
 /// How to reach Redis and how long things live there.
 #[derive(Clone)]
 pub struct RedisStoreConfig {
-    /// `redis://host:port/db` or `rediss://...`.
-    pub url: String,
+    /// One server, Sentinel or Cluster.
+    pub topology: RedisTopology,
+    /// TLS to Sentinels and cluster nodes (a single server's URL scheme says it).
+    pub tls: bool,
+    /// Replicas that must acknowledge a rotation (0: none is awaited).
+    pub wait_replicas: u32,
+    /// How long a rotation waits for them.
+    pub wait_timeout: Duration,
     /// The ACL user.
     pub username: Option<String>,
     /// The password (read from `store.password_file`).
@@ -72,7 +86,10 @@ pub struct RedisStoreConfig {
 impl std::fmt::Debug for RedisStoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStoreConfig")
-            .field("url", &self.url)
+            .field("topology", &self.topology)
+            .field("tls", &self.tls)
+            .field("wait_replicas", &self.wait_replicas)
+            .field("wait_timeout", &self.wait_timeout)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("key_prefix", &self.key_prefix)
@@ -82,13 +99,10 @@ impl std::fmt::Debug for RedisStoreConfig {
 }
 
 struct Inner {
-    /// Commands: created on first use, on the runtime of the requests that use it (no
-    /// hop to another thread per command).
-    commands: OnceLock<ConnectionManager>,
-    client: redis::Client,
-    command_config: ConnectionManagerConfig,
-    /// The subscription to the exchange channel, on the store's own runtime.
-    subscription: ConnectionManager,
+    /// How commands and wake-ups reach the store (single server, Sentinel, Cluster).
+    link: Link,
+    /// Replication acknowledgements of rotations (`wait_replicas` above 0).
+    ack: Option<Acknowledger>,
     keys: KeySpace,
     channel: String,
     timeout: Duration,
@@ -123,7 +137,7 @@ impl std::fmt::Debug for RedisStore {
 
 /// Why the Redis store could not be built.
 #[derive(Debug, thiserror::Error)]
-#[error("store.url: {0}")]
+#[error("store: {0}")]
 pub struct RedisConfigError(String);
 
 fn milliseconds(duration: Duration) -> u64 {
@@ -139,48 +153,24 @@ impl RedisStore {
         clock: Arc<dyn Clock>,
     ) -> Result<RedisStore, RedisConfigError> {
         let bad = |e: redis::RedisError| RedisConfigError(e.to_string());
-        let info = config.url.as_str().into_connection_info().map_err(bad)?;
-        let mut settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        if let Some(username) = &config.username {
-            settings = settings.set_username(username);
-        }
-        if let Some(password) = &config.password {
-            settings = settings.set_password(password);
-        }
-        // Keepalive finds a dead Redis behind a silent network; no Nagle delay on the
-        // small, latency-bound commands.
-        let keepalive = redis::io::tcp::socket2::TcpKeepalive::new()
-            .with_time(Duration::from_secs(30))
-            .with_interval(Duration::from_secs(10));
-        let tcp = redis::io::tcp::TcpSettings::default()
-            .set_nodelay(true)
-            .set_keepalive(keepalive);
-        let info = info.set_redis_settings(settings).set_tcp_settings(tcp);
-        let client = match &config.ca_pem {
-            Some(pem) => redis::Client::build_with_tls(
-                info,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.clone()),
-                },
-            ),
-            None => redis::Client::open(info),
-        }
-        .map_err(bad)?;
+        let data = NodeAccess {
+            username: config.username.clone(),
+            password: config.password.clone(),
+            tls: config.tls,
+            ca_pem: config.ca_pem.clone(),
+        };
+        let sentinel_access = NodeAccess {
+            username: None,
+            password: match &config.topology {
+                RedisTopology::Sentinel { password, .. } => password.clone(),
+                _ => None,
+            },
+            ..data.clone()
+        };
         let waiters = Arc::new(Waiters::default());
         let health = Arc::new(Health::default());
         let keys = KeySpace::new(&config.key_prefix);
         let channel = keys.channel();
-        let on_push = {
-            let waiters = waiters.clone();
-            move |push: PushInfo| {
-                deliver(&waiters, push);
-                Ok::<(), std::convert::Infallible>(())
-            }
-        };
         let command_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout))
@@ -188,18 +178,36 @@ impl RedisStore {
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500))
             .set_pipeline_buffer_size(1024);
-        let subscription_config = command_config
-            .clone()
-            .set_push_sender(on_push)
-            .set_automatic_resubscription();
-        let subscription =
-            ConnectionManager::new_lazy_with_config(client.clone(), subscription_config)
-                .map_err(bad)?;
-        let inner = Arc::new(Inner {
-            commands: OnceLock::new(),
-            client,
+        let link = Link::open(
+            &config.topology,
+            &data,
+            &sentinel_access,
             command_config,
-            subscription,
+            config.timeout,
+            waiters.clone(),
+            &channel,
+        )
+        .map_err(bad)?;
+        let ack = (config.wait_replicas > 0).then(|| {
+            let pool = match &config.topology {
+                RedisTopology::Single { url } => data
+                    .client_for_url(url)
+                    .map(|client| NodePool::for_single(client, config.timeout)),
+                _ => Ok(NodePool::new(data.clone(), config.timeout)),
+            };
+            pool.map(|pool| {
+                Acknowledger::new(
+                    config.wait_replicas,
+                    config.wait_timeout,
+                    pool,
+                    config.timeout,
+                )
+            })
+        });
+        let ack = ack.transpose().map_err(bad)?;
+        let inner = Arc::new(Inner {
+            link,
+            ack,
             keys,
             channel,
             timeout: config.timeout,
@@ -212,13 +220,15 @@ impl RedisStore {
             written: RecentCount::new(config.tombstone_ttl),
             clock,
         });
-        tokio::spawn(subscribe(inner.clone()));
+        if let Some(subscription) = inner.link.single_subscription() {
+            tokio::spawn(subscribe(inner.clone(), subscription));
+        }
         Ok(RedisStore { inner })
     }
 
     /// Ask Redis once whether it answers (start-up logging and tests).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut connection = self.inner.subscription.clone();
+        let mut connection = self.inner.link.commands();
         self.inner
             .run("ping", async move {
                 redis::cmd("PING")
@@ -233,7 +243,7 @@ impl RedisStore {
 impl RedisStore {
     /// The server's `maxmemory-policy`, when it lets us read it (managed services may not).
     pub async fn eviction_policy(&self) -> Option<String> {
-        let mut connection = self.inner.subscription.clone();
+        let mut connection = self.inner.link.commands();
         let reply: HashMap<String, String> = tokio::time::timeout(
             self.inner.timeout,
             redis::cmd("CONFIG")
@@ -250,10 +260,10 @@ impl RedisStore {
 
 /// Subscribe to the exchange channel until Redis accepts; the connection manager
 /// resubscribes by itself after every reconnection.
-async fn subscribe(inner: Arc<Inner>) {
+async fn subscribe(inner: Arc<Inner>, subscription: redis::aio::ConnectionManager) {
     let mut pause = Duration::from_millis(50);
     loop {
-        let mut connection = inner.subscription.clone();
+        let mut connection = subscription.clone();
         let channel = inner.channel.clone();
         match tokio::time::timeout(inner.timeout, connection.subscribe(channel)).await {
             Ok(Ok(())) => return,
@@ -265,11 +275,12 @@ async fn subscribe(inner: Arc<Inner>) {
     }
 }
 
-/// Route one push from Redis: an ended exchange wakes its waiters; a lost connection wakes
-/// everyone, since messages may have been lost with it.
+/// Route one push from Redis: an ended exchange (a message on the exchange channel, or on
+/// a token's sharded channel) wakes its waiters; a lost connection wakes everyone, since
+/// messages may have been lost with it.
 fn deliver(waiters: &Waiters, push: PushInfo) {
     match push.kind {
-        PushKind::Message => {
+        PushKind::Message | PushKind::SMessage => {
             let Some(Value::BulkString(payload)) = push.data.get(1) else {
                 return;
             };
@@ -409,7 +420,7 @@ impl TokenStore for RedisStore {
         token: &TokenFingerprint,
         outcome: ExchangeOutcome,
         policy: &Policy,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Replication, StoreError> {
         let inner = &self.inner;
         let claim_id = inner.claims().remove(token).unwrap_or_default();
         let result = match &outcome {
@@ -425,7 +436,10 @@ impl TokenStore for RedisStore {
                 if written.is_ok() {
                     inner.written.record(record.first_use);
                 }
-                written
+                match written {
+                    Ok(()) => Ok(inner.acknowledge(token, successor.as_ref()).await),
+                    Err(error) => Err(error),
+                }
             }
             ExchangeOutcome::Released(released) => {
                 let (kind, answer) = match released {
@@ -440,7 +454,10 @@ impl TokenStore for RedisStore {
                     Released::Unreachable => (UNREACHABLE, &[][..]),
                     Released::TimedOut => (TIMED_OUT, &[][..]),
                 };
-                inner.release(token, claim_id, kind, answer).await
+                inner
+                    .release(token, claim_id, kind, answer)
+                    .await
+                    .map(|()| Replication::NotAsked)
             }
         };
         // Waiters on this replica need not wait for the message to come back.
@@ -508,9 +525,24 @@ impl TokenStore for RedisStore {
     }
 
     fn health(&self) -> StoreHealth {
+        let inner = &self.inner;
+        let (moved, asked) = inner.ack.as_ref().map_or((0, 0), |ack| {
+            (
+                ack.moved.load(Ordering::Relaxed),
+                ack.asked.load(Ordering::Relaxed),
+            )
+        });
+        // In a cluster, one shard's failures must not hide the others' successes (nor
+        // the reverse): the topology's own probe decides.
+        let operations_up = !inner.health.down.load(Ordering::Relaxed) || !inner.link.one_channel();
         StoreHealth {
-            available: !self.inner.health.down.load(Ordering::Relaxed),
-            errors: self.inner.health.errors.load(Ordering::Relaxed),
+            available: operations_up && inner.link.whole(),
+            errors: inner.health.errors.load(Ordering::Relaxed),
+            failovers: inner.link.failovers(),
+            redirects_moved: moved,
+            redirects_ask: asked,
+            topology_changes: inner.link.topology_changes(),
+            shards_down: inner.link.shards_down(),
         }
     }
 }

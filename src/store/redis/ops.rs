@@ -5,17 +5,19 @@ use super::reply::{
     closing, fields, fingerprint, malformed, number, parse_claim_id, released_outcome, rotated,
     text,
 };
+use super::topology::ack::Acked;
+use super::topology::Commands;
 use super::{
     milliseconds, record, scripts, Found, Inner, Settled, Standing, TokenKeys, MIN_RECHECK,
-    RELEASED_TTL,
+    RELEASED_TTL, UNHEARD_RECHECK,
 };
 use crate::clock::UnixMillis;
 use crate::oauth::credentials::ClientIdentity;
 use crate::policy::{Decision, Policy, Presenter, RefusalReason, WindowClose};
 use crate::seal::envelope::SealedAnswer;
 use crate::seal::fingerprint::{FingerprintHashing, TokenFingerprint};
+use crate::store::Replication;
 use crate::store::{ExchangeOutcome, Refusal, StoreError, TokenRecord};
-use redis::aio::ConnectionManager;
 use redis::{RedisResult, Value};
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,17 +25,70 @@ use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 impl Inner {
-    /// The command connection, created on first use on the caller's runtime.
-    pub(super) fn connection(&self) -> ConnectionManager {
-        self.commands
-            .get_or_init(|| {
-                ConnectionManager::new_lazy_with_config(
-                    self.client.clone(),
-                    self.command_config.clone(),
-                )
-                .unwrap_or_else(|_| self.subscription.clone())
-            })
-            .clone()
+    /// The command connection of the topology (for a single server, created on first use
+    /// on the caller's runtime).
+    pub(super) fn connection(&self) -> Commands {
+        self.link.commands()
+    }
+
+    /// The channel and publish command that announce the end of `keys`' exchange.
+    fn announce<'k>(&'k self, keys: &'k TokenKeys) -> (&'k str, &'static str) {
+        let channel = if self.link.one_channel() {
+            self.channel.as_str()
+        } else {
+            keys.exchange.as_str()
+        };
+        (channel, self.link.publish_command())
+    }
+
+    /// Have replicas acknowledge the rotation of `token` (its tombstone, and its
+    /// successor's family link, on whichever primaries took them); `NotAsked` when
+    /// `wait_replicas` is 0.
+    pub(super) async fn acknowledge(
+        &self,
+        token: &TokenFingerprint,
+        successor: Option<&TokenFingerprint>,
+    ) -> Replication {
+        let Some(ack) = &self.ack else {
+            return Replication::NotAsked;
+        };
+        let ttl = milliseconds(self.tombstone_ttl);
+        let state = self.keys.token(token).state;
+        let mut written = vec![state.clone()];
+        if let Some(next) = successor {
+            let link = self.keys.token(next).family;
+            if !self.link.same_primary(&state, &link) {
+                written.push(link);
+            }
+        }
+        let acks = written.iter().map(|key| async move {
+            match self.link.primary_of(key) {
+                Some(node) => ack.acknowledge(&node, key, ttl).await,
+                None => Acked::No {
+                    replicas: 0,
+                    reason: "unknown_primary",
+                },
+            }
+        });
+        let mut fewest = u32::MAX;
+        let mut missed = None;
+        for acked in futures_util::future::join_all(acks).await {
+            match acked {
+                Acked::Yes(replicas) => fewest = fewest.min(replicas),
+                Acked::No { replicas, reason } => {
+                    fewest = fewest.min(replicas);
+                    missed.get_or_insert(reason);
+                }
+            }
+        }
+        match missed {
+            None => Replication::Acknowledged { replicas: fewest },
+            Some(reason) => Replication::Missed {
+                wanted: ack.replicas,
+                replicas: fewest,
+                reason,
+            },
+        }
     }
 
     pub(super) fn claims(
@@ -331,6 +386,9 @@ impl Inner {
     ) -> Result<Option<ExchangeOutcome>, StoreError> {
         let keys = self.keys.token(&token);
         let registration = self.waiters.register(token);
+        // In a cluster, the token's own sharded channel, subscribed before the first check.
+        let watch = self.link.watch_exchange(token, &keys.exchange).await;
+        let unheard = watch.as_ref().is_some_and(|watch| !watch.confirmed);
         loop {
             let notified = registration.notify.notified();
             tokio::pin!(notified);
@@ -341,7 +399,11 @@ impl Inner {
                 Standing::Gone => return Ok(None),
                 Standing::InFlight { pttl } => {
                     // No message by the claim's expiry means its replica died: check then.
-                    let expiry = Duration::from_millis(pttl.max(0) as u64).max(MIN_RECHECK);
+                    let mut expiry = Duration::from_millis(pttl.max(0) as u64).max(MIN_RECHECK);
+                    if unheard {
+                        // No subscription: check often rather than wait for the expiry.
+                        expiry = expiry.min(UNHEARD_RECHECK);
+                    }
                     tokio::select! {
                         _ = &mut notified => {}
                         _ = tokio::time::sleep(expiry) => {}
@@ -439,6 +501,7 @@ impl Inner {
         answer: &[u8],
     ) -> Result<(), StoreError> {
         let keys = self.keys.token(token);
+        let (channel, publish) = self.announce(&keys);
         let mut connection = self.connection();
         let mut invocation = scripts::RELEASED.prepare_invoke();
         invocation
@@ -448,8 +511,9 @@ impl Inner {
             .arg(kind)
             .arg(answer)
             .arg(milliseconds(RELEASED_TTL.min(self.claim_ttl)))
-            .arg(&self.channel)
-            .arg(token.to_hex());
+            .arg(channel)
+            .arg(token.to_hex())
+            .arg(publish);
         self.run("release", async move {
             invocation.invoke_async::<()>(&mut connection).await
         })
@@ -479,6 +543,7 @@ impl Inner {
                 .arg(ttl);
             async move { invocation.invoke_async::<()>(&mut connection).await }
         });
+        let (channel, publish) = self.announce(&keys);
         let mut connection = self.connection();
         let mut invocation = scripts::ROTATED.prepare_invoke();
         invocation
@@ -490,8 +555,9 @@ impl Inner {
             .arg(ttl)
             .arg(grace.as_millis().min(u64::MAX as u128) as u64)
             .arg(answer.as_bytes())
-            .arg(&self.channel)
-            .arg(token.to_hex());
+            .arg(channel)
+            .arg(token.to_hex())
+            .arg(publish);
         for (name, value) in record::encode(record) {
             invocation.arg(name).arg(value);
         }

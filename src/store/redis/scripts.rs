@@ -107,12 +107,13 @@ return 1
 
 /// Record a rotation. KEYS: state, answer, claim, released.
 /// ARGV: claim id, tombstone TTL (ms), answer TTL (ms, 0 for none), sealed answer, channel,
-/// message, then the tombstone's field/value pairs.
+/// message, the publish command (`PUBLISH`, or `SPUBLISH` on the token's own sharded
+/// channel in a cluster), then the tombstone's field/value pairs.
 pub(super) static ROTATED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 if tonumber(ARGV[3]) > 0 then
   redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[3])
@@ -121,14 +122,15 @@ if redis.call('HGET', KEYS[3], 'id') == ARGV[1] then
   redis.call('DEL', KEYS[3])
 end
 redis.call('DEL', KEYS[4])
-redis.call('PUBLISH', ARGV[5], ARGV[6])
+redis.call(ARGV[7], ARGV[5], ARGV[6])
 return 1
 ",
     )
 });
 
 /// Release a claim that rotated nothing. KEYS: claim, released.
-/// ARGV: claim id, outcome kind, sealed answer (may be empty), TTL (ms), channel, message.
+/// ARGV: claim id, outcome kind, sealed answer (may be empty), TTL (ms), channel, message,
+/// the publish command (as for `ROTATED`).
 pub(super) static RELEASED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -138,7 +140,7 @@ end
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[2], 'id', ARGV[1], 'kind', ARGV[2], 'answer', ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
-redis.call('PUBLISH', ARGV[5], ARGV[6])
+redis.call(ARGV[7], ARGV[5], ARGV[6])
 return 1
 ",
     )
