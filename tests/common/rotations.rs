@@ -96,6 +96,37 @@ impl Ledger {
             .collect()
     }
 
+    /// `requests` one per line, with when the token was rotated and when the request was
+    /// answered, in milliseconds from `origin` (negative: before it).
+    pub fn describe(&self, requests: &[&Sent], origin: Instant) -> String {
+        let ms = |at: Instant| {
+            if at >= origin {
+                (at - origin).as_millis() as i64
+            } else {
+                -((origin - at).as_millis() as i64)
+            }
+        };
+        requests
+            .iter()
+            .map(|s| {
+                let rotated = self
+                    .rotated
+                    .get(&s.token)
+                    .map(|r| format!("{:+}ms", ms(r.at)))
+                    .unwrap_or_else(|| "never".to_owned());
+                format!(
+                    "  {} ({}) on gate {}: rotated at {rotated}, answered {} at {:+}ms: {}\n",
+                    s.token,
+                    if s.replay { "replay" } else { "fresh" },
+                    s.gate,
+                    s.status,
+                    ms(s.at),
+                    s.body
+                )
+            })
+            .collect()
+    }
+
     pub fn count(&self, status: u16) -> usize {
         self.sent.iter().filter(|s| s.status == status).count()
     }
