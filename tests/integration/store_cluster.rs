@@ -342,12 +342,12 @@ async fn a_sigkilled_primary_during_traffic_loses_nothing() {
 async fn a_whole_shard_down_refuses_its_tokens_and_the_other_shards_keep_rotating() {
     let s = setup().await;
     rotate(&s, 10).await;
-    let dead = block_in_place(|| s.cluster.kill_shard(0));
     let killed_at = Instant::now();
+    let dead = block_in_place(|| s.cluster.kill_shard(0));
 
     // The gates notice within a few seconds (requests help them notice).
     let mut noticed = None;
-    while killed_at.elapsed() < secs(6) {
+    while killed_at.elapsed() < secs(8) {
         let token = s.idp.mint();
         let _ = refresh(&s.gates[0], &token, "kubernetes").await;
         let _ = refresh(&s.gates[1], &s.idp.mint(), "kubernetes").await;
@@ -363,7 +363,7 @@ async fn a_whole_shard_down_refuses_its_tokens_and_the_other_shards_keep_rotatin
     let noticed = noticed.unwrap_or_else(|| {
         panic!(
             "refresh_gate_store_up did not become 0 with refresh_gate_store_shards_down >= 1 on both gates \
-             within 6 s of a whole shard dying\n{}",
+             within 8 s of a whole shard dying (the cluster itself flags it within ~2 s)\n{}",
             logs(&s.gates)
         )
     });
