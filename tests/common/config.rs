@@ -166,6 +166,28 @@ pub struct Store {
     pub timeout: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_store_error: Option<OnStoreError>,
+    /// Sentinels (`"127.0.0.1:26379"`), instead of `url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinels: Option<Vec<String>>,
+    /// The master name the sentinels monitor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel_master: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel_password_file: Option<PathBuf>,
+    /// Cluster nodes (`"127.0.0.1:7000"`), instead of `url`, with `backend = "redis-cluster"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<String>>,
+    /// TLS to sentinels or cluster nodes (with `url`, the `rediss://` scheme says it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
+    /// Replicas that must acknowledge each rotation (`WAIT`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_replicas: Option<u32>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
+    pub wait_timeout: Option<Duration>,
 }
 
 /// `[audit]`.
@@ -240,10 +262,11 @@ pub enum LogFormat {
 
 /// `[store] backend` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Backend {
     Memory,
     Redis,
+    RedisCluster,
 }
 
 /// `[store] on_store_error` values.
@@ -505,5 +528,60 @@ impl Store {
             fingerprint_key_file: Some(fingerprint_key_file.as_ref().to_owned()),
             ..Store::default()
         }
+    }
+
+    /// A Redis store found through `sentinels` (`"127.0.0.1:port"`) monitoring `master`.
+    pub fn sentinel(
+        sentinels: Vec<String>,
+        master: impl Into<String>,
+        fingerprint_key_file: impl AsRef<Path>,
+    ) -> Self {
+        Store {
+            backend: Some(Backend::Redis),
+            sentinels: Some(sentinels),
+            sentinel_master: Some(master.into()),
+            fingerprint_key_file: Some(fingerprint_key_file.as_ref().to_owned()),
+            ..Store::default()
+        }
+    }
+
+    /// A Redis Cluster store seeded with `nodes` (`"127.0.0.1:port"`).
+    pub fn cluster(nodes: Vec<String>, fingerprint_key_file: impl AsRef<Path>) -> Self {
+        Store {
+            backend: Some(Backend::RedisCluster),
+            nodes: Some(nodes),
+            fingerprint_key_file: Some(fingerprint_key_file.as_ref().to_owned()),
+            ..Store::default()
+        }
+    }
+
+    /// `wait_replicas`.
+    pub fn wait_replicas(mut self, replicas: u32) -> Self {
+        self.wait_replicas = Some(replicas);
+        self
+    }
+
+    /// `wait_timeout`.
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_timeout = Some(timeout);
+        self
+    }
+
+    /// `on_store_error`.
+    pub fn on_store_error(mut self, policy: OnStoreError) -> Self {
+        self.on_store_error = Some(policy);
+        self
+    }
+
+    /// `key_prefix`.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = Some(prefix.into());
+        self
+    }
+
+    /// `timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
     }
 }

@@ -11,6 +11,8 @@ pub mod jose;
 pub mod oracles;
 pub mod prereq;
 pub mod redis_server;
+pub mod redis_topology;
+pub mod rotations;
 
 pub use config::{
     ms, secs, BindSource, ClientOverrides, GateConfig, LogFormat, OnReplay, OnStoreError, Store,
