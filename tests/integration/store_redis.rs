@@ -15,8 +15,7 @@ use refresh_gate::seal::fingerprint::{Fingerprinter, TokenFingerprint};
 use refresh_gate::seal::secret::RefreshToken;
 use refresh_gate::store::{
     AfterWait, ExchangeOutcome, Presented, RedisStore, RedisStoreConfig, RedisTopology, Released,
-    Replication,
-    TokenRecord, TokenStore,
+    Replication, TokenRecord, TokenStore,
 };
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -105,7 +104,11 @@ async fn one_claim_across_replicas_and_waiters_everywhere_get_the_outcome() {
     let redis = RedisServer::start();
     let stores = replicas(&redis, 3);
     let replication = one_claim_and_waiters_everywhere(&stores, "rt-race").await;
-    assert_eq!(replication, Replication::NotAsked, "a single server awaits no replica");
+    assert_eq!(
+        replication,
+        Replication::NotAsked,
+        "a single server awaits no replica"
+    );
 }
 
 /// Thirty presentations of one token on `stores` (three replicas of one shared store): one
