@@ -249,27 +249,49 @@ fn keys(value: &toml::Value, section: &str, out: &mut BTreeSet<String>) {
 #[test]
 fn the_typed_harness_spells_every_configuration_key_as_the_gate_and_the_readme_do() {
     let dir = tempfile::tempdir().unwrap();
-    let config = every_key(dir.path());
-    let text = config.to_toml();
-    let path = dir.path().join("refresh-gate.toml");
-    std::fs::write(&path, &text).unwrap();
-    // The gate refuses unknown keys: every key the harness writes is one it reads.
-    let out = std::process::Command::new(common::gate::binary())
-        .arg("--config")
-        .arg(&path)
-        .arg("--check-config")
-        .env_remove("REFRESH_GATE_CONFIG")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "--check-config refused the harness's file:\n{}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // One server, Sentinel and Cluster exclude each other's keys: one file each, the same
+    // but for `[store]`.
+    let single = every_key(dir.path());
+    std::fs::write(dir.path().join("sentinel-password"), "placeholder\n").unwrap();
+    let fingerprint_key = dir.path().join("fingerprint.key");
+    let sentinel = every_key(dir.path()).store(Store {
+        sentinel_password_file: Some(dir.path().join("sentinel-password")),
+        tls: Some(true),
+        ca_file: Some(dir.path().join("redis-ca.pem")),
+        wait_timeout: Some(ms(150)),
+        ..Store::sentinel(
+            vec!["127.0.0.1:26379".to_owned()],
+            "gate-primary",
+            &fingerprint_key,
+        )
+        .wait_replicas(1)
+    });
+    let cluster = every_key(dir.path()).store(Store::cluster(
+        vec!["127.0.0.1:7000".to_owned()],
+        &fingerprint_key,
+    ));
+    let mut written = BTreeSet::new();
+    for config in [single, sentinel, cluster] {
+        let text = config.to_toml();
+        let path = dir.path().join("refresh-gate.toml");
+        std::fs::write(&path, &text).unwrap();
+        // The gate refuses unknown keys: every key the harness writes is one it reads.
+        let out = std::process::Command::new(common::gate::binary())
+            .arg("--config")
+            .arg(&path)
+            .arg("--check-config")
+            .env_remove("REFRESH_GATE_CONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "--check-config refused the harness's file:\n{}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        keys(&text.parse::<toml::Value>().unwrap(), "", &mut written);
+    }
 
     // And the harness covers every key of README's configuration table, and no other.
-    let mut written = BTreeSet::new();
-    keys(&text.parse::<toml::Value>().unwrap(), "", &mut written);
     let mut documented = BTreeSet::new();
     for row in table(&readme(), "Configuration") {
         let names = backticked(&row[0]);

@@ -15,7 +15,7 @@ use refresh_gate::seal::fingerprint::{Fingerprinter, TokenFingerprint};
 use refresh_gate::seal::secret::RefreshToken;
 use refresh_gate::store::{
     AfterWait, ExchangeOutcome, Presented, RedisStore, RedisStoreConfig, RedisTopology, Released,
-    TokenRecord, TokenStore,
+    Replication, TokenRecord, TokenStore,
 };
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -103,18 +103,35 @@ async fn present(store: &RedisStore, fp: &TokenFingerprint, policy: &Policy) -> 
 async fn one_claim_across_replicas_and_waiters_everywhere_get_the_outcome() {
     let redis = RedisServer::start();
     let stores = replicas(&redis, 3);
-    let (token, fp) = fingerprint("rt-race");
+    let replication = one_claim_and_waiters_everywhere(&stores, "rt-race").await;
+    assert_eq!(
+        replication,
+        Replication::NotAsked,
+        "a single server awaits no replica"
+    );
+}
+
+/// Thirty presentations of one token on `stores` (three replicas of one shared store): one
+/// claim, every other presenter waits wherever it is, is woken by the outcome (not by the
+/// claim's expiry), and exactly `max_reuses` replays are counted across replicas. Returns
+/// what came of the rotation's replication acknowledgement.
+pub(crate) async fn one_claim_and_waiters_everywhere(
+    stores: &[Arc<RedisStore>],
+    token: &str,
+) -> Replication {
+    let (token, fp) = fingerprint(token);
     let policy = Policy::uniform(Rules {
         max_reuses: 7,
         ..Rules::default()
     });
     let tasks: Vec<_> = (0..30)
         .map(|n| {
-            let store = stores[n % 3].clone();
+            let stores_len = stores.len();
+            let store = stores[n % stores_len].clone();
             let policy = policy.clone();
             tokio::spawn(async move {
                 let presented = present(&store, &fp, &policy).await;
-                (n % 3, presented)
+                (n % stores_len, presented)
             })
         })
         .collect();
@@ -144,7 +161,7 @@ async fn one_claim_across_replicas_and_waiters_everywhere_get_the_outcome() {
         "some waiters are on other replicas"
     );
     tokio::time::sleep(Duration::from_millis(50)).await;
-    stores[claimant]
+    let replication = stores[claimant]
         .complete(&fp, rotated_into(&token, fp, None), &policy)
         .await
         .unwrap();
@@ -189,12 +206,13 @@ async fn one_claim_across_replicas_and_waiters_everywhere_get_the_outcome() {
         (7, 22),
         "exactly max_reuses replays across replicas"
     );
-    for store in &stores {
+    for store in stores {
         match present(store, &fp, &policy).await {
             Presented::Refused(r) => assert_eq!(r.reason, RefusalReason::ReuseLimit),
             other => panic!("unexpected {other:?}"),
         }
     }
+    replication
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
