@@ -49,6 +49,9 @@ pub const STORE_SHARDS_DOWN: &str = "refresh_gate_store_shards_down";
 /// `refresh_gate_store_replication_acks_total{result}`: rotations whose writes replicas
 /// acknowledged (`WAIT`), or did not in time.
 pub const STORE_REPLICATION_ACKS_TOTAL: &str = "refresh_gate_store_replication_acks_total";
+/// `refresh_gate_store_rotations_restored_total`: recent rotations of this replica written
+/// again on a new primary that lacked them after a failover.
+pub const STORE_ROTATIONS_RESTORED_TOTAL: &str = "refresh_gate_store_rotations_restored_total";
 /// `refresh_gate_build_info{version}`.
 pub const BUILD_INFO: &str = "refresh_gate_build_info";
 
@@ -163,6 +166,7 @@ pub struct Metrics {
     store_topology_changes: IntCounter,
     store_shards_down: IntGauge,
     replication_acks: IntCounterVec,
+    store_restored: IntCounter,
     token_refused: IntCounterVec,
     audit_suppressed: IntCounterVec,
     detached: IntGauge,
@@ -289,6 +293,10 @@ impl Metrics {
                 "Rotations whose writes replicas acknowledged in time, or did not.",
                 &["result"],
             ),
+            store_restored: r.counter(
+                STORE_ROTATIONS_RESTORED_TOTAL,
+                "Recent rotations written again on a new primary that lacked them after a failover.",
+            ),
             token_refused: r.counters(
                 TOKEN_REQUESTS_REFUSED_TOTAL,
                 "Token-path requests refused as uncertain or malformed, by reason.",
@@ -364,6 +372,7 @@ impl Metrics {
         catch_up(&self.store_errors, health.errors);
         catch_up(&self.store_failovers, health.failovers);
         catch_up(&self.store_topology_changes, health.topology_changes);
+        catch_up(&self.store_restored, health.restored);
         catch_up(
             &self.store_redirects.with_label_values(&["moved"]),
             health.redirects_moved,

@@ -393,6 +393,8 @@ pub struct StoreHealth {
     pub topology_changes: u64,
     /// Cluster shards that do not answer now.
     pub shards_down: u64,
+    /// Recent rotations written again on a new primary that lacked them, since start.
+    pub restored: u64,
 }
 
 impl Default for StoreHealth {
@@ -405,6 +407,7 @@ impl Default for StoreHealth {
             redirects_ask: 0,
             topology_changes: 0,
             shards_down: 0,
+            restored: 0,
         }
     }
 }

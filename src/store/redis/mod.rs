@@ -6,6 +6,7 @@
 //! never by polling. Redis holds fingerprints and sealed answers, never a token.
 
 mod health;
+mod journal;
 mod keys;
 mod ops;
 mod recent;
@@ -103,6 +104,10 @@ struct Inner {
     link: Link,
     /// Replication acknowledgements of rotations (`wait_replicas` above 0).
     ack: Option<Acknowledger>,
+    /// This replica's recent rotations, restored on a new primary after a failover.
+    journal: journal::Journal,
+    /// Rotations restored on a new primary since start.
+    restored: std::sync::atomic::AtomicU64,
     keys: KeySpace,
     channel: String,
     timeout: Duration,
@@ -208,6 +213,8 @@ impl RedisStore {
         let inner = Arc::new(Inner {
             link,
             ack,
+            journal: journal::Journal::default(),
+            restored: std::sync::atomic::AtomicU64::new(0),
             keys,
             channel,
             timeout: config.timeout,
@@ -220,8 +227,13 @@ impl RedisStore {
             written: RecentCount::new(config.tombstone_ttl),
             clock,
         });
-        if let Some(subscription) = inner.link.single_subscription() {
-            tokio::spawn(subscribe(inner.clone(), subscription));
+        match inner.link.single_subscription() {
+            Some(subscription) => {
+                tokio::spawn(subscribe(inner.clone(), subscription));
+            }
+            None => {
+                tokio::spawn(restore_after_failovers(inner.clone()));
+            }
         }
         Ok(RedisStore { inner })
     }
@@ -272,6 +284,43 @@ async fn subscribe(inner: Arc<Inner>, subscription: redis::aio::ConnectionManage
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// After every failover the link follows, write this replica's recent rotations again
+/// where the new primary lacks them: at once, and again as rotations that were completing
+/// on the old primary during the switch land in the journal.
+async fn restore_after_failovers(inner: Arc<Inner>) {
+    const POLL: Duration = Duration::from_millis(20);
+    const AGAIN_AFTER: [Duration; 4] = [
+        Duration::ZERO,
+        Duration::from_millis(250),
+        Duration::from_millis(1000),
+        Duration::from_millis(3000),
+    ];
+    let mut seen = inner.link.failovers();
+    loop {
+        tokio::time::sleep(POLL).await;
+        let failovers = inner.link.failovers();
+        if failovers == seen {
+            continue;
+        }
+        seen = failovers;
+        let mut waited = Duration::ZERO;
+        for at in AGAIN_AFTER {
+            tokio::time::sleep(at.saturating_sub(waited)).await;
+            waited = at;
+            let restored = inner.restore_recent().await;
+            if restored > 0 {
+                inner
+                    .restored
+                    .fetch_add(restored, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(
+                    restored,
+                    "after a failover, the new primary lacked recent rotations of this replica: their tombstones are written again"
+                );
+            }
+        }
     }
 }
 
@@ -542,6 +591,7 @@ impl TokenStore for RedisStore {
             redirects_moved: moved,
             redirects_ask: asked,
             topology_changes: inner.link.topology_changes(),
+            restored: inner.restored.load(Ordering::Relaxed),
             shards_down: inner.link.shards_down(),
         }
     }

@@ -1,6 +1,7 @@
 //! The store's steps against Redis, one script each: present, wait, decide, release,
 //! record a rotation. Every call is bounded by the store timeout and counted in its health.
 
+use super::journal::Written;
 use super::reply::{
     closing, fields, fingerprint, malformed, number, parse_claim_id, released_outcome, rotated,
     text,
@@ -22,7 +23,7 @@ use redis::{RedisResult, Value};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 impl Inner {
     /// The command connection of the topology (for a single server, created on first use
@@ -558,8 +559,9 @@ impl Inner {
             .arg(channel)
             .arg(token.to_hex())
             .arg(publish);
-        for (name, value) in record::encode(record) {
-            invocation.arg(name).arg(value);
+        let fields = record::encode(record);
+        for (name, value) in &fields {
+            invocation.arg(*name).arg(value);
         }
         let tombstone = async move { invocation.invoke_async::<()>(&mut connection).await };
         // The successor's link and the tombstone are independent keys (two slots); both are
@@ -570,6 +572,74 @@ impl Inner {
                 None => tombstone.await,
             }
         })
-        .await
+        .await?;
+        if !self.link.one_server() {
+            self.journal.record(Written {
+                token: *token,
+                fields,
+                answer: answer.as_bytes().to_vec(),
+                answer_ttl: grace,
+                successor: successor.map(|next| (*next, record.family)),
+                at: Instant::now(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Write again each recent rotation of this replica that the primary lacks (after a
+    /// failover); how many were missing.
+    pub(super) async fn restore_recent(&self) -> u64 {
+        let now = Instant::now();
+        let mut restored = 0;
+        for batch in self.journal.recent(now).chunks(64) {
+            let writes = batch.iter().map(|written| self.restore(written, now));
+            for result in futures_util::future::join_all(writes).await {
+                restored += u64::from(result.unwrap_or(false));
+            }
+        }
+        restored
+    }
+
+    async fn restore(&self, written: &Written, now: Instant) -> Result<bool, StoreError> {
+        let age = now.saturating_duration_since(written.at);
+        let ttl = milliseconds(self.tombstone_ttl.saturating_sub(age));
+        let answer_ttl = if written.answer.is_empty() {
+            0
+        } else {
+            written.answer_ttl.saturating_sub(age).as_millis() as u64
+        };
+        let keys = self.keys.token(&written.token);
+        let mut connection = self.connection();
+        let mut invocation = scripts::RESTORE.prepare_invoke();
+        invocation
+            .key(&keys.state)
+            .key(&keys.answer)
+            .arg(ttl)
+            .arg(answer_ttl)
+            .arg(&written.answer[..]);
+        for (name, value) in &written.fields {
+            invocation.arg(*name).arg(value);
+        }
+        let restored: i64 = self
+            .run("restore", async move {
+                invocation.invoke_async(&mut connection).await
+            })
+            .await?;
+        if let Some((next, family)) = &written.successor {
+            let next = self.keys.token(next);
+            let mut connection = self.connection();
+            let mut invocation = scripts::LINK.prepare_invoke();
+            invocation
+                .key(&next.family)
+                .key(&next.parent)
+                .arg(family.to_hex())
+                .arg(written.token.to_hex())
+                .arg(ttl);
+            self.run("restore_link", async move {
+                invocation.invoke_async::<()>(&mut connection).await
+            })
+            .await?;
+        }
+        Ok(restored == 1)
     }
 }

@@ -49,6 +49,25 @@ return 1
     )
 });
 
+/// Restore a rotation this replica wrote, after a failover, if the primary lacks it.
+/// KEYS: state, answer. ARGV: tombstone TTL (ms), answer TTL (ms, 0 for none), sealed
+/// answer, then the tombstone's field/value pairs. Replies 1 if restored, 0 if present.
+pub(super) static RESTORE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
+end
+return 1
+",
+    )
+});
+
 /// The successor of a token was presented: the token's tombstone records when, the first
 /// time only (the present script's `HGETALL` reads it back). KEYS: the parent's state.
 /// ARGV: now (ms). Replies 1 if recorded now, 0 otherwise (no tombstone, or already).

@@ -148,6 +148,11 @@ impl Link {
         }
     }
 
+    /// Whether this is one server (nothing to fail over to).
+    pub(super) fn one_server(&self) -> bool {
+        matches!(self, Link::Single { .. })
+    }
+
     /// Whether every waiter hears of each exchange on one channel (not in a cluster).
     pub(super) fn one_channel(&self) -> bool {
         !matches!(self, Link::Cluster(_))
