@@ -34,6 +34,7 @@ mod store;
 mod store_cluster;
 mod store_redis;
 mod store_sentinel;
+mod store_topologies;
 mod tls_listener;
 mod token_path;
 mod upstream_faults;

@@ -26,49 +26,52 @@ const ACCESS_TOKEN: &str = "AT-plaintext-access-token";
 
 fn replicas(redis: &RedisServer, count: usize) -> Vec<Arc<RedisStore>> {
     (0..count)
-        .map(|_| {
-            Arc::new(
-                RedisStore::connect(
-                    &RedisStoreConfig {
-                        topology: RedisTopology::Single { url: redis.url() },
-                        tls: false,
-                        wait_replicas: 0,
-                        wait_timeout: Duration::from_millis(100),
-                        username: None,
-                        password: None,
-                        ca_pem: None,
-                        key_prefix: "rg:".to_owned(),
-                        timeout: Duration::from_secs(2),
-                        tombstone_ttl: Duration::from_secs(900),
-                        claim_ttl: Duration::from_secs(10),
-                        max_in_flight: 1000,
-                    },
-                    Arc::new(SystemClock),
-                )
-                .unwrap(),
-            )
-        })
+        .map(|_| store_on(RedisTopology::Single { url: redis.url() }, 0))
         .collect()
 }
 
-fn client() -> ClientIdentity {
+/// One replica's store on `topology` (keys under `rg:`), awaiting `wait_replicas`.
+pub(crate) fn store_on(topology: RedisTopology, wait_replicas: u32) -> Arc<RedisStore> {
+    Arc::new(
+        RedisStore::connect(
+            &RedisStoreConfig {
+                topology,
+                tls: false,
+                wait_replicas,
+                wait_timeout: Duration::from_millis(100),
+                username: None,
+                password: None,
+                ca_pem: None,
+                key_prefix: "rg:".to_owned(),
+                timeout: Duration::from_secs(2),
+                tombstone_ttl: Duration::from_secs(900),
+                claim_ttl: Duration::from_secs(10),
+                max_in_flight: 1000,
+            },
+            Arc::new(SystemClock),
+        )
+        .unwrap(),
+    )
+}
+
+pub(crate) fn client() -> ClientIdentity {
     ClientIdentity {
         client_id: "kubernetes".into(),
         secret: None,
     }
 }
 
-fn source() -> IpAddr {
+pub(crate) fn source() -> IpAddr {
     IpAddr::V4(Ipv4Addr::LOCALHOST)
 }
 
-fn fingerprint(token: &str) -> (RefreshToken, TokenFingerprint) {
+pub(crate) fn fingerprint(token: &str) -> (RefreshToken, TokenFingerprint) {
     let token = RefreshToken::new(token);
     let fp = Fingerprinter::new(&[5u8; 32]).token(&token);
     (token, fp)
 }
 
-fn answer() -> Answer {
+pub(crate) fn answer() -> Answer {
     Answer {
         status: 200,
         headers: vec![("content-type".into(), b"application/json".to_vec())],
@@ -78,7 +81,7 @@ fn answer() -> Answer {
     }
 }
 
-fn rotated_into(
+pub(crate) fn rotated_into(
     token: &RefreshToken,
     family: TokenFingerprint,
     successor: Option<TokenFingerprint>,
@@ -90,7 +93,11 @@ fn rotated_into(
     }
 }
 
-async fn present(store: &RedisStore, fp: &TokenFingerprint, policy: &Policy) -> Presented {
+pub(crate) async fn present(
+    store: &RedisStore,
+    fp: &TokenFingerprint,
+    policy: &Policy,
+) -> Presented {
     let c = client();
     let who = Presenter {
         client: &c,
