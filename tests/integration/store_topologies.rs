@@ -192,7 +192,7 @@ async fn a_rotation_the_new_primary_lacks_is_written_again_from_the_journal() {
     let old = set.failover();
     let new = set.wait_for_new_primary(&old, Duration::from_secs(15));
     until(
-        &[maker.clone()],
+        std::slice::from_ref(&maker),
         Duration::from_secs(10),
         "the maker restores its rotation on the new primary",
         |store| store.health().restored >= 1,
@@ -202,7 +202,7 @@ async fn a_rotation_the_new_primary_lacks_is_written_again_from_the_journal() {
     assert_eq!(exists, 2, "tombstone and answer on {new}");
     // Any replica now sees the token as rotated: a replay inside the window, not a claim.
     until(
-        &[other.clone()],
+        std::slice::from_ref(&other),
         Duration::from_secs(10),
         "the other replica follows",
         |store| store.health().failovers >= 1,
