@@ -355,8 +355,8 @@ pub struct RotationUnacknowledged<'a> {
     pub wanted: u32,
     /// Replicas that did acknowledge.
     pub replicas: u32,
-    /// Why not: `timeout`, `missing`, `unreachable`, `not_primary`, `error`, `redirected`
-    /// or `unknown_primary`.
+    /// Why not: `timeout`, `missing`, `unreachable`, `not_primary`, `error`, `redirected`,
+    /// `unknown_primary` or `busy`.
     pub reason: &'static str,
     /// When.
     pub now: UnixMillis,

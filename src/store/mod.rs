@@ -429,8 +429,8 @@ pub enum Replication {
         wanted: u32,
         /// The fewest replicas that acknowledged one of its writes.
         replicas: u32,
-        /// `timeout`, `missing`, `unreachable`, `not_primary`, `error`, `redirected` or
-        /// `unknown_primary`.
+        /// `timeout`, `missing`, `unreachable`, `not_primary`, `error`, `redirected`,
+        /// `unknown_primary` or `busy` (64 acknowledgements were under way already).
         reason: &'static str,
     },
 }

@@ -13,6 +13,9 @@ use std::time::Duration;
 
 /// Redirects followed per node before giving up.
 const MAX_REDIRECTS: usize = 3;
+/// Acknowledgements under way at once on this replica: each holds a connection of its own
+/// while `WAIT` blocks it, so this bounds the connections a burst of rotations opens.
+pub(in crate::store::redis) const MAX_CONCURRENT_ACKS: usize = 64;
 
 /// What became of one acknowledgement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +35,8 @@ pub(in crate::store::redis) struct Acknowledger {
     pub(in crate::store::redis) wait: Duration,
     pool: NodePool,
     timeout: Duration,
+    /// One permit per acknowledgement under way.
+    permits: tokio::sync::Semaphore,
     /// `MOVED` redirects followed since start.
     pub(in crate::store::redis) moved: AtomicU64,
     /// `ASK` redirects followed since start.
@@ -51,6 +56,7 @@ impl Acknowledger {
             wait,
             pool,
             timeout,
+            permits: tokio::sync::Semaphore::new(MAX_CONCURRENT_ACKS),
             moved: AtomicU64::new(0),
             asked: AtomicU64::new(0),
         }
@@ -65,6 +71,13 @@ impl Acknowledger {
     ) -> Acked {
         let wait_ms = self.wait.as_millis().clamp(1, u128::from(u32::MAX)) as u64;
         let response = self.wait + self.timeout;
+        // A burst waits its turn, for at most as long as one acknowledgement may take.
+        let Ok(Ok(_permit)) = tokio::time::timeout(response, self.permits.acquire()).await else {
+            return Acked::No {
+                replicas: 0,
+                reason: "busy",
+            };
+        };
         let mut target = node.to_owned();
         let mut asking = false;
         for _ in 0..=MAX_REDIRECTS {
