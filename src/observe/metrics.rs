@@ -52,6 +52,9 @@ pub const STORE_REPLICATION_ACKS_TOTAL: &str = "refresh_gate_store_replication_a
 /// `refresh_gate_store_rotations_restored_total`: recent rotations of this replica written
 /// again on a new primary that lacked them after a failover.
 pub const STORE_ROTATIONS_RESTORED_TOTAL: &str = "refresh_gate_store_rotations_restored_total";
+/// `refresh_gate_replay_delay_seconds{outcome}`: for every presentation of an already-used
+/// token, the time since its first use.
+pub const REPLAY_DELAY_SECONDS: &str = "refresh_gate_replay_delay_seconds";
 /// `refresh_gate_build_info{version}`.
 pub const BUILD_INFO: &str = "refresh_gate_build_info";
 
@@ -167,6 +170,7 @@ pub struct Metrics {
     store_shards_down: IntGauge,
     replication_acks: IntCounterVec,
     store_restored: IntCounter,
+    replay_delay: HistogramVec,
     token_refused: IntCounterVec,
     audit_suppressed: IntCounterVec,
     detached: IntGauge,
@@ -217,6 +221,47 @@ impl Registrar<'_> {
 
     fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
         self.add(must(IntCounterVec::new(Opts::new(name, help), labels)))
+    }
+}
+
+/// The buckets of the replay delay histogram, in seconds: fine below a second, up to five
+/// minutes.
+const REPLAY_DELAY_BUCKETS: [f64; 22] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5,
+    10.0, 15.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// What became of a presentation of an already-used token (the `outcome` label of
+/// `refresh_gate_replay_delay_seconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayDelayOutcome {
+    /// It waited for the exchange under way.
+    Coalesced,
+    /// Answered from the window.
+    GraceReplay,
+    /// Refused.
+    Refused,
+    /// Forwarded in observe mode (the decision recorded, not applied).
+    Observed,
+}
+
+impl ReplayDelayOutcome {
+    /// Every value.
+    pub const ALL: [ReplayDelayOutcome; 4] = [
+        ReplayDelayOutcome::Coalesced,
+        ReplayDelayOutcome::GraceReplay,
+        ReplayDelayOutcome::Refused,
+        ReplayDelayOutcome::Observed,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            ReplayDelayOutcome::Coalesced => "coalesced",
+            ReplayDelayOutcome::GraceReplay => "grace_replay",
+            ReplayDelayOutcome::Refused => "refused",
+            ReplayDelayOutcome::Observed => "observed",
+        }
     }
 }
 
@@ -297,6 +342,14 @@ impl Metrics {
                 STORE_ROTATIONS_RESTORED_TOTAL,
                 "Recent rotations written again on a new primary that lacked them after a failover.",
             ),
+            replay_delay: r.add(must(HistogramVec::new(
+                HistogramOpts::new(
+                    REPLAY_DELAY_SECONDS,
+                    "Time since the first use of a used token presented again, by outcome.",
+                )
+                .buckets(REPLAY_DELAY_BUCKETS.to_vec()),
+                &["outcome"],
+            ))),
             token_refused: r.counters(
                 TOKEN_REQUESTS_REFUSED_TOTAL,
                 "Token-path requests refused as uncertain or malformed, by reason.",
@@ -347,6 +400,9 @@ impl Metrics {
         for kind in ["moved", "ask"] {
             self.store_redirects.with_label_values(&[kind]);
         }
+        for outcome in ReplayDelayOutcome::ALL {
+            self.replay_delay.with_label_values(&[outcome.label()]);
+        }
         for result in ["acknowledged", "missed"] {
             self.replication_acks.with_label_values(&[result]);
         }
@@ -381,6 +437,13 @@ impl Metrics {
             &self.store_redirects.with_label_values(&["ask"]),
             health.redirects_ask,
         );
+    }
+
+    /// Observe a presentation of an already-used token `seconds` after its first use.
+    pub fn replay_delay(&self, outcome: ReplayDelayOutcome, seconds: f64) {
+        self.replay_delay
+            .with_label_values(&[outcome.label()])
+            .observe(seconds);
     }
 
     /// Count one rotation's replication acknowledgement: `true` when acknowledged in time.

@@ -2,5 +2,6 @@
 //! redaction that keeps secrets out of every line.
 
 pub mod audit;
+pub mod grace;
 pub mod metrics;
 pub mod redact;

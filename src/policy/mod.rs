@@ -3,6 +3,7 @@
 //! unit-tested here by moving time instead of sleeping.
 
 pub mod detached;
+pub mod grace_advice;
 pub mod source_cap;
 
 use crate::clock::UnixMillis;

@@ -1,6 +1,7 @@
-//! The admin listener: `/metrics`, `/livez`, `/readyz`, on its own address.
+//! The admin listener: `/metrics`, `/grace-advice`, `/livez`, `/readyz`, on its own address.
 
 use crate::health::readiness::Readiness;
+use crate::observe::grace::GraceAdvice;
 use crate::observe::metrics::Metrics;
 use crate::store::TokenStore;
 use async_trait::async_trait;
@@ -13,15 +14,22 @@ pub struct AdminApp {
     metrics: Metrics,
     readiness: Arc<Readiness>,
     store: Arc<dyn TokenStore>,
+    grace_advice: Arc<GraceAdvice>,
 }
 
 impl AdminApp {
     /// An admin app over these parts.
-    pub fn new(metrics: Metrics, readiness: Arc<Readiness>, store: Arc<dyn TokenStore>) -> Self {
+    pub fn new(
+        metrics: Metrics,
+        readiness: Arc<Readiness>,
+        store: Arc<dyn TokenStore>,
+        grace_advice: Arc<GraceAdvice>,
+    ) -> Self {
         AdminApp {
             metrics,
             readiness,
             store,
+            grace_advice,
         }
     }
 }
@@ -56,6 +64,7 @@ impl ServeHttp for AdminApp {
                     self.metrics.render(),
                 )
             }
+            "/grace-advice" => response(200, "application/json", self.grace_advice.report()),
             "/livez" => response(200, "text/plain", "ok\n"),
             "/readyz" => match self.readiness.check() {
                 Ok(()) => response(200, "text/plain", "ready\n"),

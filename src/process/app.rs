@@ -18,6 +18,7 @@ use crate::config::{
 };
 use crate::health::readiness::Readiness;
 use crate::observe::audit::Auditor;
+use crate::observe::grace::GraceAdvice;
 use crate::observe::metrics::Metrics;
 use crate::proxy::exchange::Exchanger;
 use crate::proxy::gate::{GateProxy, GateSettings};
@@ -119,8 +120,14 @@ impl App {
         let connector = || Connector::new(Some(ConnectorOptions::from_server_conf(&server_conf)));
 
         let exchanger = Exchanger::new(connector(), peers.exchange.clone());
+        let grace_advice = Arc::new(GraceAdvice::new(Vec::new(), clock.clone()));
         let refresh = Arc::new(refresh_handler(
-            &settings, &store, &metrics, clock, exchanger,
+            &settings,
+            &store,
+            &metrics,
+            clock,
+            exchanger,
+            grace_advice.clone(),
         ));
         let gate = GateProxy::new(
             refresh.clone(),
@@ -142,7 +149,12 @@ impl App {
         server.add_service(proxy);
         match settings.admin {
             Some(address) => {
-                let app = AdminApp::new(metrics.clone(), readiness.clone(), store.store.clone());
+                let app = AdminApp::new(
+                    metrics.clone(),
+                    readiness.clone(),
+                    store.store.clone(),
+                    grace_advice.clone(),
+                );
                 let mut service = Service::new("refresh-gate-admin".to_owned(), app);
                 service.add_tcp(&address.to_string());
                 server.add_service(service);
@@ -324,6 +336,7 @@ fn refresh_handler(
     metrics: &Metrics,
     clock: Arc<dyn Clock>,
     exchanger: Exchanger,
+    grace_advice: Arc<GraceAdvice>,
 ) -> RefreshHandler {
     let fingerprinter = match &settings.store.fingerprinter {
         Some(fingerprinter) => fingerprinter.clone(),
@@ -343,6 +356,7 @@ fn refresh_handler(
             clock,
             auditor: Arc::new(Auditor::new(metrics.clone())),
             endpoint: Arc::new(exchanger),
+            grace_advice,
         },
         RefreshSettings {
             request_timeout: settings.upstream.request_timeout,

@@ -18,6 +18,7 @@ mod differential;
 mod fail_closed;
 mod failures;
 mod families;
+mod grace_advice;
 mod hostile;
 mod log_secrets;
 mod observability;

@@ -27,7 +27,8 @@ use crate::observe::audit::{
     Auditor, DetachedLimitReached, FamilyRevoked, FirstUse, ForwardedUnguarded, ReplayAnswered,
     ReplayRefused, RequestFacts, RotationUnacknowledged,
 };
-use crate::observe::metrics::{Metrics, RefreshOutcome, UpstreamKind};
+use crate::observe::grace::GraceAdvice;
+use crate::observe::metrics::{Metrics, RefreshOutcome, ReplayDelayOutcome, UpstreamKind};
 use crate::policy::detached::{DetachedExchanges, ExchangeLife};
 use crate::policy::{Policy, Presenter, RefusalReason};
 use crate::proxy::exchange::TokenEndpoint;
@@ -92,6 +93,8 @@ pub struct RefreshParts {
     pub auditor: Arc<Auditor>,
     /// Where exchanges go.
     pub endpoint: Arc<dyn TokenEndpoint>,
+    /// The grace advice fed by every replay of the same client and source.
+    pub grace_advice: Arc<GraceAdvice>,
 }
 
 /// Decides and answers refresh grants; shared by all requests.
@@ -101,6 +104,7 @@ pub struct RefreshHandler {
     fingerprinter: Fingerprinter,
     clock: Arc<dyn Clock>,
     auditor: Arc<Auditor>,
+    grace_advice: Arc<GraceAdvice>,
     endpoint: Arc<dyn TokenEndpoint>,
     settings: RefreshSettings,
     client_keys: arc_swap::ArcSwap<ClientKeys>,
@@ -232,6 +236,9 @@ impl Request {
 impl RefreshHandler {
     /// A refresh handler over these parts.
     pub fn new(parts: RefreshParts, settings: RefreshSettings) -> Self {
+        parts
+            .grace_advice
+            .set_configured(parts.policy.per_client.keys().cloned().collect());
         RefreshHandler {
             policy: arc_swap::ArcSwap::from_pointee(parts.policy),
             store: parts.store,
@@ -239,6 +246,7 @@ impl RefreshHandler {
             clock: parts.clock,
             auditor: parts.auditor,
             endpoint: parts.endpoint,
+            grace_advice: parts.grace_advice,
             revoked_at_idp: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(3600))
@@ -258,7 +266,22 @@ impl RefreshHandler {
 
     /// Replace the rules (configuration reload); requests already deciding keep theirs.
     pub fn set_policy(&self, policy: Policy) {
+        self.grace_advice
+            .set_configured(policy.per_client.keys().cloned().collect());
         self.policy.store(Arc::new(policy));
+    }
+
+    /// A presentation of an already-used token, `outcome`: its delay since the first use
+    /// is observed, and fed to the grace advice when the client and source are the first
+    /// use's.
+    fn replay_delay(&self, request: &Request, record: &TokenRecord, outcome: ReplayDelayOutcome) {
+        let now = self.clock.now();
+        let delay = now.since(record.first_use);
+        self.metrics().replay_delay(outcome, delay.as_secs_f64());
+        if record.client.client_id == request.client.client_id && record.source == request.source {
+            self.grace_advice
+                .record(&request.client.client_id, delay, now);
+        }
     }
 
     /// Replace the clients' assertion keys (configuration reload).
@@ -653,16 +676,20 @@ impl RefreshHandler {
             now: self.clock.now(),
         }
         .emit(&self.auditor);
-        let outcome = if coalesced {
-            RefreshOutcome::Coalesced
+        let (outcome, delay) = if coalesced {
+            (RefreshOutcome::Coalesced, ReplayDelayOutcome::Coalesced)
         } else {
-            RefreshOutcome::GraceReplay
+            (RefreshOutcome::GraceReplay, ReplayDelayOutcome::GraceReplay)
         };
+        self.replay_delay(request, record, delay);
         Reply::remembered(answer, outcome)
     }
 
     fn refuse(self: &Arc<Self>, request: &Request, refusal: &Refusal, coalesced: bool) -> Reply {
         let now = self.clock.now();
+        if let Some(record) = &refusal.record {
+            self.replay_delay(request, record, ReplayDelayOutcome::Refused);
+        }
         ReplayRefused {
             request: request.audit_facts(),
             first: refusal.record.as_deref().map(first_use),

@@ -201,6 +201,10 @@ fn fixture_with(
             clock: clock.clone(),
             auditor: Arc::new(Auditor::new(Metrics::new())),
             endpoint: idp.clone(),
+            grace_advice: Arc::new(crate::observe::grace::GraceAdvice::new(
+                Vec::new(),
+                clock.clone(),
+            )),
         },
         settings,
     );
@@ -229,6 +233,10 @@ fn base64_fixture(idp: Arc<FakeIdp>) -> Fixture {
             store,
             fingerprinter: Fingerprinter::new(&[7u8; 32])
                 .with_token_encoding(crate::oauth::token_spelling::TokenEncoding::Base64),
+            grace_advice: Arc::new(crate::observe::grace::GraceAdvice::new(
+                Vec::new(),
+                clock.clone(),
+            )),
             clock,
             auditor: Arc::new(Auditor::new(Metrics::new())),
             endpoint: idp,
