@@ -5,6 +5,7 @@
 pub mod config;
 pub mod e2e;
 pub mod fake_idp;
+pub mod fake_sentinel;
 pub mod fault_idp;
 pub mod gate;
 pub mod jose;

@@ -21,7 +21,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-const NOW: UnixMillis = UnixMillis(1_800_000_000_000);
+pub(crate) const NOW: UnixMillis = UnixMillis(1_800_000_000_000);
 const ACCESS_TOKEN: &str = "AT-plaintext-access-token";
 
 fn replicas(redis: &RedisServer, count: usize) -> Vec<Arc<RedisStore>> {

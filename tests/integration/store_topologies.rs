@@ -215,3 +215,110 @@ async fn a_rotation_the_new_primary_lacks_is_written_again_from_the_journal() {
         other => panic!("not a replay: {other:?}"),
     }
 }
+
+/// Sentinels that each name `primaries[i]` (`host:port`), the first one stale.
+async fn sentinels_naming(primaries: &[std::net::SocketAddr]) -> Vec<String> {
+    let mut sentinels = Vec::new();
+    for primary in primaries {
+        sentinels
+            .push(common::fake_sentinel::naming(&primary.ip().to_string(), primary.port()).await);
+    }
+    sentinels
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_sentinel_naming_a_dead_primary_is_outvoted() {
+    let live = RedisServer::start();
+    let dead = common::gate::free_port();
+    let sentinels = sentinels_naming(&[dead, live.addr, live.addr]).await;
+    let store = store_on(
+        RedisTopology::Sentinel {
+            sentinels,
+            master: "gate-primary".into(),
+            password: None,
+        },
+        0,
+    );
+    let started = Instant::now();
+    while store.ping().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "two of three Sentinels name a live master"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_sentinel_naming_a_live_old_primary_cannot_split_the_gates() {
+    let old = RedisServer::start();
+    let new = RedisServer::start();
+    let sentinels = sentinels_naming(&[old.addr, new.addr, new.addr]).await;
+    let store = store_on(
+        RedisTopology::Sentinel {
+            sentinels,
+            master: "gate-primary".into(),
+            password: None,
+        },
+        0,
+    );
+    let policy = Policy::uniform(Rules::default());
+    let (_, fp) = fingerprint("rt-majority");
+    let started = Instant::now();
+    loop {
+        match store
+            .present(
+                &fp,
+                &refresh_gate::policy::Presenter {
+                    client: &crate::store_redis::client(),
+                    source: crate::store_redis::source(),
+                },
+                &policy,
+                crate::store_redis::NOW,
+            )
+            .await
+        {
+            Ok(presented) => {
+                assert!(matches!(presented, Presented::Claimed { .. }));
+                break;
+            }
+            Err(_) => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "no primary taken"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let claim = format!("rg:{{{}}}:claim", fp.to_hex());
+    let on_new: i64 = query(&new.addr.to_string(), &["EXISTS", &claim]).unwrap();
+    let on_old: i64 = query(&old.addr.to_string(), &["EXISTS", &claim]).unwrap();
+    assert_eq!(
+        (on_new, on_old),
+        (1, 0),
+        "the majority's primary took the claim"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_majority_no_primary_is_taken() {
+    let first = RedisServer::start();
+    let second = RedisServer::start();
+    let dead = common::gate::free_port();
+    let sentinels = sentinels_naming(&[first.addr, second.addr, dead]).await;
+    let store = store_on(
+        RedisTopology::Sentinel {
+            sentinels,
+            master: "gate-primary".into(),
+            password: None,
+        },
+        0,
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        store.ping().await.is_err(),
+        "three Sentinels, three answers: no majority"
+    );
+    assert!(!store.health().available);
+}

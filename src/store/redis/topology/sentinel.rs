@@ -69,7 +69,6 @@ impl SentinelFollower {
             .iter()
             .map(|addr| Ok((addr.clone(), sentinel_access.client_for(addr)?)))
             .collect::<RedisResult<Vec<_>>>()?;
-        // Sentinels are asked in RESP2, which every Sentinel speaks.
         Ok(Arc::new(SentinelFollower {
             asked: Mutex::new(vec![None; sentinels.len()]),
             sentinels,
@@ -237,53 +236,85 @@ impl SentinelFollower {
         })
     }
 
-    /// The primary's address, from the first Sentinel that knows it.
+    /// The primary's address, as a majority of the configured Sentinels name it: every
+    /// Sentinel is asked at once, so one stale or lying Sentinel can neither hold the gate
+    /// on a dead primary nor send it to another node. Without a majority, no answer (the
+    /// primary in use is kept).
     async fn ask_sentinels(&self) -> Result<String, String> {
         let mut asked = self.asked.lock().await;
-        let mut last = String::from("no Sentinel configured");
-        for (index, (addr, client)) in self.sentinels.iter().enumerate() {
-            let connection = match asked[index].clone() {
-                Some(connection) => connection,
-                None => {
-                    let config = AsyncConnectionConfig::new()
-                        .set_connection_timeout(Some(self.timeout))
-                        .set_response_timeout(Some(self.timeout));
-                    match bounded(
+        let questions = self
+            .sentinels
+            .iter()
+            .enumerate()
+            .map(|(index, (addr, client))| {
+                let cached = asked[index].clone();
+                async move {
+                    let mut connection = match cached {
+                        Some(connection) => connection,
+                        None => {
+                            let config = AsyncConnectionConfig::new()
+                                .set_connection_timeout(Some(self.timeout))
+                                .set_response_timeout(Some(self.timeout));
+                            bounded(
+                                self.timeout,
+                                client.get_multiplexed_async_connection_with_config(&config),
+                            )
+                            .await
+                            .map_err(|error| (format!("Sentinel {addr}: {error}"), false))?
+                        }
+                    };
+                    let answer: Result<Option<(String, u16)>, String> = bounded(
                         self.timeout,
-                        client.get_multiplexed_async_connection_with_config(&config),
+                        redis::cmd("SENTINEL")
+                            .arg("get-master-addr-by-name")
+                            .arg(&self.master)
+                            .query_async(&mut connection),
                     )
-                    .await
-                    {
-                        Ok(connection) => {
-                            asked[index] = Some(connection.clone());
-                            connection
+                    .await;
+                    match answer {
+                        Ok(Some((host, port))) if is_plain_host(&host) && port > 0 => {
+                            Ok((host_port(&host, port), connection))
                         }
-                        Err(error) => {
-                            last = format!("Sentinel {addr}: {error}");
-                            continue;
+                        Ok(Some(_)) => {
+                            Err((format!("Sentinel {addr} named a malformed address"), true))
                         }
+                        Ok(None) => Err((
+                            format!("Sentinel {addr} does not monitor {}", self.master),
+                            true,
+                        )),
+                        Err(error) => Err((format!("Sentinel {addr}: {error}"), false)),
                     }
                 }
-            };
-            let mut connection = connection;
-            let answer: Result<Option<(String, u16)>, String> = bounded(
-                self.timeout,
-                redis::cmd("SENTINEL")
-                    .arg("get-master-addr-by-name")
-                    .arg(&self.master)
-                    .query_async(&mut connection),
-            )
-            .await;
+            });
+        let answers = futures_util::future::join_all(questions).await;
+        let mut votes: Vec<(String, usize)> = Vec::new();
+        let mut last = String::from("no Sentinel configured");
+        for (index, answer) in answers.into_iter().enumerate() {
             match answer {
-                Ok(Some((host, port))) => return Ok(host_port(&host, port)),
-                Ok(None) => last = format!("Sentinel {addr} does not monitor {}", self.master),
-                Err(error) => {
-                    asked[index] = None;
-                    last = format!("Sentinel {addr}: {error}");
+                Ok((primary, connection)) => {
+                    asked[index] = Some(connection);
+                    match votes.iter_mut().find(|(named, _)| *named == primary) {
+                        Some((_, count)) => *count += 1,
+                        None => votes.push((primary, 1)),
+                    }
+                }
+                Err((error, answered)) => {
+                    if !answered {
+                        asked[index] = None;
+                    }
+                    last = error;
                 }
             }
         }
-        Err(last)
+        let majority = self.sentinels.len() / 2 + 1;
+        match votes.into_iter().max_by_key(|(_, count)| *count) {
+            Some((primary, count)) if count >= majority => Ok(primary),
+            Some((primary, count)) => Err(format!(
+                "only {count} of {} Sentinels name {primary} (a majority is {majority}); last error: {last}",
+                self.sentinels.len()
+            )),
+            None => Err(last),
+        }
     }
 
     /// Listen to one Sentinel's `+switch-master` announcements for our primary.
@@ -307,6 +338,16 @@ impl SentinelFollower {
             tokio::time::sleep(CHECK_INTERVAL).await;
         }
     }
+}
+
+/// A host as Sentinel may name it: an IP address or a DNS name, nothing that could
+/// change the URL the gate builds from it.
+fn is_plain_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
 }
 
 /// `ROLE` answered `master`.
@@ -419,5 +460,15 @@ mod tests {
         assert!(is_master(&master));
         assert!(!is_master(&replica));
         assert!(!is_master(&Value::Nil));
+    }
+
+    #[test]
+    fn only_plain_hosts_are_taken_from_a_sentinel() {
+        for host in ["127.0.0.1", "::1", "redis-0.identity.svc"] {
+            assert!(is_plain_host(host), "{host}");
+        }
+        for host in ["", "evil.example/#insecure", "a@b", "h?x=1", "a b"] {
+            assert!(!is_plain_host(host), "{host}");
+        }
     }
 }
