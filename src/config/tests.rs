@@ -601,3 +601,15 @@ fn topologies_exclude_each_others_keys() {
         );
     }
 }
+
+#[test]
+fn the_acknowledgement_must_fit_in_the_first_clients_wait() {
+    let key = key_file();
+    let message = error_of(&format!(
+        "{MINIMAL}[store]\nbackend = \"redis-cluster\"\nnodes = [\"n:1\"]\n\
+         fingerprint_key_file = \"{}\"\nwait_timeout = \"9s\"\ntimeout = \"1s\"\n",
+        key.path().display()
+    ));
+    assert!(message.contains("store.wait_timeout"), "{message}");
+    assert!(message.contains("request_timeout"), "{message}");
+}

@@ -630,6 +630,14 @@ fn redis(config: &Config, problems: &mut Problems) -> Option<RedisSettings> {
         "store.wait_replicas",
         "must be at most 16",
     );
+    // The first client's answer waits for the acknowledgement (and its connection):
+    // it must fit in the client's own wait for an answer.
+    problems.require(
+        wait_replicas == 0
+            || store.wait_timeout + store.timeout * 2 < config.upstream.request_timeout,
+        "store.wait_timeout",
+        "plus twice store.timeout must stay below upstream.request_timeout (the first client's answer waits for the acknowledgement)",
+    );
     Some(RedisSettings {
         topology,
         tls,

@@ -51,6 +51,10 @@ const MAX_ATTEMPTS: usize = 16;
 const RELEASED_TTL: Duration = Duration::from_secs(5);
 /// The shortest pause of a waiter between checks when no message arrives.
 const MIN_RECHECK: Duration = Duration::from_millis(5);
+/// How long after a followed failover presentations get `503` (`StoreError`): every gate
+/// replica writes back the rotations the new primary lost within this time of its own
+/// switch, and gates hear of a failover within about a second of each other.
+const FAILOVER_FENCE: Duration = Duration::from_millis(1500);
 /// How often a waiter checks when its cluster subscription was not confirmed.
 const UNHEARD_RECHECK: Duration = Duration::from_millis(50);
 
@@ -108,6 +112,8 @@ struct Inner {
     journal: journal::Journal,
     /// Rotations restored on a new primary since start.
     restored: std::sync::atomic::AtomicU64,
+    /// Until when presentations are refused after a followed failover (`FAILOVER_FENCE`).
+    fenced_until: Mutex<Option<std::time::Instant>>,
     keys: KeySpace,
     channel: String,
     timeout: Duration,
@@ -174,6 +180,10 @@ impl RedisStore {
         };
         let waiters = Arc::new(Waiters::default());
         let health = Arc::new(Health::default());
+        health.quiet.store(
+            matches!(config.topology, RedisTopology::Cluster { .. }),
+            Ordering::Relaxed,
+        );
         let keys = KeySpace::new(&config.key_prefix);
         let channel = keys.channel();
         let command_config = ConnectionManagerConfig::new()
@@ -215,6 +225,7 @@ impl RedisStore {
             ack,
             journal: journal::Journal::default(),
             restored: std::sync::atomic::AtomicU64::new(0),
+            fenced_until: Mutex::new(None),
             keys,
             channel,
             timeout: config.timeout,
@@ -306,6 +317,11 @@ async fn restore_after_failovers(inner: Arc<Inner>) {
             continue;
         }
         seen = failovers;
+        *inner
+            .fenced_until
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Some(std::time::Instant::now() + FAILOVER_FENCE);
         let mut waited = Duration::ZERO;
         for at in AGAIN_AFTER {
             tokio::time::sleep(at.saturating_sub(waited)).await;
@@ -392,6 +408,13 @@ impl TokenStore for RedisStore {
         now: UnixMillis,
     ) -> Result<Presented, StoreError> {
         let inner = &self.inner;
+        if inner.fenced() {
+            // Just after a failover, another replica may still be writing back rotations
+            // the new primary lost: a token must not look unknown (and be claimed) now.
+            return Err(StoreError::Unavailable(
+                "a failover was just followed: the new primary is being completed".into(),
+            ));
+        }
         let keys = inner.keys.token(token);
         for _ in 0..MAX_ATTEMPTS {
             let claim_id = rand::random::<u64>();

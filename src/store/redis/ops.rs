@@ -92,6 +92,14 @@ impl Inner {
         }
     }
 
+    /// Whether a failover was followed less than `FAILOVER_FENCE` ago.
+    pub(super) fn fenced(&self) -> bool {
+        self.fenced_until
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_some_and(|until| Instant::now() < until)
+    }
+
     pub(super) fn claims(
         &self,
     ) -> MutexGuard<'_, HashMap<TokenFingerprint, u64, FingerprintHashing>> {
@@ -563,6 +571,22 @@ impl Inner {
         for (name, value) in &fields {
             invocation.arg(*name).arg(value);
         }
+        // Journaled before the write: a write that fails or is lost with its primary is
+        // exactly the one to write back after a failover.
+        if !self.link.one_server() {
+            self.journal.record(Written {
+                token: *token,
+                fields,
+                answer: if grace.is_zero() {
+                    Vec::new()
+                } else {
+                    answer.as_bytes().to_vec()
+                },
+                answer_ttl: grace,
+                successor: successor.map(|next| (*next, record.family)),
+                at: Instant::now(),
+            });
+        }
         let tombstone = async move { invocation.invoke_async::<()>(&mut connection).await };
         // The successor's link and the tombstone are independent keys (two slots); both are
         // written before the first client sees the new token.
@@ -572,18 +596,7 @@ impl Inner {
                 None => tombstone.await,
             }
         })
-        .await?;
-        if !self.link.one_server() {
-            self.journal.record(Written {
-                token: *token,
-                fields,
-                answer: answer.as_bytes().to_vec(),
-                answer_ttl: grace,
-                successor: successor.map(|next| (*next, record.family)),
-                at: Instant::now(),
-            });
-        }
-        Ok(())
+        .await
     }
 
     /// Write again each recent rotation of this replica that the primary lacks (after a
@@ -602,6 +615,9 @@ impl Inner {
 
     async fn restore(&self, written: &Written, now: Instant) -> Result<bool, StoreError> {
         let age = now.saturating_duration_since(written.at);
+        if age >= self.tombstone_ttl {
+            return Ok(false);
+        }
         let ttl = milliseconds(self.tombstone_ttl.saturating_sub(age));
         let answer_ttl = if written.answer.is_empty() {
             0

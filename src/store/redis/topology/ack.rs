@@ -80,9 +80,10 @@ impl Acknowledger {
         };
         let mut target = node.to_owned();
         let mut asking = false;
-        for _ in 0..=MAX_REDIRECTS {
-            let mut connection = match self.pool.take(&target, response).await {
-                Ok(connection) => connection,
+        let mut fresh = false;
+        for _ in 0..=MAX_REDIRECTS + 1 {
+            let (mut connection, new) = match self.pool.take(&target, response, fresh).await {
+                Ok(taken) => taken,
                 Err(_) => {
                     return Acked::No {
                         replicas: 0,
@@ -131,6 +132,11 @@ impl Acknowledger {
                             replicas: 0,
                             reason: "not_primary",
                         }
+                    }
+                    // A kept connection may have died with its node's restart: once more
+                    // on a new one.
+                    None if !new && (error.is_io_error() || error.is_connection_dropped()) => {
+                        fresh = true;
                     }
                     None => {
                         return Acked::No {

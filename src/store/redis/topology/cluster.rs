@@ -18,7 +18,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tokio::sync::{Notify, OnceCell};
+use tokio::sync::Notify;
 
 /// How often the watcher reads the slot map and pings the primaries.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
@@ -133,6 +133,9 @@ pub(in crate::store::redis) struct ClusterLink {
     probes: NodePool,
     /// Sharded subscriptions of this replica: one per token someone waits for.
     subscriptions: Mutex<HashMap<TokenFingerprint, Subscription, FingerprintHashing>>,
+    /// Held while a `SSUBSCRIBE` or `SUNSUBSCRIBE` is sent and answered, so an
+    /// unsubscription never overtakes a later subscription to the same channel.
+    ordering: tokio::sync::Mutex<()>,
     /// Ask the watcher to read the slot map now.
     pub(in crate::store::redis) refresh: Notify,
     /// Slot map changes seen since start.
@@ -146,9 +149,10 @@ pub(in crate::store::redis) struct ClusterLink {
     pub(in crate::store::redis) mapped: AtomicBool,
 }
 
-/// A sharded subscription and the waiters that use it.
+/// A sharded subscription and the waiters that use it (kept at 0 users until its
+/// unsubscription, which re-checks under the ordering lock).
 struct Subscription {
-    confirmed: Arc<OnceCell<bool>>,
+    confirmed: bool,
     users: usize,
 }
 
@@ -210,6 +214,7 @@ impl ClusterLink {
             map: RwLock::new(Arc::new(SlotMap::default())),
             probes: NodePool::new(access.clone(), timeout),
             subscriptions: Mutex::new(HashMap::with_hasher(FingerprintHashing)),
+            ordering: tokio::sync::Mutex::new(()),
             refresh: Notify::new(),
             topology_changes: AtomicU64::new(0),
             failovers: AtomicU64::new(0),
@@ -329,37 +334,64 @@ impl ClusterLink {
     }
 
     /// Subscribe to `channel` (the token's sharded channel) while someone here waits for
-    /// `token`; every waiter awaits the same confirmation.
+    /// `token`; the first waiter's subscription is confirmed before any waiter reads the
+    /// state, and later waiters share it.
     pub(in crate::store::redis) async fn watch_exchange(
         self: &Arc<Self>,
         token: TokenFingerprint,
         channel: String,
     ) -> Watch {
-        let confirmed = {
+        let _order = self.ordering.lock().await;
+        let subscribe = {
             let mut subscriptions = self.subscriptions();
-            let entry = subscriptions.entry(token).or_insert_with(|| Subscription {
-                confirmed: Arc::new(OnceCell::new()),
+            let entry = subscriptions.entry(token).or_insert(Subscription {
+                confirmed: false,
                 users: 0,
             });
             entry.users += 1;
-            entry.confirmed.clone()
+            !entry.confirmed
         };
-        let confirmed = *confirmed
-            .get_or_init(|| async {
-                let Some(mut connection) = self.connection() else {
-                    return false;
-                };
-                matches!(
+        if subscribe {
+            let confirmed = match self.connection() {
+                Some(mut connection) => matches!(
                     tokio::time::timeout(self.timeout, connection.ssubscribe(&channel)).await,
                     Ok(Ok(()))
-                )
-            })
-            .await;
+                ),
+                None => false,
+            };
+            if let Some(entry) = self.subscriptions().get_mut(&token) {
+                entry.confirmed = confirmed;
+            }
+        }
+        let confirmed = self
+            .subscriptions()
+            .get(&token)
+            .is_some_and(|entry| entry.confirmed);
         Watch {
             link: self.clone(),
             token,
             channel,
             confirmed,
+        }
+    }
+
+    /// The last waiter for `token` left: unsubscribe, unless one joined meanwhile.
+    async fn release(self: Arc<Self>, token: TokenFingerprint, channel: String) {
+        let _order = self.ordering.lock().await;
+        let unused = {
+            let mut subscriptions = self.subscriptions();
+            match subscriptions.get(&token) {
+                Some(entry) if entry.users == 0 => {
+                    subscriptions.remove(&token);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if unused {
+            if let Some(mut connection) = self.connection() {
+                let _ = tokio::time::timeout(self.timeout, connection.sunsubscribe(channel)).await;
+            }
         }
     }
 
@@ -379,26 +411,23 @@ impl Drop for Watch {
             let mut subscriptions = self.link.subscriptions();
             match subscriptions.get_mut(&self.token) {
                 Some(entry) => {
-                    entry.users -= 1;
-                    let last = entry.users == 0;
-                    if last {
-                        subscriptions.remove(&self.token);
-                    }
-                    last
+                    entry.users = entry.users.saturating_sub(1);
+                    entry.users == 0
                 }
                 None => false,
             }
         };
         if last {
-            if let (Some(mut connection), Ok(runtime)) = (
-                self.link.connection(),
-                tokio::runtime::Handle::try_current(),
-            ) {
-                let channel = std::mem::take(&mut self.channel);
-                let limit = self.link.timeout;
-                runtime.spawn(async move {
-                    let _ = tokio::time::timeout(limit, connection.sunsubscribe(channel)).await;
-                });
+            let channel = std::mem::take(&mut self.channel);
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(self.link.clone().release(self.token, channel));
+                }
+                // No runtime to unsubscribe on: forget the entry (the next waiter
+                // subscribes again).
+                Err(_) => {
+                    self.link.subscriptions().remove(&self.token);
+                }
             }
         }
     }
@@ -415,6 +444,10 @@ pub(in crate::store::redis) fn slot_of(key: &str) -> u16 {
     });
     crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(bytes)) % 16384
 }
+
+#[cfg(test)]
+#[path = "cluster_server_tests.rs"]
+mod server_tests;
 
 #[cfg(test)]
 mod tests {

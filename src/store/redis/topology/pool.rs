@@ -40,14 +40,18 @@ impl NodePool {
         }
     }
 
-    /// A connection to `node` for one caller, whose commands may take up to `response`.
+    /// A connection to `node` for one caller, whose commands may take up to `response`;
+    /// a kept one unless `fresh`. Says whether it is new.
     pub(in crate::store::redis) async fn take(
         &self,
         node: &str,
         response: Duration,
-    ) -> Result<MultiplexedConnection, String> {
-        if let Some(connection) = self.lock().get_mut(node).and_then(Vec::pop) {
-            return Ok(connection);
+        fresh: bool,
+    ) -> Result<(MultiplexedConnection, bool), String> {
+        if !fresh {
+            if let Some(connection) = self.lock().get_mut(node).and_then(Vec::pop) {
+                return Ok((connection, false));
+            }
         }
         let client = match (&self.single, node) {
             (Some(client), "") => client.clone(),
@@ -62,7 +66,7 @@ impl NodePool {
         )
         .await
         {
-            Ok(Ok(connection)) => Ok(connection),
+            Ok(Ok(connection)) => Ok((connection, true)),
             Ok(Err(error)) => Err(error.to_string()),
             Err(_) => Err("connecting timed out".into()),
         }
@@ -79,7 +83,7 @@ impl NodePool {
 
     /// Whether `node` answers `PING` within the timeout.
     pub(in crate::store::redis) async fn ping(&self, node: &str) -> bool {
-        let Ok(mut connection) = self.take(node, self.timeout).await else {
+        let Ok((mut connection, _)) = self.take(node, self.timeout, false).await else {
             return false;
         };
         let answered = tokio::time::timeout(

@@ -129,11 +129,25 @@ impl SentinelFollower {
     }
 
     async fn resolve_forever(self: Arc<Self>) {
+        // Why no primary is taken, said once per new reason (or every half minute): a wrong
+        // password or an untrusted certificate must be visible at the default level.
+        let mut said: Option<(String, tokio::time::Instant)> = None;
         loop {
             let pause = match self.resolve().await {
-                Ok(()) => CHECK_INTERVAL,
+                Ok(()) => {
+                    said = None;
+                    CHECK_INTERVAL
+                }
                 Err(error) => {
-                    tracing::debug!(%error, "Sentinel: no primary taken on this pass");
+                    let repeat = said.as_ref().is_some_and(|(last, at)| {
+                        *last == error && at.elapsed() < Duration::from_secs(30)
+                    });
+                    if repeat {
+                        tracing::debug!(%error, "Sentinel: no primary taken on this pass");
+                    } else {
+                        tracing::warn!(%error, master = %self.master, "Sentinel: no primary taken");
+                        said = Some((error, tokio::time::Instant::now()));
+                    }
                     RETRY_PAUSE
                 }
             };
