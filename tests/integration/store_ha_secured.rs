@@ -154,6 +154,70 @@ fn assert_secured(access: &Access, addrs: &[String]) {
     }
 }
 
+/// How long a gate with the right credentials may take to reach its store, at most (the
+/// controls take well under a second).
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// Each `(case, gate)` was started with credentials the store refuses: through `SETTLE`
+/// its `refresh_gate_store_up` never turns 1 and ends 0; then a refresh is answered 503
+/// `temporarily_unavailable` without reaching the IdP, the gate still runs, and none of
+/// `secrets` is in its log.
+async fn assert_down_for_good(idp: &FakeIdp, gates: &[(&str, GateProcess)], secrets: &[&str]) {
+    let until = Instant::now() + SETTLE;
+    let mut last = vec![f64::NAN; gates.len()];
+    while Instant::now() < until {
+        for (n, (case, gate)) in gates.iter().enumerate() {
+            last[n] = gate
+                .metric("refresh_gate_store_up")
+                .await
+                .unwrap_or(f64::NAN);
+            assert!(
+                last[n] != 1.0,
+                "{case}: refresh_gate_store_up turned 1\n{}",
+                logs(std::slice::from_ref(gate))
+            );
+        }
+        tokio::time::sleep(ms(100)).await;
+    }
+    for ((case, gate), up) in gates.iter().zip(last) {
+        assert_eq!(
+            up,
+            0.0,
+            "{case}: refresh_gate_store_up (NaN: absent)\n{}",
+            gate.log()
+        );
+        let token = idp.mint();
+        let (status, body) = refresh(gate, &token, "kubernetes").await;
+        assert!(
+            is_unavailable(status, &body),
+            "{case}: a refresh answered {status} {body}, not 503 temporarily_unavailable\n{}",
+            gate.log()
+        );
+        assert_eq!(
+            idp.calls_for(&token),
+            0,
+            "{case}: the token reached the IdP"
+        );
+        assert!(
+            running(gate.pid()),
+            "{case}: the gate exited\n{}",
+            gate.log()
+        );
+        let log = gate.log();
+        if std::env::var("SHOW_GATE_LOG").is_ok() {
+            eprintln!("--- {case}:\n{}", logs(std::slice::from_ref(gate)));
+        }
+        for secret in secrets {
+            let lines: Vec<&str> = log.lines().filter(|l| l.contains(secret)).collect();
+            assert!(
+                lines.is_empty(),
+                "{case}: the gate logged the password {secret}:\n{}",
+                lines.join("\n")
+            );
+        }
+    }
+}
+
 /// A metric, polled until `ok` holds (up to `timeout`); its last value.
 async fn metric_until(
     gate: &GateProcess,
@@ -415,52 +479,15 @@ async fn a_wrong_or_missing_password_reports_the_store_down_and_refuses() {
             Some(sentinel_file.clone()),
         ),
     ];
+    let mut refused = Vec::new();
     for (case, password_file, sentinel_password_file) in cases {
         let mut store = sentinel_store(&set, key.path(), password_file, sentinel_password_file);
         if case.starts_with("TLS without the CA") {
             store.ca_file = None;
         }
-        let gate = GateProcess::start(&gate_config(&idp, store)).await;
-        let token = idp.mint();
-        let (status, body) = refresh(&gate, &token, "kubernetes").await;
-        assert!(
-            is_unavailable(status, &body),
-            "{case}: a refresh answered {status} {body}, not 503 temporarily_unavailable\n{}",
-            gate.log()
-        );
-        assert_eq!(
-            idp.calls_for(&token),
-            0,
-            "{case}: the token reached the IdP"
-        );
-        let up = metric_until(&gate, "refresh_gate_store_up", secs(3), |v| v == 0.0).await;
-        assert_eq!(
-            up,
-            0.0,
-            "{case}: refresh_gate_store_up (NaN: absent)\n{}",
-            gate.log()
-        );
-        assert!(
-            running(gate.pid()),
-            "{case}: the gate exited\n{}",
-            gate.log()
-        );
-        let log = gate.log();
-        if std::env::var("SHOW_GATE_LOG").is_ok() {
-            eprintln!("--- {case}:\n{}", logs(std::slice::from_ref(&gate)));
-        }
-        for secret in [&secrets.data, &secrets.sentinel, &wrong] {
-            let lines: Vec<&str> = log
-                .lines()
-                .filter(|l| l.contains(secret.as_str()))
-                .collect();
-            assert!(
-                lines.is_empty(),
-                "{case}: the gate logged the password {secret}:\n{}",
-                lines.join("\n")
-            );
-        }
+        refused.push((case, GateProcess::start(&gate_config(&idp, store)).await));
     }
+    assert_down_for_good(&idp, &refused, &[&secrets.data, &secrets.sentinel, &wrong]).await;
     assert_no_secret_logged(
         std::slice::from_ref(&right),
         &[&secrets.data, &secrets.sentinel],
@@ -494,35 +521,10 @@ async fn a_cluster_gate_with_a_wrong_password_reports_the_store_down_and_refuses
     assert_eq!(up, 1.0, "the control gate\n{}", right.log());
 
     let gate = GateProcess::start(&gate_config(&idp, store(&wrong, "wrong-password"))).await;
-    let token = idp.mint();
-    let (status, body) = refresh(&gate, &token, "kubernetes").await;
-    assert!(
-        is_unavailable(status, &body),
-        "a refresh answered {status} {body}, not 503 temporarily_unavailable\n{}",
-        gate.log()
-    );
-    assert_eq!(idp.calls_for(&token), 0, "the token reached the IdP");
-    let up = metric_until(&gate, "refresh_gate_store_up", secs(3), |v| v == 0.0).await;
-    assert_eq!(
-        up,
-        0.0,
-        "refresh_gate_store_up (NaN: absent)\n{}",
-        gate.log()
-    );
-    assert!(running(gate.pid()), "the gate exited\n{}", gate.log());
-    let log = gate.log();
-    if std::env::var("SHOW_GATE_LOG").is_ok() {
-        eprintln!("--- a wrong password:\n{}", logs(std::slice::from_ref(&gate)));
-    }
-    for secret in [&secrets.data, &wrong] {
-        let lines: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains(secret.as_str()))
-            .collect();
-        assert!(
-            lines.is_empty(),
-            "the gate logged the password {secret}:\n{}",
-            lines.join("\n")
-        );
-    }
+    assert_down_for_good(
+        &idp,
+        &[("a wrong password", gate)],
+        &[&secrets.data, &wrong],
+    )
+    .await;
 }
