@@ -70,9 +70,151 @@ impl Drop for Proc {
     }
 }
 
+/// How a topology is secured: `requirepass` on the data nodes (and `masterauth`, so replicas
+/// sync), `requirepass` on the sentinels, and TLS everywhere (clients, replication, the
+/// cluster bus, sentinel links) with one self-signed certificate for 127.0.0.1 that is also
+/// the CA. The default is what `start()` runs: no password, no TLS.
+#[derive(Debug, Clone, Default)]
+pub struct TopologyOptions {
+    /// The data nodes' `requirepass` (and `masterauth`; the sentinels' `auth-pass`).
+    pub password: Option<String>,
+    /// The sentinels' own `requirepass` (Sentinel only).
+    pub sentinel_password: Option<String>,
+    /// TLS only: `port 0`, `tls-port` on the chosen port, `tls-auth-clients no`.
+    pub tls: bool,
+}
+
+/// The certificate and key every TLS server of a topology presents.
+struct TlsFiles {
+    /// The certificate (PEM), also the CA clients trust.
+    cert: PathBuf,
+    key: PathBuf,
+    pem: String,
+}
+
+impl TlsFiles {
+    /// A self-signed certificate for 127.0.0.1 and localhost, written under `dir`.
+    fn create(dir: &Path) -> TlsFiles {
+        let certified = rcgen::generate_simple_self_signed(vec![
+            "127.0.0.1".to_owned(),
+            "localhost".to_owned(),
+        ])
+        .unwrap();
+        let cert = dir.join("redis.crt");
+        let key = dir.join("redis.key");
+        let pem = certified.cert.pem();
+        std::fs::write(&cert, &pem).unwrap();
+        std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+        TlsFiles { cert, key, pem }
+    }
+
+    /// The server directives (without dashes) that make it serve TLS only on `port` and
+    /// replicate (and, for sentinels, reach every instance) over TLS.
+    fn directives(&self, port: u16) -> Vec<(String, String)> {
+        [
+            ("port", "0".to_owned()),
+            ("tls-port", port.to_string()),
+            ("tls-cert-file", self.cert.display().to_string()),
+            ("tls-key-file", self.key.display().to_string()),
+            ("tls-ca-cert-file", self.cert.display().to_string()),
+            ("tls-auth-clients", "no".to_owned()),
+            ("tls-replication", "yes".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+}
+
+/// How the harness itself reaches a set of servers: the password to `AUTH` with, and the
+/// CA to verify TLS with (TLS when set).
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub password: Option<String>,
+    pub ca_pem: Option<String>,
+    /// The CA as a file, for `redis-cli --cacert`.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Access {
+    /// One command to the server at `addr` on a fresh connection with short timeouts
+    /// (after `AUTH`, when there is a password).
+    pub fn query<T: redis::FromRedisValue>(
+        &self,
+        addr: &str,
+        args: &[&str],
+    ) -> redis::RedisResult<T> {
+        let client = match &self.ca_pem {
+            Some(pem) => redis::Client::build_with_tls(
+                format!("rediss://{addr}"),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.as_bytes().to_vec()),
+                },
+            )?,
+            None => redis::Client::open(format!("redis://{addr}"))?,
+        };
+        let mut connection = client.get_connection_with_timeout(Duration::from_millis(500))?;
+        connection.set_read_timeout(Some(Duration::from_secs(2)))?;
+        connection.set_write_timeout(Some(Duration::from_secs(2)))?;
+        if let Some(password) = &self.password {
+            redis::cmd("AUTH")
+                .arg(password)
+                .query::<()>(&mut connection)?;
+        }
+        let mut command = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            command.arg(*arg);
+        }
+        command.query(&mut connection)
+    }
+
+    /// `INFO <section>` as `field → value`.
+    fn info(
+        &self,
+        addr: &str,
+        section: &str,
+    ) -> redis::RedisResult<std::collections::HashMap<String, String>> {
+        let text: String = self.query(addr, &["INFO", section])?;
+        Ok(text
+            .lines()
+            .filter_map(|line| line.split_once(':'))
+            .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+            .collect())
+    }
+
+    /// `role:` of INFO replication (`"master"` or `"slave"`), `None` when it does not answer.
+    pub fn role(&self, addr: &str) -> Option<String> {
+        self.info(addr, "replication").ok()?.get("role").cloned()
+    }
+
+    /// The `redis-cli` arguments that reach these servers (`--tls --cacert`, `-a`).
+    fn cli_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(ca) = &self.ca_file {
+            args.extend(["--tls".to_owned(), "--cacert".to_owned()]);
+            args.push(ca.display().to_string());
+        }
+        if let Some(password) = &self.password {
+            args.extend([
+                "-a".to_owned(),
+                password.clone(),
+                "--no-auth-warning".to_owned(),
+            ]);
+        }
+        args
+    }
+}
+
 /// Start `program args…` whose config makes it listen on `port`, and wait until it answers
-/// PING; `None` if it exits first (the port was taken) or never answers.
-fn spawn(program: &Path, args: &[String], port: u16, log: PathBuf) -> Option<Proc> {
+/// PING through `access`; `None` if it exits first (the port was taken) or never answers.
+fn spawn(
+    program: &Path,
+    args: &[String],
+    port: u16,
+    log: PathBuf,
+    access: &Access,
+) -> Option<Proc> {
     let stdout = std::fs::File::create(&log).unwrap();
     let child = Command::new(program)
         .args(args)
@@ -91,7 +233,7 @@ fn spawn(program: &Path, args: &[String], port: u16, log: PathBuf) -> Option<Pro
             proc.child = None;
             return None;
         }
-        if query::<String>(&proc.addr(), &["PING"]).is_ok() {
+        if access.query::<String>(&proc.addr(), &["PING"]).is_ok() {
             return Some(proc);
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -99,35 +241,14 @@ fn spawn(program: &Path, args: &[String], port: u16, log: PathBuf) -> Option<Pro
     None
 }
 
-/// One command to the server at `addr` on a fresh connection with short timeouts.
+/// One command to the unsecured server at `addr` on a fresh connection with short timeouts.
 pub fn query<T: redis::FromRedisValue>(addr: &str, args: &[&str]) -> redis::RedisResult<T> {
-    let client = redis::Client::open(format!("redis://{addr}"))?;
-    let mut connection = client.get_connection_with_timeout(Duration::from_millis(500))?;
-    connection.set_read_timeout(Some(Duration::from_secs(2)))?;
-    connection.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut command = redis::cmd(args[0]);
-    for arg in &args[1..] {
-        command.arg(*arg);
-    }
-    command.query(&mut connection)
+    Access::default().query(addr, args)
 }
 
-/// `INFO <section>` as `field → value`.
-fn info(
-    addr: &str,
-    section: &str,
-) -> redis::RedisResult<std::collections::HashMap<String, String>> {
-    let text: String = query(addr, &["INFO", section])?;
-    Ok(text
-        .lines()
-        .filter_map(|line| line.split_once(':'))
-        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
-        .collect())
-}
-
-/// `role:` of INFO replication (`"master"` or `"slave"`), `None` when it does not answer.
+/// `role:` of an unsecured server's INFO replication, `None` when it does not answer.
 pub fn role(addr: &str) -> Option<String> {
-    info(addr, "replication").ok()?.get("role").cloned()
+    Access::default().role(addr)
 }
 
 /// Poll `check` every 50 ms until it returns `Some`, or panic after `timeout` with `what`
@@ -153,12 +274,15 @@ fn wait_until<T>(
     }
 }
 
-fn data_node_args(port: u16, dir: &Path) -> Vec<String> {
-    [
+fn data_node_args(
+    port: u16,
+    dir: &Path,
+    tls: Option<&TlsFiles>,
+    password: Option<&str>,
+) -> Vec<String> {
+    let mut args: Vec<String> = [
         "--bind",
         "127.0.0.1",
-        "--port",
-        &port.to_string(),
         "--save",
         "",
         "--appendonly",
@@ -174,20 +298,36 @@ fn data_node_args(port: u16, dir: &Path) -> Vec<String> {
     ]
     .iter()
     .map(|s| (*s).to_owned())
-    .collect()
+    .collect();
+    match tls {
+        Some(tls) => {
+            for (directive, value) in tls.directives(port) {
+                args.push(format!("--{directive}"));
+                args.push(value);
+            }
+        }
+        None => args.extend(["--port".to_owned(), port.to_string()]),
+    }
+    if let Some(password) = password {
+        for directive in ["--requirepass", "--masterauth"] {
+            args.extend([directive.to_owned(), password.to_owned()]);
+        }
+    }
+    args
 }
 
 /// Every live replica in `replicas` caught up with the `primary`'s replication offset as it
 /// was when called: `Some(())`, else `None`.
-fn replicas_caught_up(primary: &str, replicas: &[String]) -> Option<()> {
-    let target: u64 = info(primary, "replication")
+fn replicas_caught_up(access: &Access, primary: &str, replicas: &[String]) -> Option<()> {
+    let target: u64 = access
+        .info(primary, "replication")
         .ok()?
         .get("master_repl_offset")?
         .parse()
         .ok()?;
     let (primary_host, primary_port) = primary.split_once(':')?;
     for replica in replicas {
-        let replication = info(replica, "replication").ok()?;
+        let replication = access.info(replica, "replication").ok()?;
         let follows = replication.get("role").map(String::as_str) == Some("slave")
             && replication.get("master_host").map(String::as_str) == Some(primary_host)
             && replication.get("master_port").map(String::as_str) == Some(primary_port)
@@ -210,6 +350,9 @@ pub struct SentinelSet {
     data: Mutex<Vec<Proc>>,
     sentinels: Mutex<Vec<Proc>>,
     redis_cli: PathBuf,
+    /// How the harness reaches the data nodes, and the sentinels.
+    data_access: Access,
+    sentinel_access: Access,
     dir: tempfile::TempDir,
 }
 
@@ -217,10 +360,23 @@ impl SentinelSet {
     /// Start the data nodes, then the sentinels, and wait until every sentinel knows the
     /// primary, both replicas and the two other sentinels, and the replicas are in sync.
     pub fn start() -> SentinelSet {
+        SentinelSet::start_with(TopologyOptions::default())
+    }
+
+    /// [`SentinelSet::start`] with passwords and TLS.
+    pub fn start_with(options: TopologyOptions) -> SentinelSet {
         let server = require("redis-server", INSTALL_SERVER);
         let sentinel = require("redis-sentinel", INSTALL_SENTINEL);
         let redis_cli = require("redis-cli", INSTALL_CLI);
         let dir = tempfile::tempdir().unwrap();
+        let tls = options.tls.then(|| TlsFiles::create(dir.path()));
+        let access = |password: &Option<String>| Access {
+            password: password.clone(),
+            ca_pem: tls.as_ref().map(|t| t.pem.clone()),
+            ca_file: tls.as_ref().map(|t| t.cert.clone()),
+        };
+        let data_access = access(&options.password);
+        let sentinel_access = access(&options.sentinel_password);
 
         let mut data = Vec::new();
         for n in 0..3 {
@@ -229,7 +385,8 @@ impl SentinelSet {
             let proc = (0..5)
                 .find_map(|_| {
                     let port = free_port().port();
-                    let mut args = data_node_args(port, &node_dir);
+                    let mut args =
+                        data_node_args(port, &node_dir, tls.as_ref(), options.password.as_deref());
                     if let Some(primary) = data.first() {
                         let primary: &Proc = primary;
                         args.extend([
@@ -238,7 +395,13 @@ impl SentinelSet {
                             primary.port.to_string(),
                         ]);
                     }
-                    spawn(&server, &args, port, node_dir.join("redis.log"))
+                    spawn(
+                        &server,
+                        &args,
+                        port,
+                        node_dir.join("redis.log"),
+                        &data_access,
+                    )
                 })
                 .unwrap_or_else(|| panic!("redis-server (data node {n}) did not start"));
             data.push(proc);
@@ -253,10 +416,25 @@ impl SentinelSet {
                 .find_map(|_| {
                     let port = free_port().port();
                     let conf = sentinel_dir.join("sentinel.conf");
+                    let listen: String = match &tls {
+                        Some(tls) => tls
+                            .directives(port)
+                            .iter()
+                            .map(|(k, v)| format!("{k} {v}\n"))
+                            .collect(),
+                        None => format!("port {port}\n"),
+                    };
+                    let mut secured = String::new();
+                    if let Some(password) = &options.sentinel_password {
+                        secured += &format!("requirepass {password}\n");
+                    }
+                    if let Some(password) = &options.password {
+                        secured += &format!("sentinel auth-pass {SENTINEL_MASTER} {password}\n");
+                    }
                     std::fs::write(
                         &conf,
                         format!(
-                            "port {port}\n\
+                            "{listen}\
                              bind 127.0.0.1\n\
                              protected-mode no\n\
                              daemonize no\n\
@@ -266,7 +444,8 @@ impl SentinelSet {
                              sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {primary_port} 2\n\
                              sentinel down-after-milliseconds {SENTINEL_MASTER} 500\n\
                              sentinel failover-timeout {SENTINEL_MASTER} 2000\n\
-                             sentinel parallel-syncs {SENTINEL_MASTER} 2\n",
+                             sentinel parallel-syncs {SENTINEL_MASTER} 2\n\
+                             {secured}",
                             dir = sentinel_dir.display(),
                         ),
                     )
@@ -276,6 +455,7 @@ impl SentinelSet {
                         &[conf.to_str().unwrap().to_owned()],
                         port,
                         sentinel_dir.join("sentinel.log"),
+                        &sentinel_access,
                     )
                 })
                 .unwrap_or_else(|| panic!("redis-sentinel {n} did not start"));
@@ -286,6 +466,8 @@ impl SentinelSet {
             data: Mutex::new(data),
             sentinels: Mutex::new(sentinels),
             redis_cli,
+            data_access,
+            sentinel_access,
             dir,
         };
         let sentinel_addrs = set.sentinel_addrs();
@@ -309,10 +491,27 @@ impl SentinelSet {
         set
     }
 
+    /// How the harness reaches the data nodes (their password, the CA).
+    pub fn data_access(&self) -> &Access {
+        &self.data_access
+    }
+
+    /// How the harness reaches the sentinels (their own password, the CA).
+    pub fn sentinel_access(&self) -> &Access {
+        &self.sentinel_access
+    }
+
+    /// The CA (PEM file) the servers' TLS certificate verifies against, with TLS.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.data_access.ca_file.as_deref()
+    }
+
     /// `SENTINEL MASTER <name>` as `field → value` (empty when the sentinel does not answer).
     fn sentinel_master_fields(&self, sentinel: &str) -> std::collections::HashMap<String, String> {
-        let flat: Vec<String> =
-            query(sentinel, &["SENTINEL", "MASTER", SENTINEL_MASTER]).unwrap_or_default();
+        let flat: Vec<String> = self
+            .sentinel_access
+            .query(sentinel, &["SENTINEL", "MASTER", SENTINEL_MASTER])
+            .unwrap_or_default();
         flat.chunks(2)
             .filter(|pair| pair.len() == 2)
             .map(|pair| (pair[0].clone(), pair[1].clone()))
@@ -350,11 +549,13 @@ impl SentinelSet {
 
     /// What one sentinel answers to `SENTINEL GET-MASTER-ADDR-BY-NAME`.
     pub fn primary_addr_from(&self, sentinel: &str) -> Option<String> {
-        let reply: Option<Vec<String>> = query(
-            sentinel,
-            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER],
-        )
-        .ok()?;
+        let reply: Option<Vec<String>> = self
+            .sentinel_access
+            .query(
+                sentinel,
+                &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER],
+            )
+            .ok()?;
         match reply?.as_slice() {
             [host, port] => Some(format!("{host}:{port}")),
             _ => None,
@@ -389,6 +590,7 @@ impl SentinelSet {
         let sentinel = self.sentinel_addrs()[0].clone();
         let (host, port) = sentinel.split_once(':').unwrap();
         let output = Command::new(&self.redis_cli)
+            .args(self.sentinel_access.cli_args())
             .args([
                 "-h",
                 host,
@@ -424,7 +626,7 @@ impl SentinelSet {
                     .collect();
                 let candidate = reported.iter().find(|a| a.as_str() != old)?;
                 let agree = reported.iter().filter(|a| *a == candidate).count();
-                (agree >= 2 && role(candidate).as_deref() == Some("master"))
+                (agree >= 2 && self.data_access.role(candidate).as_deref() == Some("master"))
                     .then(|| candidate.clone())
             },
             || self.explain(),
@@ -447,7 +649,7 @@ impl SentinelSet {
                     .into_iter()
                     .filter(|a| *a != primary)
                     .collect();
-                replicas_caught_up(&primary, &replicas)
+                replicas_caught_up(&self.data_access, &primary, &replicas)
             },
             || self.explain(),
         )
@@ -463,7 +665,9 @@ impl SentinelSet {
             );
         }
         for node in self.data_addrs() {
-            let replication = info(&node, "replication")
+            let replication = self
+                .data_access
+                .info(&node, "replication")
                 .map(|i| {
                     [
                         "role",
@@ -566,6 +770,8 @@ fn parse_cluster_nodes(text: &str) -> Vec<ClusterNode> {
 pub struct RedisCluster {
     nodes: Mutex<Vec<Proc>>,
     redis_cli: PathBuf,
+    /// How the harness reaches the nodes (the password, the CA).
+    access: Access,
     dir: tempfile::TempDir,
 }
 
@@ -573,9 +779,22 @@ impl RedisCluster {
     /// Start six nodes, create the cluster, and wait until every node says
     /// `cluster_state:ok`, sees every slot served, and every replica is in sync.
     pub fn start() -> RedisCluster {
+        RedisCluster::start_with(TopologyOptions::default())
+    }
+
+    /// [`RedisCluster::start`] with a password (`requirepass` and `masterauth` on every
+    /// node) and TLS (clients, replication and the cluster bus); `sentinel_password` is
+    /// ignored.
+    pub fn start_with(options: TopologyOptions) -> RedisCluster {
         let server = require("redis-server", INSTALL_SERVER);
         let redis_cli = require("redis-cli", INSTALL_CLI);
         let dir = tempfile::tempdir().unwrap();
+        let tls = options.tls.then(|| TlsFiles::create(dir.path()));
+        let access = Access {
+            password: options.password.clone(),
+            ca_pem: tls.as_ref().map(|t| t.pem.clone()),
+            ca_file: tls.as_ref().map(|t| t.cert.clone()),
+        };
         let mut nodes = Vec::new();
         for n in 0..6 {
             let node_dir = dir.path().join(format!("node-{n}"));
@@ -587,7 +806,11 @@ impl RedisCluster {
                     if bus_port == port {
                         return None;
                     }
-                    let mut args = data_node_args(port, &node_dir);
+                    let mut args =
+                        data_node_args(port, &node_dir, tls.as_ref(), options.password.as_deref());
+                    if tls.is_some() {
+                        args.extend(["--tls-cluster".to_owned(), "yes".to_owned()]);
+                    }
                     args.extend(
                         [
                             "--cluster-enabled",
@@ -606,7 +829,7 @@ impl RedisCluster {
                         .iter()
                         .map(|s| (*s).to_owned()),
                     );
-                    spawn(&server, &args, port, node_dir.join("redis.log"))
+                    spawn(&server, &args, port, node_dir.join("redis.log"), &access)
                 })
                 .unwrap_or_else(|| panic!("redis-server (cluster node {n}) did not start"));
             nodes.push(proc);
@@ -614,9 +837,11 @@ impl RedisCluster {
         let cluster = RedisCluster {
             nodes: Mutex::new(nodes),
             redis_cli,
+            access,
             dir,
         };
         let mut create = Command::new(&cluster.redis_cli);
+        create.args(cluster.access.cli_args());
         create.arg("--cluster").arg("create");
         create.args(cluster.nodes());
         create.args(["--cluster-replicas", "1", "--cluster-yes"]);
@@ -651,7 +876,7 @@ impl RedisCluster {
     pub fn topology(&self) -> Vec<ClusterNode> {
         self.live_nodes()
             .iter()
-            .find_map(|a| query::<String>(a, &["CLUSTER", "NODES"]).ok())
+            .find_map(|a| self.access.query::<String>(a, &["CLUSTER", "NODES"]).ok())
             .map(|text| parse_cluster_nodes(&text))
             .unwrap_or_default()
     }
@@ -675,7 +900,8 @@ impl RedisCluster {
 
     /// The node id of `addr`.
     pub fn node_id(&self, addr: &str) -> String {
-        query::<String>(addr, &["CLUSTER", "MYID"])
+        self.access
+            .query::<String>(addr, &["CLUSTER", "MYID"])
             .unwrap_or_else(|e| panic!("CLUSTER MYID on {addr}: {e}"))
     }
 
@@ -692,8 +918,10 @@ impl RedisCluster {
         self.primaries()
             .into_iter()
             .map(|p| {
-                let size =
-                    query::<u64>(&p, &["DBSIZE"]).unwrap_or_else(|e| panic!("DBSIZE on {p}: {e}"));
+                let size = self
+                    .access
+                    .query::<u64>(&p, &["DBSIZE"])
+                    .unwrap_or_else(|e| panic!("DBSIZE on {p}: {e}"));
                 (p, size)
             })
             .collect()
@@ -702,7 +930,9 @@ impl RedisCluster {
     /// `CLUSTER KEYSLOT key`.
     pub fn slot_of(&self, key: &str) -> u16 {
         let live = self.live_nodes();
-        query::<u16>(&live[0], &["CLUSTER", "KEYSLOT", key]).unwrap()
+        self.access
+            .query::<u16>(&live[0], &["CLUSTER", "KEYSLOT", key])
+            .unwrap()
     }
 
     /// Move `slots` slots from the primary `from_id` to the primary `to_id` (node ids) with
@@ -710,7 +940,7 @@ impl RedisCluster {
     /// healthy again.
     pub fn reshard(&self, from_id: &str, to_id: &str, slots: u32) {
         let entry = self.live_nodes()[0].clone();
-        let output = reshard_command(&self.redis_cli, &entry, from_id, to_id, slots)
+        let output = reshard_command(&self.redis_cli, &self.access, &entry, from_id, to_id, slots)
             .output()
             .expect("run redis-cli --cluster reshard");
         assert!(
@@ -737,6 +967,7 @@ impl RedisCluster {
     ) -> std::thread::JoinHandle<std::process::Output> {
         let mut command = reshard_command(
             &self.redis_cli,
+            &self.access,
             &self.live_nodes()[0],
             from_id,
             to_id,
@@ -768,15 +999,17 @@ impl RedisCluster {
                 self.explain()
             )
         });
-        let said: String = query(&replica.addr, &["CLUSTER", "FAILOVER"])
+        let said: String = self
+            .access
+            .query(&replica.addr, &["CLUSTER", "FAILOVER"])
             .unwrap_or_else(|e| panic!("CLUSTER FAILOVER on {}: {e}", replica.addr));
         assert_eq!(said, "OK");
         wait_until(
             Duration::from_secs(15),
             &format!("{} takes over from {}", replica.addr, shard.addr),
             || {
-                (role(&replica.addr).as_deref() == Some("master")
-                    && role(&shard.addr).as_deref() == Some("slave"))
+                (self.access.role(&replica.addr).as_deref() == Some("master")
+                    && self.access.role(&shard.addr).as_deref() == Some("slave"))
                 .then_some(())
             },
             || self.explain(),
@@ -803,7 +1036,7 @@ impl RedisCluster {
         wait_until(
             Duration::from_secs(15),
             &format!("{} replaces the killed {}", replica.addr, shard.addr),
-            || (role(&replica.addr).as_deref() == Some("master")).then_some(()),
+            || (self.access.role(&replica.addr).as_deref() == Some("master")).then_some(()),
             || self.explain(),
         );
         self.wait_until_healthy(
@@ -834,7 +1067,8 @@ impl RedisCluster {
                 self.live_nodes()
                     .iter()
                     .all(|a| {
-                        query::<String>(a, &["CLUSTER", "NODES"])
+                        self.access
+                            .query::<String>(a, &["CLUSTER", "NODES"])
                             .map(|t| {
                                 parse_cluster_nodes(&t)
                                     .iter()
@@ -869,11 +1103,11 @@ impl RedisCluster {
             || {
                 let live = self.live_nodes();
                 for addr in &live {
-                    let state = info_cluster_state(addr)?;
+                    let state = info_cluster_state(&self.access, addr)?;
                     if state != "ok" {
                         return None;
                     }
-                    let text: String = query(addr, &["CLUSTER", "NODES"]).ok()?;
+                    let text: String = self.access.query(addr, &["CLUSTER", "NODES"]).ok()?;
                     if text.contains("->-") || text.contains("-<-") {
                         return None; // a slot is still migrating or importing
                     }
@@ -896,7 +1130,7 @@ impl RedisCluster {
                         .map(|n| n.addr.clone())
                         .collect();
                     if live.contains(&primary.addr) {
-                        replicas_caught_up(&primary.addr, &replicas)?;
+                        replicas_caught_up(&self.access, &primary.addr, &replicas)?;
                     }
                 }
                 Some(())
@@ -911,8 +1145,10 @@ impl RedisCluster {
         for addr in self.live_nodes() {
             out += &format!(
                 "{addr} cluster_state={:?}\n{}\n",
-                info_cluster_state(&addr),
-                query::<String>(&addr, &["CLUSTER", "NODES"]).unwrap_or_default()
+                info_cluster_state(&self.access, &addr),
+                self.access
+                    .query::<String>(&addr, &["CLUSTER", "NODES"])
+                    .unwrap_or_default()
             );
         }
         for proc in self.nodes.lock().unwrap().iter() {
@@ -922,14 +1158,24 @@ impl RedisCluster {
         out
     }
 
+    /// How the harness reaches the nodes (the password, the CA).
+    pub fn access(&self) -> &Access {
+        &self.access
+    }
+
+    /// The CA (PEM file) the nodes' TLS certificate verifies against, with TLS.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.access.ca_file.as_deref()
+    }
+
     /// The directory holding every node's files and log.
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
 }
 
-fn info_cluster_state(addr: &str) -> Option<String> {
-    let text: String = query(addr, &["CLUSTER", "INFO"]).ok()?;
+fn info_cluster_state(access: &Access, addr: &str) -> Option<String> {
+    let text: String = access.query(addr, &["CLUSTER", "INFO"]).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix("cluster_state:"))
         .map(|s| s.trim().to_owned())
@@ -937,12 +1183,14 @@ fn info_cluster_state(addr: &str) -> Option<String> {
 
 fn reshard_command(
     redis_cli: &Path,
+    access: &Access,
     entry: &str,
     from_id: &str,
     to_id: &str,
     slots: u32,
 ) -> Command {
     let mut command = Command::new(redis_cli);
+    command.args(access.cli_args());
     command.args([
         "--cluster",
         "reshard",

@@ -33,6 +33,7 @@ mod secrets;
 mod shutdown;
 mod store;
 mod store_cluster;
+mod store_ha_secured;
 mod store_redis;
 mod store_sentinel;
 mod store_topologies;
