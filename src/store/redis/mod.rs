@@ -408,13 +408,6 @@ impl TokenStore for RedisStore {
         now: UnixMillis,
     ) -> Result<Presented, StoreError> {
         let inner = &self.inner;
-        if inner.fenced() {
-            // Just after a failover, another replica may still be writing back rotations
-            // the new primary lost: a token must not look unknown (and be claimed) now.
-            return Err(StoreError::Unavailable(
-                "a failover was just followed: the new primary is being completed".into(),
-            ));
-        }
         let keys = inner.keys.token(token);
         for _ in 0..MAX_ATTEMPTS {
             let claim_id = rand::random::<u64>();
@@ -450,6 +443,16 @@ impl TokenStore for RedisStore {
                     )))
                 }
                 Found::Full => return Err(StoreError::InFlightFull),
+                Found::Claimed { .. } if inner.fenced() => {
+                    // Just after a failover, another replica may still be writing back
+                    // rotations the new primary lost: a token unknown now may be one of
+                    // them, so it is not claimed (replays and waiters are answered).
+                    let _ = inner.release(token, claim_id, ABANDONED, &[]).await;
+                    return Err(StoreError::Unavailable(
+                        "a failover was just followed: the new primary is being completed"
+                            .into(),
+                    ));
+                }
                 Found::Claimed { link, parent } => {
                     let family = link.unwrap_or(*token);
                     let revoked = async {
