@@ -449,8 +449,7 @@ impl TokenStore for RedisStore {
                     // them, so it is not claimed (replays and waiters are answered).
                     let _ = inner.release(token, claim_id, ABANDONED, &[]).await;
                     return Err(StoreError::Unavailable(
-                        "a failover was just followed: the new primary is being completed"
-                            .into(),
+                        "a failover was just followed: the new primary is being completed".into(),
                     ));
                 }
                 Found::Claimed { link, parent } => {
