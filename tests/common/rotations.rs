@@ -49,6 +49,20 @@ pub async fn refresh_at(base: &str, token: &str) -> (u16, String) {
     }
 }
 
+/// Refresh `token` at `base`, retrying a 503 `temporarily_unavailable` (a store that is
+/// down, or fenced just after a failover) until `retry_for` passes; the last answer.
+pub async fn refresh_retrying(base: &str, token: &str, retry_for: Duration) -> (u16, String) {
+    let deadline = Instant::now() + retry_for;
+    loop {
+        let (status, body) = refresh_at(base, token).await;
+        if is_unavailable(status, &body) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        return (status, body);
+    }
+}
+
 /// Whether a non-200 answer is the fail-closed 503 `temporarily_unavailable`.
 pub fn is_unavailable(status: u16, body: &str) -> bool {
     status == 503

@@ -350,7 +350,8 @@ async fn sentinel_over_tls_with_both_passwords_rotates_and_follows_a_failover() 
     // The new primary takes writes over TLS with the password: successors rotate.
     for (n, r) in rotated.iter().enumerate().take(4) {
         let next = successor(&r.answer);
-        let (status, body) = refresh_at(&bases[n % 2], &next).await;
+        // A claim waits out the fence after a followed failover: the client retries a 503.
+        let (status, body) = refresh_retrying(&bases[n % 2], &next, secs(4)).await;
         assert_eq!(status, 200, "the successor of rotation {n}: {body}");
     }
 

@@ -149,21 +149,13 @@ async fn rotate_then_kill_the_primary(
     // Every successor refreshes (retrying a 503 for a moment).
     for (n, r) in rotated.iter().enumerate() {
         let next = successor(&r.answer);
-        let deadline = Instant::now() + secs(4);
-        loop {
-            let (status, body) = refresh_at(&bases[n % 2], &next).await;
-            if is_unavailable(status, &body) && Instant::now() < deadline {
-                tokio::time::sleep(ms(100)).await;
-                continue;
-            }
-            assert_eq!(
-                status,
-                200,
-                "the successor of rotation {n}: {body}\n{}",
-                logs(gates)
-            );
-            break;
-        }
+        let (status, body) = refresh_retrying(&bases[n % 2], &next, secs(4)).await;
+        assert_eq!(
+            status,
+            200,
+            "the successor of rotation {n}: {body}\n{}",
+            logs(gates)
+        );
     }
 
     // After the window: refused.

@@ -12,6 +12,7 @@ use crate::store_redis::{
 use common::redis_server::RedisServer;
 use common::redis_topology::{query, RedisCluster, SentinelSet};
 use refresh_gate::policy::{Policy, Rules};
+use refresh_gate::seal::fingerprint::TokenFingerprint;
 use refresh_gate::store::{Presented, RedisStore, RedisTopology, Replication, TokenStore};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,6 +37,54 @@ async fn until(
         assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Wait until `store` answers, or fail after `limit` saying `what`.
+async fn answering(store: &RedisStore, limit: Duration, what: &str) {
+    let started = Instant::now();
+    while store.ping().await.is_err() {
+        assert!(started.elapsed() < limit, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Present `fp` as the usual client once the store takes presentations (it refuses them
+/// while it has no primary, and claims just after a followed failover).
+async fn present_when_ready(
+    store: &RedisStore,
+    fp: &TokenFingerprint,
+    policy: &Policy,
+) -> Presented {
+    let (client, source) = (crate::store_redis::client(), crate::store_redis::source());
+    let who = refresh_gate::policy::Presenter {
+        client: &client,
+        source,
+    };
+    let started = Instant::now();
+    loop {
+        match store
+            .present(fp, &who, policy, crate::store_redis::NOW)
+            .await
+        {
+            Ok(presented) => return presented,
+            Err(error) => {
+                assert!(started.elapsed() < Duration::from_secs(5), "{error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// A store on the Sentinels at `sentinels` (fakes, here), monitoring `gate-primary`.
+fn on_sentinels(sentinels: Vec<String>) -> Arc<RedisStore> {
+    store_on(
+        RedisTopology::Sentinel {
+            sentinels,
+            master: "gate-primary".into(),
+            password: None,
+        },
+        0,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -100,14 +149,7 @@ async fn on_sentinel_one_token_has_one_claim_and_its_rotation_is_acknowledged() 
         .map(|_| store_on(sentinel_topology(&set), 1))
         .collect();
     for store in &stores {
-        let started = Instant::now();
-        while store.ping().await.is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "no primary found"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        answering(store, Duration::from_secs(10), "no primary found").await;
     }
     let replication = one_claim_and_waiters_everywhere(&stores, "rt-sentinel-race").await;
     assert!(
@@ -160,14 +202,7 @@ async fn a_rotation_the_new_primary_lacks_is_written_again_from_the_journal() {
     let maker = store_on(sentinel_topology(&set), 1);
     let other = store_on(sentinel_topology(&set), 1);
     for store in [&maker, &other] {
-        let started = Instant::now();
-        while store.ping().await.is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "no primary found"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        answering(store, Duration::from_secs(10), "no primary found").await;
     }
     let policy = Policy::uniform(Rules {
         grace_period: Duration::from_secs(60),
@@ -208,25 +243,9 @@ async fn a_rotation_the_new_primary_lacks_is_written_again_from_the_journal() {
         |store| store.health().failovers >= 1,
     )
     .await;
-    // Presentations right after a followed failover are fenced off (503) while every
-    // replica writes back what the new primary lost.
-    let who = refresh_gate::policy::Presenter {
-        client: &crate::store_redis::client(),
-        source: crate::store_redis::source(),
-    };
-    let started = Instant::now();
-    let presented = loop {
-        match other
-            .present(&fp, &who, &policy, crate::store_redis::NOW)
-            .await
-        {
-            Ok(presented) => break presented,
-            Err(error) => {
-                assert!(started.elapsed() < Duration::from_secs(5), "{error}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
+    // Claims right after a followed failover are fenced off (503) while every replica
+    // writes back what the new primary lost; this is a replay, answered at once.
+    let presented = present_when_ready(&other, &fp, &policy).await;
     match presented {
         Presented::Replay { answer, .. } => {
             assert_eq!(answer.open(&token).unwrap(), crate::store_redis::answer());
@@ -250,22 +269,13 @@ async fn a_stale_sentinel_naming_a_dead_primary_is_outvoted() {
     let live = RedisServer::start();
     let dead = common::gate::free_port();
     let sentinels = sentinels_naming(&[dead, live.addr, live.addr]).await;
-    let store = store_on(
-        RedisTopology::Sentinel {
-            sentinels,
-            master: "gate-primary".into(),
-            password: None,
-        },
-        0,
-    );
-    let started = Instant::now();
-    while store.ping().await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "two of three Sentinels name a live master"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let store = on_sentinels(sentinels);
+    answering(
+        &store,
+        Duration::from_secs(5),
+        "two of three Sentinels name a live master",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,43 +283,14 @@ async fn a_stale_sentinel_naming_a_live_old_primary_cannot_split_the_gates() {
     let old = RedisServer::start();
     let new = RedisServer::start();
     let sentinels = sentinels_naming(&[old.addr, new.addr, new.addr]).await;
-    let store = store_on(
-        RedisTopology::Sentinel {
-            sentinels,
-            master: "gate-primary".into(),
-            password: None,
-        },
-        0,
-    );
+    let store = on_sentinels(sentinels);
     let policy = Policy::uniform(Rules::default());
     let (_, fp) = fingerprint("rt-majority");
-    let started = Instant::now();
-    loop {
-        match store
-            .present(
-                &fp,
-                &refresh_gate::policy::Presenter {
-                    client: &crate::store_redis::client(),
-                    source: crate::store_redis::source(),
-                },
-                &policy,
-                crate::store_redis::NOW,
-            )
-            .await
-        {
-            Ok(presented) => {
-                assert!(matches!(presented, Presented::Claimed { .. }));
-                break;
-            }
-            Err(_) => {
-                assert!(
-                    started.elapsed() < Duration::from_secs(5),
-                    "no primary taken"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    let presented = present_when_ready(&store, &fp, &policy).await;
+    assert!(
+        matches!(presented, Presented::Claimed { .. }),
+        "{presented:?}"
+    );
     let claim = format!("rg:{{{}}}:claim", fp.to_hex());
     let on_new: i64 = query(&new.addr.to_string(), &["EXISTS", &claim]).unwrap();
     let on_old: i64 = query(&old.addr.to_string(), &["EXISTS", &claim]).unwrap();
@@ -326,14 +307,7 @@ async fn without_a_majority_no_primary_is_taken() {
     let second = RedisServer::start();
     let dead = common::gate::free_port();
     let sentinels = sentinels_naming(&[first.addr, second.addr, dead]).await;
-    let store = store_on(
-        RedisTopology::Sentinel {
-            sentinels,
-            master: "gate-primary".into(),
-            password: None,
-        },
-        0,
-    );
+    let store = on_sentinels(sentinels);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
         store.ping().await.is_err(),
