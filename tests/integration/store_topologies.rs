@@ -315,3 +315,59 @@ async fn without_a_majority_no_primary_is_taken() {
     );
     assert!(!store.health().available);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn just_after_a_failover_no_token_is_claimed_but_replays_are_answered_and_nothing_stays_held()
+{
+    let set = SentinelSet::start();
+    let store = store_on(sentinel_topology(&set), 1);
+    answering(&store, Duration::from_secs(10), "no primary found").await;
+    let policy = Policy::uniform(Rules {
+        grace_period: Duration::from_secs(60),
+        ..Rules::default()
+    });
+    let (token, rotated) = fingerprint("rt-fence-rotated");
+    assert!(matches!(
+        present(&store, &rotated, &policy).await,
+        Presented::Claimed { .. }
+    ));
+    store
+        .complete(&rotated, rotated_into(&token, rotated, None), &policy)
+        .await
+        .unwrap();
+    set.wait_until_replicas_synced();
+    let old = set.failover();
+    set.wait_for_new_primary(&old, Duration::from_secs(15));
+    until(
+        std::slice::from_ref(&store),
+        Duration::from_secs(10),
+        "the store follows the failover",
+        |store| store.health().failovers >= 1,
+    )
+    .await;
+    // Within the fence: an unknown token is not claimed (it may be a rotation another
+    // replica is still writing back), a rotated one is replayed.
+    let (_, unknown) = fingerprint("rt-fence-unknown");
+    let (client, source) = (crate::store_redis::client(), crate::store_redis::source());
+    let who = refresh_gate::policy::Presenter {
+        client: &client,
+        source,
+    };
+    let fenced = store
+        .present(&unknown, &who, &policy, crate::store_redis::NOW)
+        .await;
+    assert!(fenced.is_err(), "claimed inside the fence: {fenced:?}");
+    let replayed = store
+        .present(&rotated, &who, &policy, crate::store_redis::NOW)
+        .await;
+    assert!(
+        matches!(replayed, Ok(Presented::Replay { .. })),
+        "a replay inside the fence: {replayed:?}"
+    );
+    // After it, the refused presentation left nothing held: the token is claimed, not waited for.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert!(matches!(
+        present_when_ready(&store, &unknown, &policy).await,
+        Presented::Claimed { .. }
+    ));
+}

@@ -6,6 +6,7 @@
 //! rotation's own): the acknowledgement of it covers every earlier write to that primary.
 //! A key already moved by a reshard answers `MOVED`/`ASK` and is followed (counted).
 
+use super::node::is_read_only;
 use super::pool::NodePool;
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -166,8 +167,4 @@ fn redirect(error: &RedisError) -> Option<(String, bool)> {
     error
         .redirect_node()
         .map(|(node, _slot)| (node.to_owned(), ask))
-}
-
-fn is_read_only(error: &RedisError) -> bool {
-    error.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
 }

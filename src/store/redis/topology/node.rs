@@ -82,6 +82,12 @@ impl NodeAccess {
     }
 }
 
+/// The node answered `-READONLY`: it is a replica (a demoted primary), and wrote nothing.
+pub(in crate::store::redis) fn is_read_only(error: &redis::RedisError) -> bool {
+    error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+        || error.code() == Some("READONLY")
+}
+
 /// `host:port` of a node as Redis reports it (`ip`, `port`), IPv6 in brackets.
 pub(in crate::store::redis) fn host_port(host: &str, port: u16) -> String {
     if host.contains(':') && !host.starts_with('[') {

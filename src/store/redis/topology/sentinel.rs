@@ -4,7 +4,7 @@
 //! `-READONLY` (a demoted node) or a dropped connection. A node is taken only once it
 //! answers `ROLE` as a master; the waiters' subscription moves with it.
 
-use super::node::{host_port, NodeAccess};
+use super::node::{host_port, is_read_only, NodeAccess};
 use super::Signals;
 use crate::store::redis::waiters::Waiters;
 use arc_swap::ArcSwapOption;
@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{
     AsyncConnectionConfig, Client, Cmd, ErrorKind, Pipeline, PushInfo, PushKind, RedisError,
-    RedisFuture, RedisResult, ServerErrorKind, Value,
+    RedisFuture, RedisResult, Value,
 };
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -390,10 +390,6 @@ fn no_primary() -> RedisError {
         "no primary known yet",
         "Sentinel has not named a reachable master".to_owned(),
     ))
-}
-
-fn is_read_only(error: &RedisError) -> bool {
-    error.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly) || error.code() == Some("READONLY")
 }
 
 /// The command connection of a Sentinel deployment: every command goes to the primary in
