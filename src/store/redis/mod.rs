@@ -112,8 +112,6 @@ struct Inner {
     journal: journal::Journal,
     /// Rotations restored on a new primary since start.
     restored: std::sync::atomic::AtomicU64,
-    /// Until when presentations are refused after a followed failover (`FAILOVER_FENCE`).
-    fenced_until: Mutex<Option<std::time::Instant>>,
     keys: KeySpace,
     channel: String,
     timeout: Duration,
@@ -225,7 +223,6 @@ impl RedisStore {
             ack,
             journal: journal::Journal::default(),
             restored: std::sync::atomic::AtomicU64::new(0),
-            fenced_until: Mutex::new(None),
             keys,
             channel,
             timeout: config.timeout,
@@ -317,11 +314,6 @@ async fn restore_after_failovers(inner: Arc<Inner>) {
             continue;
         }
         seen = failovers;
-        *inner
-            .fenced_until
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
-            Some(std::time::Instant::now() + FAILOVER_FENCE);
         let mut waited = Duration::ZERO;
         for at in AGAIN_AFTER {
             tokio::time::sleep(at.saturating_sub(waited)).await;

@@ -94,10 +94,9 @@ impl Inner {
 
     /// Whether a failover was followed less than `FAILOVER_FENCE` ago.
     pub(super) fn fenced(&self) -> bool {
-        self.fenced_until
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .is_some_and(|until| Instant::now() < until)
+        self.link
+            .last_failover()
+            .is_some_and(|at| at.elapsed() < super::FAILOVER_FENCE)
     }
 
     pub(super) fn claims(

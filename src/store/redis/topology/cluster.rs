@@ -142,6 +142,8 @@ pub(in crate::store::redis) struct ClusterLink {
     pub(in crate::store::redis) topology_changes: AtomicU64,
     /// Replicas seen promoted to primary since start.
     pub(in crate::store::redis) failovers: AtomicU64,
+    /// When the last promotion was seen.
+    pub(in crate::store::redis) followed: super::Followed,
     /// Shards whose primary did not answer the last probe (plus one if some slot had no
     /// primary at all).
     pub(in crate::store::redis) shards_down: AtomicU64,
@@ -218,6 +220,7 @@ impl ClusterLink {
             refresh: Notify::new(),
             topology_changes: AtomicU64::new(0),
             failovers: AtomicU64::new(0),
+            followed: super::Followed::default(),
             shards_down: AtomicU64::new(0),
             mapped: AtomicBool::new(false),
         }))
@@ -303,6 +306,7 @@ impl ClusterLink {
                 let promoted = map.promoted_since(&before);
                 if promoted > 0 {
                     self.failovers.fetch_add(promoted as u64, Ordering::Relaxed);
+                    self.followed.record();
                     tracing::warn!(
                         promoted,
                         "the token store (Redis Cluster) followed a failover"

@@ -30,6 +30,22 @@ pub(super) struct Signals {
     pub(super) subscription_lost: AtomicBool,
 }
 
+/// When a failover was last followed (set in the same step that counts it).
+#[derive(Debug, Default)]
+pub(super) struct Followed(std::sync::Mutex<Option<std::time::Instant>>);
+
+impl Followed {
+    /// A failover was followed now.
+    pub(super) fn record(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+    }
+
+    /// When the last one was.
+    pub(super) fn last(&self) -> Option<std::time::Instant> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// How this replica reaches the shared store (one per store, so the variants' sizes do not
 /// matter).
 #[allow(clippy::large_enum_variant)]
@@ -204,6 +220,15 @@ impl Link {
             Link::Single { .. } => 0,
             Link::Sentinel(follower) => follower.failovers.load(Ordering::Relaxed),
             Link::Cluster(link) => link.failovers.load(Ordering::Relaxed),
+        }
+    }
+
+    /// When a failover was last followed.
+    pub(super) fn last_failover(&self) -> Option<std::time::Instant> {
+        match self {
+            Link::Single { .. } => None,
+            Link::Sentinel(follower) => follower.followed.last(),
+            Link::Cluster(link) => link.followed.last(),
         }
     }
 

@@ -52,6 +52,8 @@ pub(in crate::store::redis) struct SentinelFollower {
     channel: String,
     /// Primaries replaced by another since start.
     pub(in crate::store::redis) failovers: AtomicU64,
+    /// When the last one was followed.
+    pub(in crate::store::redis) followed: super::Followed,
 }
 
 impl SentinelFollower {
@@ -82,6 +84,7 @@ impl SentinelFollower {
             waiters,
             channel,
             failovers: AtomicU64::new(0),
+            followed: super::Followed::default(),
         }))
     }
 
@@ -190,6 +193,7 @@ impl SentinelFollower {
         match previous {
             Some(previous) if previous.addr != addr => {
                 self.failovers.fetch_add(1, Ordering::Relaxed);
+                self.followed.record();
                 tracing::warn!(
                     from = %previous.addr,
                     to = %addr,
