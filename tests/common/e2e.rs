@@ -298,6 +298,10 @@ users:
 pub struct KubectlRun {
     pub success: bool,
     pub lock_collision: bool,
+    /// kubectl found its kubeconfig empty (it falls back to `localhost:8080`) or cut short:
+    /// it read the file while another kubectl was rewriting it in place (client-go
+    /// truncates and writes, no rename: kubernetes#28260). It never reaches the gate.
+    pub torn_read: bool,
     pub stderr: String,
 }
 
@@ -316,6 +320,9 @@ pub async fn kubectl(version: Kubectl, kubeconfig: &Path) -> KubectlRun {
     KubectlRun {
         success: out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Success"),
         lock_collision: stderr.contains(".lock") || stderr.contains("could not persist"),
+        torn_read: !out.status.success()
+            && (stderr.contains("server localhost:8080")
+                || stderr.contains("error loading config file")),
         stderr,
     }
 }
