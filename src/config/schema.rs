@@ -7,6 +7,7 @@
 use super::error::ConfigError;
 use crate::oauth::grant::GrantRules;
 use crate::oauth::token_spelling::TokenEncoding;
+use crate::policy::observe::Mode;
 use crate::policy::{BindSource, OnReplay, Policy, Rules};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -205,6 +206,8 @@ pub struct RotationSection {
     /// the successor is presented (`None`: the value of `max_replay_delay`).
     #[serde(with = "humantime_serde")]
     pub min_replay_window: Option<Duration>,
+    /// `mode`: `"enforce"` applies the decisions, `"observe"` only records them.
+    pub mode: Mode,
 }
 
 impl RotationSection {
@@ -234,6 +237,7 @@ impl Default for RotationSection {
             subnet_ipv6_prefix: rules.subnet.v6,
             close_on_successor_use: rules.close_on_successor_use,
             min_replay_window: None,
+            mode: rules.mode,
         }
     }
 }
@@ -259,6 +263,8 @@ pub struct ClientOverrides {
     /// `assertion_secret_file`: the shared secret (at least 32 bytes) of the client's
     /// `client_secret_jwt` assertions.
     pub assertion_secret_file: Option<PathBuf>,
+    /// `mode`.
+    pub mode: Option<Mode>,
 }
 
 /// `[store] backend` values.

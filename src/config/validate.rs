@@ -505,6 +505,7 @@ fn policy(r: &RotationSection, clients: &[(&String, &ClientOverrides)]) -> Polic
         on_replay: r.on_replay,
         close_on_successor_use: r.close_on_successor_use,
         min_replay_window: r.min_replay_window(),
+        mode: r.mode,
     };
     let per_client = clients
         .iter()
@@ -517,6 +518,7 @@ fn policy(r: &RotationSection, clients: &[(&String, &ClientOverrides)]) -> Polic
                 on_replay: o.on_replay.unwrap_or(defaults.on_replay),
                 close_on_successor_use: defaults.close_on_successor_use,
                 min_replay_window: defaults.min_replay_window,
+                mode: o.mode.unwrap_or(defaults.mode),
             };
             ((*id).clone(), rules)
         })

@@ -41,8 +41,12 @@ pub const DETACHED_LIMIT_REACHED: &str = "RefreshDetachedLimitReached";
 /// time: its tombstone may not survive a failover of the store's primary.
 pub const ROTATION_UNACKNOWLEDGED: &str = "RotationUnacknowledged";
 
+/// A presentation of an already-used token in observe mode: forwarded, with what enforce
+/// would have done beside what the IdP answered (WARN when enforce would refuse).
+pub const REFRESH_TOKEN_REPLAY_OBSERVED: &str = "RefreshTokenReplayObserved";
+
 /// Every audit event name, as the SIEM sees it in the `event` field (the README's table).
-pub const EVENT_NAMES: [&str; 9] = [
+pub const EVENT_NAMES: [&str; 10] = [
     EXPIRED_REFRESH_TOKEN_USED,
     REFRESH_TOKEN_REPLAY_REFUSED,
     REFRESH_TOKEN_ROTATED,
@@ -52,6 +56,7 @@ pub const EVENT_NAMES: [&str; 9] = [
     TOKEN_REQUEST_REFUSED,
     DETACHED_LIMIT_REACHED,
     ROTATION_UNACKNOWLEDGED,
+    REFRESH_TOKEN_REPLAY_OBSERVED,
 ];
 
 /// Audit lines per source address per second for [`TOKEN_REQUEST_REFUSED`] and
@@ -228,6 +233,75 @@ impl ReplayRefused<'_> {
             request.client_ip,
             request.token
         );
+    }
+}
+
+/// A presentation of an already-used token in observe mode
+/// ([`REFRESH_TOKEN_REPLAY_OBSERVED`]): WARN when enforce would have refused it, INFO
+/// otherwise.
+#[derive(Debug)]
+pub struct ReplayObserved<'a> {
+    /// The request, forwarded.
+    pub request: RequestFacts<'a>,
+    /// The observed first use.
+    pub first: FirstUse<'a>,
+    /// What enforce would have done (`forward`, `coalesce`, `replay`, `refuse`).
+    pub would: &'static str,
+    /// Why enforce would refuse (empty otherwise).
+    pub reason: Option<RefusalReason>,
+    /// Whether enforce's refusal would also revoke the family (nothing is revoked).
+    pub revoke_family: bool,
+    /// The IdP's status (absent when it did not answer).
+    pub idp_status: Option<u16>,
+    /// The IdP's verdict (`success`, `refused`, `error`).
+    pub idp: &'static str,
+    /// When.
+    pub now: UnixMillis,
+}
+
+impl ReplayObserved<'_> {
+    /// Write the line.
+    pub fn emit(&self, _auditor: &Auditor) {
+        let (request, first, now) = (&self.request, &self.first, self.now);
+        let reason = self.reason.map_or("", |r| r.label());
+        macro_rules! line {
+            ($level:ident) => {
+                tracing::$level!(
+                    target: TARGET,
+                    schema_version = SCHEMA_VERSION,
+                    ts = %timestamp(now),
+                    event = REFRESH_TOKEN_REPLAY_OBSERVED,
+                    mode = "observe",
+                    would = self.would,
+                    reason,
+                    would_revoke_family = self.revoke_family,
+                    idp = self.idp,
+                    idp_status = self.idp_status.unwrap_or(0),
+                    request_id = request.request_id,
+                    token_url = request.token_url,
+                    token = %request.token,
+                    family = %first.family,
+                    client_id = request.client_id,
+                    client_ip = %request.client_ip,
+                    since_first_use_ms = now.since(first.at).as_millis() as u64,
+                    replay_count = first.replays,
+                    first_client_id = first.client_id,
+                    first_client_ip = %first.client_ip,
+                    "[{REFRESH_TOKEN_REPLAY_OBSERVED}] - {} - used token presented again, forwarded: enforce would {}{}, the IdP answered {} [{}] - [{}]",
+                    request.token_url,
+                    self.would,
+                    if reason.is_empty() { String::new() } else { format!(" ({reason})") },
+                    self.idp_status.map_or("nothing".to_owned(), |s| s.to_string()),
+                    request.client_ip,
+                    request.token
+                )
+            };
+        }
+        if self.reason.is_some() {
+            line!(warn);
+        } else {
+            line!(info);
+        }
     }
 }
 

@@ -55,6 +55,9 @@ pub const STORE_ROTATIONS_RESTORED_TOTAL: &str = "refresh_gate_store_rotations_r
 /// `refresh_gate_replay_delay_seconds{outcome}`: for every presentation of an already-used
 /// token, the time since its first use.
 pub const REPLAY_DELAY_SECONDS: &str = "refresh_gate_replay_delay_seconds";
+/// `refresh_gate_observed_refreshes_total{would, idp}`: refresh grants forwarded in observe
+/// mode, by what enforce would have done and what the IdP answered.
+pub const OBSERVED_REFRESHES_TOTAL: &str = "refresh_gate_observed_refreshes_total";
 /// `refresh_gate_build_info{version}`.
 pub const BUILD_INFO: &str = "refresh_gate_build_info";
 
@@ -80,11 +83,13 @@ pub enum RefreshOutcome {
     /// The gate itself failed: an upstream request it could not build, a remembered
     /// answer it could not open, an exchange that ended without an outcome.
     InternalError,
+    /// Forwarded in observe mode: the decision recorded beside the IdP's answer.
+    Observed,
 }
 
 impl RefreshOutcome {
     /// Every outcome, for pre-registering series at 0.
-    pub const ALL: [RefreshOutcome; 9] = [
+    pub const ALL: [RefreshOutcome; 10] = [
         RefreshOutcome::Forwarded,
         RefreshOutcome::Coalesced,
         RefreshOutcome::GraceReplay,
@@ -94,6 +99,7 @@ impl RefreshOutcome {
         RefreshOutcome::UnsupportedGrant,
         RefreshOutcome::Unguarded,
         RefreshOutcome::InternalError,
+        RefreshOutcome::Observed,
     ];
 
     /// The label value.
@@ -108,6 +114,7 @@ impl RefreshOutcome {
             RefreshOutcome::UnsupportedGrant => "unsupported_grant",
             RefreshOutcome::Unguarded => "unguarded",
             RefreshOutcome::InternalError => "internal_error",
+            RefreshOutcome::Observed => "observed",
         }
     }
 }
@@ -171,6 +178,7 @@ pub struct Metrics {
     replication_acks: IntCounterVec,
     store_restored: IntCounter,
     replay_delay: HistogramVec,
+    observed: IntCounterVec,
     token_refused: IntCounterVec,
     audit_suppressed: IntCounterVec,
     detached: IntGauge,
@@ -350,6 +358,12 @@ impl Metrics {
                 .buckets(REPLAY_DELAY_BUCKETS.to_vec()),
                 &["outcome"],
             ))),
+            observed: r.counters(
+                OBSERVED_REFRESHES_TOTAL,
+                "Refresh grants forwarded in observe mode, by what enforce would have done \
+                 and what the IdP answered.",
+                &["would", "idp"],
+            ),
             token_refused: r.counters(
                 TOKEN_REQUESTS_REFUSED_TOTAL,
                 "Token-path requests refused as uncertain or malformed, by reason.",
@@ -403,6 +417,11 @@ impl Metrics {
         for outcome in ReplayDelayOutcome::ALL {
             self.replay_delay.with_label_values(&[outcome.label()]);
         }
+        for would in crate::policy::observe::Would::LABELS {
+            for idp in crate::policy::observe::IdpVerdict::LABELS {
+                self.observed.with_label_values(&[would, idp]);
+            }
+        }
         for result in ["acknowledged", "missed"] {
             self.replication_acks.with_label_values(&[result]);
         }
@@ -444,6 +463,17 @@ impl Metrics {
         self.replay_delay
             .with_label_values(&[outcome.label()])
             .observe(seconds);
+    }
+
+    /// Count one refresh grant forwarded in observe mode.
+    pub fn observed(
+        &self,
+        would: crate::policy::observe::Would,
+        idp: crate::policy::observe::IdpVerdict,
+    ) {
+        self.observed
+            .with_label_values(&[would.label(), idp.label()])
+            .inc();
     }
 
     /// Count one rotation's replication acknowledgement: `true` when acknowledged in time.

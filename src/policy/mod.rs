@@ -4,6 +4,7 @@
 
 pub mod detached;
 pub mod grace_advice;
+pub mod observe;
 pub mod source_cap;
 
 use crate::clock::UnixMillis;
@@ -105,6 +106,9 @@ pub struct Rules {
     /// `min_replay_window`: how long after its first use a token's window stays open
     /// however early its successor is presented (the same for every client).
     pub min_replay_window: Duration,
+    /// `mode`: whether the decisions are applied or only observed, for this client's
+    /// presentations.
+    pub mode: observe::Mode,
 }
 
 impl Default for Rules {
@@ -119,6 +123,7 @@ impl Default for Rules {
             // `max_replay_delay`'s default: a waiter held the longest still finds the
             // window open.
             min_replay_window: Duration::from_secs(2),
+            mode: observe::Mode::Enforce,
         }
     }
 }

@@ -25,7 +25,7 @@ use crate::proxy::gate::{GateProxy, GateSettings};
 use crate::proxy::refresh::{RefreshHandler, RefreshParts, RefreshSettings};
 use crate::proxy::upstream::{UpstreamError, UpstreamPeers};
 use crate::seal::fingerprint::Fingerprinter;
-use crate::store::{MemoryStore, RedisStore, RedisStoreConfig, TokenStore};
+use crate::store::{MemoryStore, Observations, RedisStore, RedisStoreConfig, TokenStore};
 use pingora::connectors::http::v1::Connector;
 use pingora::connectors::ConnectorOptions;
 use pingora::server::configuration::ServerConf;
@@ -357,6 +357,10 @@ fn refresh_handler(
             auditor: Arc::new(Auditor::new(metrics.clone())),
             endpoint: Arc::new(exchanger),
             grace_advice,
+            observations: Observations::new(
+                settings.rotation.limits.max_tombstones,
+                settings.rotation.limits.tombstone_ttl,
+            ),
         },
         RefreshSettings {
             request_timeout: settings.upstream.request_timeout,
@@ -367,6 +371,7 @@ fn refresh_handler(
             max_detached_per_source: settings.rotation.max_detached_per_source,
             client_keys: settings.client_keys.clone(),
             public_url: settings.listen.public_url.clone(),
+            max_in_flight: settings.rotation.limits.max_in_flight,
         },
     )
 }

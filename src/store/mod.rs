@@ -3,6 +3,7 @@
 
 mod answers;
 mod memory;
+mod observations;
 mod once;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -10,6 +11,7 @@ mod tombstones;
 mod topology;
 
 pub use memory::{MemoryStore, MemoryStoreLimits};
+pub use observations::{Observations, ObservedPresentation};
 pub use once::MAX_ONE_TIME_KEYS;
 #[cfg(feature = "redis")]
 pub use redis::{RedisStore, RedisStoreConfig};

@@ -7,6 +7,7 @@
 mod binding;
 mod client;
 mod exchange_task;
+mod observe;
 mod reply;
 mod revoke;
 mod spacing;
@@ -21,7 +22,8 @@ use crate::clock::{Clock, UnixMillis};
 use crate::config::{ClientKeys, OnStoreError};
 use crate::http::answer::Answer;
 use crate::http::respond::GateReply;
-use crate::oauth::credentials::{ClientCredentials, ClientIdentity};
+use crate::oauth::credentials::{ClientCredentials, ClientIdentity, DpopBinding};
+use crate::oauth::dpop::peek_proof_thumbprint;
 use crate::oauth::grant::RefreshGrant;
 use crate::observe::audit::{
     Auditor, DetachedLimitReached, FamilyRevoked, FirstUse, ForwardedUnguarded, ReplayAnswered,
@@ -30,6 +32,7 @@ use crate::observe::audit::{
 use crate::observe::grace::GraceAdvice;
 use crate::observe::metrics::{Metrics, RefreshOutcome, ReplayDelayOutcome, UpstreamKind};
 use crate::policy::detached::{DetachedExchanges, ExchangeLife};
+use crate::policy::observe::Mode;
 use crate::policy::{Policy, Presenter, RefusalReason};
 use crate::proxy::exchange::TokenEndpoint;
 use crate::proxy::write::exchange_request;
@@ -37,8 +40,8 @@ use crate::seal::envelope::SealedAnswer;
 use crate::seal::fingerprint::{Fingerprinter, TokenFingerprint};
 use crate::seal::secret::RefreshToken;
 use crate::store::{
-    AfterWait, ExchangeOutcome, Presented, Refusal, Released, Replication, StoreError, TokenRecord,
-    TokenStore, Waiter,
+    AfterWait, ExchangeOutcome, Observations, Presented, Refusal, Released, Replication,
+    StoreError, TokenRecord, TokenStore, Waiter,
 };
 use bytes::Bytes;
 use client::ClientWait;
@@ -77,6 +80,8 @@ pub struct RefreshSettings {
     /// the token endpoint assertions and DPoP proofs must name. Without it, the scheme and
     /// `Host` of each request.
     pub public_url: Option<String>,
+    /// Refresh grants forwarded at once in observe mode (`[rotation] max_in_flight`).
+    pub max_in_flight: usize,
 }
 
 /// The shared parts the refresh handler works with.
@@ -95,6 +100,8 @@ pub struct RefreshParts {
     pub endpoint: Arc<dyn TokenEndpoint>,
     /// The grace advice fed by every replay of the same client and source.
     pub grace_advice: Arc<GraceAdvice>,
+    /// What observe mode remembers (this replica's own).
+    pub observations: Observations,
 }
 
 /// Decides and answers refresh grants; shared by all requests.
@@ -112,6 +119,8 @@ pub struct RefreshHandler {
     revoked_at_idp: moka::sync::Cache<TokenFingerprint, ()>,
     warned_clients: moka::sync::Cache<Box<str>, ()>,
     detached: Arc<DetachedExchanges>,
+    observations: Observations,
+    observing: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for RefreshHandler {
@@ -255,6 +264,8 @@ impl RefreshHandler {
             detached: DetachedExchanges::new(settings.max_detached_per_source),
             client_keys: arc_swap::ArcSwap::from_pointee(settings.client_keys.clone()),
             spacing: spacing::AnswerSpacing::new(),
+            observations: parts.observations,
+            observing: tokio::sync::Semaphore::new(settings.max_in_flight),
             settings,
         }
     }
@@ -272,13 +283,19 @@ impl RefreshHandler {
     }
 
     /// A presentation of an already-used token, `outcome`: its delay since the first use
-    /// is observed, and fed to the grace advice when the client and source are the first
-    /// use's.
-    fn replay_delay(&self, request: &Request, record: &TokenRecord, outcome: ReplayDelayOutcome) {
+    /// (`first`: its client, address and time) is observed, and fed to the grace advice
+    /// when the client and source are the first use's.
+    fn replay_delay(
+        &self,
+        request: &Request,
+        first: (&ClientIdentity, IpAddr, UnixMillis),
+        outcome: ReplayDelayOutcome,
+    ) {
+        let (client, source, first_use) = first;
         let now = self.clock.now();
-        let delay = now.since(record.first_use);
+        let delay = now.since(first_use);
         self.metrics().replay_delay(outcome, delay.as_secs_f64());
-        if record.client.client_id == request.client.client_id && record.source == request.source {
+        if client.client_id == request.client.client_id && source == request.source {
             self.grace_advice
                 .record(&request.client.client_id, delay, now);
         }
@@ -316,6 +333,10 @@ impl RefreshHandler {
             body,
             origin,
         } = refresh;
+        if self.policy().rules_for(&grant.client.client_id).mode == Mode::Observe {
+            let request = self.observed_request(grant, header, body, origin);
+            return self.observe(&request).await;
+        }
         let endpoint = self.endpoint_url(origin.endpoint.as_ref());
         let bound = match self
             .bind(&grant.client, grant.dpop.as_ref(), endpoint.as_deref())
@@ -383,6 +404,40 @@ impl RefreshHandler {
             }
         }
         failed(GateReply::Unreachable)
+    }
+
+    /// A request in observe mode: nothing is verified and no one-time value spent (the IdP
+    /// verifies what it receives); the identity compared is the client's as presented,
+    /// an assertion taken as its client's, a DPoP proof bound to the key it names.
+    fn observed_request(
+        &self,
+        grant: RefreshGrant,
+        header: RequestHeader,
+        body: Bytes,
+        origin: Origin,
+    ) -> Request {
+        let dpop = grant.dpop.as_ref().map_or(DpopBinding::Absent, |proof| {
+            let proof = String::from_utf8_lossy(proof.expose());
+            peek_proof_thumbprint(&proof)
+                .map_or(DpopBinding::Unproven, |jkt| DpopBinding::Key(jkt.0))
+        });
+        let identity = grant.client.bound_identity(&self.fingerprinter, true, dpop);
+        Request {
+            fingerprint: self.fingerprinter.token(&grant.token),
+            client: identity.clone(),
+            recorded_client: identity,
+            spend_on_rotation: Vec::new(),
+            credentials: grant.client,
+            sealing_token: self.fingerprinter.sealing_token(&grant.token),
+            token: grant.token,
+            source: origin.source.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            peer: origin.peer,
+            header,
+            body,
+            proto: origin.proto,
+            request_id: origin.request_id,
+            token_url: origin.token_url,
+        }
     }
 
     /// Wait for the exchange under way; `None` sends the request to present again.
@@ -681,14 +736,14 @@ impl RefreshHandler {
         } else {
             (RefreshOutcome::GraceReplay, ReplayDelayOutcome::GraceReplay)
         };
-        self.replay_delay(request, record, delay);
+        self.replay_delay(request, first_of(record), delay);
         Reply::remembered(answer, outcome)
     }
 
     fn refuse(self: &Arc<Self>, request: &Request, refusal: &Refusal, coalesced: bool) -> Reply {
         let now = self.clock.now();
         if let Some(record) = &refusal.record {
-            self.replay_delay(request, record, ReplayDelayOutcome::Refused);
+            self.replay_delay(request, first_of(record), ReplayDelayOutcome::Refused);
         }
         ReplayRefused {
             request: request.audit_facts(),
@@ -797,6 +852,16 @@ fn failed(reply: GateReply) -> Reply {
 /// `503 temporarily_unavailable`: the store cannot decide this grant.
 fn store_unavailable() -> Reply {
     Reply::refused(GateReply::StoreUnavailable, RefusalReason::StoreUnavailable)
+}
+
+/// The first use's client, address and time, for the replay delay.
+fn first_of(record: &TokenRecord) -> (&ClientIdentity, IpAddr, UnixMillis) {
+    (&record.client, record.source, record.first_use)
+}
+
+/// A failure the gate reports itself, counted as `outcome`.
+fn failed_as(reply: GateReply, outcome: RefreshOutcome) -> Reply {
+    Reply::gate(reply, outcome)
 }
 
 fn first_use(record: &TokenRecord) -> FirstUse<'_> {

@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use tokio::time::Instant as TokioInstant;
 
+mod observe;
+
 const START: UnixMillis = UnixMillis(1_800_000_000_000);
 const GRACE: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -169,6 +171,7 @@ fn settings() -> RefreshSettings {
         max_detached_per_source: 64,
         client_keys: ClientKeys::new(),
         public_url: None,
+        max_in_flight: 100,
     }
 }
 
@@ -205,6 +208,7 @@ fn fixture_with(
                 Vec::new(),
                 clock.clone(),
             )),
+            observations: Observations::new(1000, Duration::from_secs(900)),
         },
         settings,
     );
@@ -240,6 +244,7 @@ fn base64_fixture(idp: Arc<FakeIdp>) -> Fixture {
             clock,
             auditor: Arc::new(Auditor::new(Metrics::new())),
             endpoint: idp,
+            observations: Observations::new(1000, Duration::from_secs(900)),
         },
         settings(),
     ));
