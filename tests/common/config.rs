@@ -132,6 +132,16 @@ pub struct Rotation {
         default
     )]
     pub min_replay_window: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+}
+
+/// `mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Enforce,
+    Observe,
 }
 
 /// `[log]`.
@@ -219,6 +229,8 @@ pub struct ClientOverrides {
     /// The shared secret of the client's `client_secret_jwt` assertions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub assertion_secret_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
 }
 
 impl ClientOverrides {
@@ -330,6 +342,7 @@ impl GateConfig {
                 subnet_ipv6_prefix: None,
                 close_on_successor_use: None,
                 min_replay_window: None,
+                mode: None,
             },
             log: Log {
                 level: "info".to_owned(),
@@ -457,6 +470,12 @@ impl GateConfig {
 
     pub fn close_on_successor_use(mut self, close: bool) -> Self {
         self.rotation.close_on_successor_use = Some(close);
+        self
+    }
+
+    /// `[rotation] mode`.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.rotation.mode = Some(mode);
         self
     }
 

@@ -16,8 +16,8 @@ pub mod redis_topology;
 pub mod rotations;
 
 pub use config::{
-    ms, secs, BindSource, ClientOverrides, GateConfig, LogFormat, OnReplay, OnStoreError, Store,
-    TokenEncoding,
+    ms, secs, BindSource, ClientOverrides, GateConfig, LogFormat, Mode, OnReplay, OnStoreError,
+    Store, TokenEncoding,
 };
 #[allow(unused_imports)]
 pub use fake_idp::{FakeIdp, IdpMode};

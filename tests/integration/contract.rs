@@ -200,6 +200,7 @@ fn every_key(dir: &std::path::Path) -> GateConfig {
                 on_replay: Some(OnReplay::Refuse),
                 assertion_jwks_file: Some(dir.join("ci-jwks.json")),
                 assertion_secret_file: None,
+                mode: Some(Mode::Observe),
             },
         )
         // One client may not have both kinds of assertion keys.
@@ -223,6 +224,7 @@ fn every_key(dir: &std::path::Path) -> GateConfig {
     config.rotation.subnet_ipv4_prefix = Some(24);
     config.rotation.close_on_successor_use = Some(true);
     config.rotation.min_replay_window = Some(secs(2));
+    config.rotation.mode = Some(Mode::Enforce);
     config.audit = Some(common::config::Audit {
         subject_claim: Some("email".to_owned()),
     });

@@ -22,6 +22,7 @@ mod grace_advice;
 mod hostile;
 mod log_secrets;
 mod observability;
+mod observe_mode;
 mod oracles_selftest;
 mod owners;
 mod passthrough;
