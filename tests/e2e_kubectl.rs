@@ -801,3 +801,103 @@ async fn scenario_8_stragglers_started_over_a_second_all_keep_the_session() {
         "no parent was presented after its successor: the straggler case was not exercised"
     );
 }
+
+/// The sum of the counter `name`'s series whose labels contain every one of `labels`.
+async fn counter_sum(gate: &GateProcess, name: &str, labels: &[&str]) -> f64 {
+    counter_series(gate, name)
+        .await
+        .iter()
+        .filter(|(series, _)| labels.iter().all(|label| series.contains(label)))
+        .map(|(_, value)| value)
+        .sum()
+}
+
+/// Issue 18: in observe mode the gate forwards every refresh and only counts what enforce
+/// would have done: racing kubectl processes lose the session exactly as without the gate
+/// (node-oidc-provider refuses the reuses and revokes the grant), and the counters say how
+/// many the gate would have saved. After a reload to enforce, a fresh grant's round is saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scenario_9_observe_mode_counts_the_sessions_enforce_then_saves() {
+    let version = Kubectl::V1_33;
+    let stack = stack(IDP_LATENCY, |o| {
+        o.grace_period(secs(5))
+            .replay_spacing(ms(50))
+            .max_reuses(20)
+            .mode(common::Mode::Observe)
+    })
+    .await;
+    let kubeconfig = stack.dir.path().join("config");
+    write_kubeconfig(
+        &kubeconfig,
+        stack.api.addr,
+        &stack.issuer(),
+        &stack.idp.mint().await,
+    );
+    let runs = kubectl_round(version, &kubeconfig, PROCESSES).await;
+    let (ok, lock, failed) = summarize(&runs);
+    let torn = runs.iter().filter(|r| r.torn_read).count();
+    let later = kubectl(version, &kubeconfig).await;
+    let observed_stats = stack.idp.stats().await;
+    let gate = &stack.gate;
+    let name = "refresh_gate_observed_refreshes_total";
+    let saved = counter_sum(gate, name, &["idp=\"refused\"", "would=\"coalesce\""]).await
+        + counter_sum(gate, name, &["idp=\"refused\"", "would=\"replay\""]).await;
+    let all_observed = counter_sum(gate, name, &[]).await;
+    let idp_success = counter_sum(gate, name, &["idp=\"success\""]).await;
+    report(&format!(
+        "observe mode, {}: {PROCESSES} concurrent -> {ok} succeeded, {failed} refresh failures, {lock} lock collisions; \
+         later call: {}; gate: {all_observed} observed, would have saved {saved}; IdP: {} exchanges, {} grants revoked",
+        version.label(),
+        if later.success { "session alive" } else { "session dead" },
+        observed_stats.refresh_success,
+        observed_stats.grants_revoked
+    ));
+    // As without the gate: the IdP decided, refused the reuses and ended the session.
+    assert!(!later.success, "observe saved a session: it must not act");
+    assert!(observed_stats.grants_revoked >= 1, "{observed_stats:?}");
+    assert!(ok < PROCESSES, "every kubectl succeeded: no race happened");
+    // Every refresh that reached the gate was forwarded and counted once.
+    let reached = (PROCESSES - torn) as f64;
+    assert_eq!(
+        gate.metric("refresh_gate_refresh_requests_total{outcome=\"observed\"}")
+            .await,
+        Some(all_observed)
+    );
+    assert!(all_observed >= reached, "{all_observed} of {reached}");
+    assert_eq!(
+        idp_success, observed_stats.refresh_success as f64,
+        "the gate's record of the IdP's answers"
+    );
+    // The racers the IdP refused are the sessions enforce would have saved.
+    assert!(
+        saved >= (failed + lock).saturating_sub(1) as f64 && saved >= 1.0,
+        "would have saved {saved}, failed {failed}, lock {lock}"
+    );
+
+    // Enforce, by reload, and a fresh grant: the next round is saved.
+    gate.reconfigure(|config| config.rotation.mode = Some(common::Mode::Enforce));
+    gate.signal("HUP");
+    gate.wait_for_log("configuration reloaded").await;
+    let fresh = stack.dir.path().join("config-enforce");
+    write_kubeconfig(
+        &fresh,
+        stack.api.addr,
+        &stack.issuer(),
+        &stack.idp.mint().await,
+    );
+    let runs = kubectl_round(version, &fresh, PROCESSES).await;
+    let (ok, lock, failed) = summarize(&runs);
+    let later = kubectl(version, &fresh).await;
+    let stats = stack.idp.stats().await;
+    report(&format!(
+        "observe, then enforce by reload, {}: {PROCESSES} concurrent -> {ok} succeeded, {failed} refresh failures, \
+         {lock} lock collisions; later call: {}; IdP: {} exchanges in the round, {} grants revoked in it",
+        version.label(),
+        if later.success { "session alive" } else { "SESSION DEAD" },
+        stats.refresh_success - observed_stats.refresh_success,
+        stats.grants_revoked - observed_stats.grants_revoked
+    ));
+    assert_eq!((ok, lock, failed), (PROCESSES, 0, 0));
+    assert!(later.success, "enforce lost the session");
+    assert_eq!(stats.grants_revoked, observed_stats.grants_revoked);
+}
