@@ -506,6 +506,7 @@ fn policy(r: &RotationSection, clients: &[(&String, &ClientOverrides)]) -> Polic
         close_on_successor_use: r.close_on_successor_use,
         min_replay_window: r.min_replay_window(),
         mode: r.mode,
+        observed_until: None,
     };
     let per_client = clients
         .iter()
@@ -519,6 +520,7 @@ fn policy(r: &RotationSection, clients: &[(&String, &ClientOverrides)]) -> Polic
                 close_on_successor_use: defaults.close_on_successor_use,
                 min_replay_window: defaults.min_replay_window,
                 mode: o.mode.unwrap_or(defaults.mode),
+                observed_until: None,
             };
             ((*id).clone(), rules)
         })

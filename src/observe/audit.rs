@@ -243,8 +243,11 @@ impl ReplayRefused<'_> {
 pub struct ReplayObserved<'a> {
     /// The request, forwarded.
     pub request: RequestFacts<'a>,
-    /// The observed first use.
-    pub first: FirstUse<'a>,
+    /// The observed first use; absent for an unseen member of a family enforce would have
+    /// revoked.
+    pub first: Option<FirstUse<'a>>,
+    /// The token's family.
+    pub family: DisplayFingerprint,
     /// What enforce would have done (`forward`, `coalesce`, `replay`, `refuse`).
     pub would: &'static str,
     /// Why enforce would refuse (empty otherwise).
@@ -262,7 +265,7 @@ pub struct ReplayObserved<'a> {
 impl ReplayObserved<'_> {
     /// Write the line.
     pub fn emit(&self, _auditor: &Auditor) {
-        let (request, first, now) = (&self.request, &self.first, self.now);
+        let (request, first, now) = (&self.request, self.first.as_ref(), self.now);
         let reason = self.reason.map_or("", |r| r.label());
         macro_rules! line {
             ($level:ident) => {
@@ -280,13 +283,13 @@ impl ReplayObserved<'_> {
                     request_id = request.request_id,
                     token_url = request.token_url,
                     token = %request.token,
-                    family = %first.family,
+                    family = %self.family,
                     client_id = request.client_id,
                     client_ip = %request.client_ip,
-                    since_first_use_ms = now.since(first.at).as_millis() as u64,
-                    replay_count = first.replays,
-                    first_client_id = first.client_id,
-                    first_client_ip = %first.client_ip,
+                    since_first_use_ms = first.map_or(0, |f| now.since(f.at).as_millis() as u64),
+                    replay_count = first.map_or(0, |f| f.replays),
+                    first_client_id = first.map_or("", |f| f.client_id),
+                    first_client_ip = first.map(|f| f.client_ip.to_string()).unwrap_or_default(),
                     "[{REFRESH_TOKEN_REPLAY_OBSERVED}] - {} - used token presented again, forwarded: enforce would {}{}, the IdP answered {} [{}] - [{}]",
                     request.token_url,
                     self.would,

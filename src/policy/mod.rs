@@ -109,6 +109,11 @@ pub struct Rules {
     /// `mode`: whether the decisions are applied or only observed, for this client's
     /// presentations.
     pub mode: observe::Mode,
+    /// When this client's presentations were last switched from observe back to enforce
+    /// (a reload; never from the file): a rotation made before it may have been superseded
+    /// at the IdP while the gate only observed, so its answer is never replayed after it
+    /// (`superseded`).
+    pub observed_until: Option<UnixMillis>,
 }
 
 impl Default for Rules {
@@ -124,6 +129,7 @@ impl Default for Rules {
             // window open.
             min_replay_window: Duration::from_secs(2),
             mode: observe::Mode::Enforce,
+            observed_until: None,
         }
     }
 }
@@ -429,6 +435,12 @@ pub fn decide_replay(
         return Decision::refuse(RefusalReason::SourceMismatch, rules);
     }
     if superseded_at(rules, rotation).is_some_and(|at| now >= at) {
+        return Decision::refuse(RefusalReason::Superseded, rules);
+    }
+    if rules
+        .observed_until
+        .is_some_and(|until| rotation.first_use < until && now >= until)
+    {
         return Decision::refuse(RefusalReason::Superseded, rules);
     }
     if rotation.replays >= rules.max_reuses {

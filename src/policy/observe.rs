@@ -3,7 +3,7 @@
 //! far, by the same rules ([`decide_replay`]) as in enforce. The state the observations
 //! are kept in is `store::observations`; this module only decides.
 
-use super::{decide_replay, Decision, Presenter, RefusalReason, Rotation, Rules};
+use super::{decide_replay, Decision, Policy, Presenter, RefusalReason, Rotation, Rules};
 use crate::clock::UnixMillis;
 use crate::oauth::credentials::ClientIdentity;
 use serde::Deserialize;
@@ -194,6 +194,23 @@ pub fn would(
     }
 }
 
+/// Carry the moments enforce resumed from the running rules `old` into the reloaded `new`,
+/// and mark `now` for every client (and the defaults) whose mode goes from observe back to
+/// enforce: remembered answers of rotations made before then are not replayed.
+pub fn carry_mode_switches(old: &Policy, new: &mut Policy, now: UnixMillis) {
+    let mark = |old: &Rules, new: &mut Rules| {
+        new.observed_until = if old.mode == Mode::Observe && new.mode == Mode::Enforce {
+            Some(now)
+        } else {
+            old.observed_until
+        };
+    };
+    mark(&old.defaults, &mut new.defaults);
+    for (client, rules) in new.per_client.iter_mut() {
+        mark(old.rules_for(client), rules);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,6 +330,66 @@ mod tests {
                 revoke_family: false
             }
         );
+    }
+
+    #[test]
+    fn back_to_enforce_no_answer_of_a_rotation_before_the_switch_is_replayed() {
+        let kubectl = client("kubectl");
+        let enforcing = Policy::default();
+        let mut observing = Policy::default();
+        observing.defaults.mode = Mode::Observe;
+        observing.per_client.insert(
+            "k9s".to_owned(),
+            Rules {
+                mode: Mode::Enforce,
+                ..Rules::default()
+            },
+        );
+        carry_mode_switches(&enforcing, &mut observing, T0);
+        assert_eq!(observing.defaults.observed_until, None);
+        let switch = T0.plus(Duration::from_secs(10));
+        let mut back = Policy::default();
+        back.per_client.insert("k9s".to_owned(), Rules::default());
+        carry_mode_switches(&observing, &mut back, switch);
+        assert_eq!(back.defaults.observed_until, Some(switch));
+        assert_eq!(
+            back.rules_for("k9s").observed_until,
+            None,
+            "k9s never observed"
+        );
+        // Carried over by later reloads that do not switch.
+        let mut later = Policy::default();
+        carry_mode_switches(&back, &mut later, switch.plus(Duration::from_secs(5)));
+        assert_eq!(later.defaults.observed_until, Some(switch));
+
+        // A rotation made before the switch is refused after it; one made after is replayed.
+        let rules = &later.defaults;
+        let before = rotation_at(&kubectl, UnixMillis(switch.0 - 1_000));
+        let who = by(&kubectl);
+        assert_eq!(
+            decide_replay(rules, &before, &who, switch.plus(Duration::from_millis(1))),
+            Decision::Refuse {
+                reason: RefusalReason::Superseded,
+                revoke_family: false
+            }
+        );
+        let after = rotation_at(&kubectl, switch.plus(Duration::from_millis(10)));
+        assert_eq!(
+            decide_replay(rules, &after, &who, switch.plus(Duration::from_millis(20))),
+            Decision::Replay
+        );
+    }
+
+    fn rotation_at(client: &ClientIdentity, first_use: UnixMillis) -> Rotation<'_> {
+        Rotation {
+            first_use,
+            client,
+            source: "10.0.0.1".parse().unwrap(),
+            replays: 0,
+            answer_available: true,
+            superseded: None,
+            closed: None,
+        }
     }
 
     #[test]

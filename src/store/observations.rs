@@ -29,6 +29,18 @@ struct Link {
 struct Entry {
     seen: Observation,
     family: TokenFingerprint,
+    /// The first use's exchange rotated nothing (an error, a non-rotating answer, no
+    /// answer): the next presentation is a first use again, as in enforce.
+    released: bool,
+}
+
+/// The shared, locked record of one token.
+type Shared = Arc<Mutex<Entry>>;
+
+fn lock(entry: &Shared) -> std::sync::MutexGuard<'_, Entry> {
+    entry
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// What one presentation came to.
@@ -40,6 +52,9 @@ pub struct ObservedPresentation {
     pub before: Option<Observation>,
     /// The token's family (its first ancestor observed).
     pub family: TokenFingerprint,
+    /// The record this presentation read and must update (never another one that took its
+    /// key since).
+    entry: Shared,
 }
 
 impl ObservedPresentation {
@@ -52,7 +67,7 @@ impl ObservedPresentation {
 
 /// The observations of one replica.
 pub struct Observations {
-    tokens: Cache<TokenFingerprint, Arc<Mutex<Entry>>>,
+    tokens: Cache<TokenFingerprint, Shared>,
     links: Cache<TokenFingerprint, Link>,
     revoked_families: Cache<TokenFingerprint, UnixMillis>,
 }
@@ -65,8 +80,12 @@ impl std::fmt::Debug for Observations {
     }
 }
 
+/// Families a would-be revocation marks, at most (beside `capacity` tokens and links).
+const MAX_REVOKED_FAMILIES: u64 = 100_000;
+
 impl Observations {
-    /// At most `capacity` tokens (and as many links), each kept for `ttl`.
+    /// At most `capacity` tokens and `capacity` successor links (and 100,000 would-be
+    /// revoked families), each kept for `ttl`.
     pub fn new(capacity: u64, ttl: Duration) -> Self {
         Observations {
             tokens: Cache::builder()
@@ -78,7 +97,7 @@ impl Observations {
                 .time_to_live(ttl)
                 .build(),
             revoked_families: Cache::builder()
-                .max_capacity(capacity.min(100_000))
+                .max_capacity(capacity.min(MAX_REVOKED_FAMILIES))
                 .time_to_live(ttl)
                 .build(),
         }
@@ -97,13 +116,21 @@ impl Observations {
     ) -> ObservedPresentation {
         let link = self.links.get(token);
         let family = link.map_or(*token, |link| link.family);
-        let entry = self.tokens.entry(*token).or_insert_with(|| {
-            Arc::new(Mutex::new(Entry {
-                seen: Observation::first_use(who, now),
-                family,
-            }))
-        });
-        if entry.is_fresh() {
+        let fresh_entry = || Entry {
+            seen: Observation::first_use(who, now),
+            family,
+            released: false,
+        };
+        let entry = self
+            .tokens
+            .entry(*token)
+            .or_insert_with(|| Arc::new(Mutex::new(fresh_entry())));
+        let fresh = entry.is_fresh();
+        let entry = entry.into_value();
+        let mut guard = lock(&entry);
+        if fresh || guard.released {
+            *guard = fresh_entry();
+            drop(guard);
             if let Some(link) = link {
                 self.supersede(&link.parent, now);
             }
@@ -118,36 +145,37 @@ impl Observations {
                 would,
                 before: None,
                 family,
+                entry,
             };
         }
-        let entry = entry.into_value();
-        let mut entry = entry
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let before = entry.seen.clone();
+        let before = guard.seen.clone();
         let rules = policy.rules_for(&before.client.client_id);
-        let revoked = self.revoked_families.contains_key(&entry.family);
+        let revoked = self.revoked_families.contains_key(&guard.family);
         let would = would(rules, &before, revoked, who, now);
         match would {
-            Would::Coalesce | Would::Replay => entry.seen.replays += 1,
+            Would::Coalesce | Would::Replay => guard.seen.replays += 1,
             Would::Refuse {
                 revoke_family: true,
                 ..
-            } => self.revoked_families.insert(entry.family, now),
+            } => self.revoked_families.insert(guard.family, now),
             _ => {}
         }
+        let family = guard.family;
+        drop(guard);
         ObservedPresentation {
             would,
             before: Some(before),
-            family: entry.family,
+            family,
+            entry,
         }
     }
 
-    /// The IdP answered a forwarded presentation of `token`. The first use's answer decides
-    /// the token's fate as in enforce: a rotation starts its window now; anything else
-    /// rotated nothing (the observation is dropped, the next presentation is a first use
-    /// again). Every successor the IdP hands out, on any presentation, is linked to the
-    /// token and its family.
+    /// The IdP answered a forwarded presentation of `token`, rotating it into `successor`
+    /// or not. The first rotation seen, on any presentation, starts the token's window (as
+    /// in enforce, where the exchange that rotated it is the one that counts); a first use
+    /// that rotated nothing releases the token (the next presentation is a first use
+    /// again) unless another presentation rotated it meanwhile. Every successor the IdP
+    /// hands out is linked to the token and its family.
     pub fn answered(
         &self,
         token: &TokenFingerprint,
@@ -155,7 +183,8 @@ impl Observations {
         successor: Option<TokenFingerprint>,
         now: UnixMillis,
     ) {
-        if let Some(successor) = successor.filter(|s| s != token) {
+        let successor = successor.filter(|s| s != token);
+        if let Some(successor) = successor {
             if !self.links.contains_key(&successor) {
                 self.links.insert(
                     successor,
@@ -166,47 +195,32 @@ impl Observations {
                 );
             }
         }
-        if !presentation.first() {
-            return;
-        }
-        let Some(entry) = self.tokens.get(token) else {
-            return;
-        };
-        let rotated = successor.is_some_and(|s| s != *token);
-        let mut guard = entry
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = lock(&presentation.entry);
         if guard.seen.exchange != FirstExchange::InFlight {
             return;
         }
-        if rotated {
+        if successor.is_some() {
             guard.seen.exchange = FirstExchange::Rotated(now);
-        } else {
-            drop(guard);
-            self.tokens.invalidate(token);
+            guard.released = false;
+        } else if presentation.first() {
+            guard.released = true;
         }
     }
 
-    /// The first use's exchange ended without an answer (the client left, the gate
-    /// failed): as in enforce, nothing is tombstoned.
-    pub fn abandoned(&self, token: &TokenFingerprint) {
-        let in_flight = self.tokens.get(token).is_some_and(|entry| {
-            let guard = entry
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            guard.seen.exchange == FirstExchange::InFlight
-        });
-        if in_flight {
-            self.tokens.invalidate(token);
+    /// The first use's exchange ended without an answer (the gate failed, or the exchange
+    /// task ended early): as in enforce, nothing is tombstoned.
+    pub fn abandoned(&self, presentation: &ObservedPresentation) {
+        if presentation.first() {
+            let mut guard = lock(&presentation.entry);
+            if guard.seen.exchange == FirstExchange::InFlight {
+                guard.released = true;
+            }
         }
     }
 
     fn supersede(&self, parent: &TokenFingerprint, now: UnixMillis) {
         if let Some(entry) = self.tokens.get(parent) {
-            let mut guard = entry
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            guard.seen.superseded.get_or_insert(now);
+            lock(&entry).seen.superseded.get_or_insert(now);
         }
     }
 }
@@ -272,7 +286,7 @@ mod tests {
         book.answered(&fp(1), &first, None, after(100));
         let again = book.present(&fp(1), &who(&c), &policy, after(200));
         assert_eq!((again.would, again.first()), (Would::Forward, true));
-        book.abandoned(&fp(1));
+        book.abandoned(&again);
         assert!(book.present(&fp(1), &who(&c), &policy, after(300)).first());
     }
 
@@ -294,6 +308,28 @@ mod tests {
         let late = after(100).plus(rules.min_replay_window);
         let parent = book.present(&fp(1), &who(&c), &policy, late);
         assert_eq!(parent.would.reason(), Some(RefusalReason::Superseded));
+    }
+
+    #[test]
+    fn a_rotation_by_a_later_presentation_stands_though_the_first_use_failed() {
+        let (book, policy, c) = (book(), Policy::default(), kubectl());
+        let first = book.present(&fp(1), &who(&c), &policy, T0);
+        let racer = book.present(&fp(1), &who(&c), &policy, after(10));
+        assert_eq!(racer.would, Would::Coalesce);
+        // The racer's exchange rotated the token (an IdP without one-time use), then the
+        // first use's failed: the token stays rotated, from the racer's answer on.
+        book.answered(&fp(1), &racer, Some(fp(2)), after(100));
+        book.answered(&fp(1), &first, None, after(120));
+        let replay = book.present(&fp(1), &who(&c), &policy, after(200));
+        assert_eq!(replay.would, Would::Replay);
+        assert_eq!(replay.before.map(|b| b.first_use_at()), Some(after(100)));
+        // The other order: the first use fails, then the racer rotates it.
+        let first = book.present(&fp(5), &who(&c), &policy, T0);
+        let racer = book.present(&fp(5), &who(&c), &policy, after(10));
+        book.answered(&fp(5), &first, None, after(100));
+        book.answered(&fp(5), &racer, Some(fp(6)), after(120));
+        let replay = book.present(&fp(5), &who(&c), &policy, after(200));
+        assert_eq!(replay.would, Would::Replay);
     }
 
     #[test]

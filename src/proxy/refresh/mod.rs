@@ -120,7 +120,7 @@ pub struct RefreshHandler {
     warned_clients: moka::sync::Cache<Box<str>, ()>,
     detached: Arc<DetachedExchanges>,
     observations: Observations,
-    observing: tokio::sync::Semaphore,
+    observing: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for RefreshHandler {
@@ -265,7 +265,7 @@ impl RefreshHandler {
             client_keys: arc_swap::ArcSwap::from_pointee(settings.client_keys.clone()),
             spacing: spacing::AnswerSpacing::new(),
             observations: parts.observations,
-            observing: tokio::sync::Semaphore::new(settings.max_in_flight),
+            observing: Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight)),
             settings,
         }
     }
@@ -276,9 +276,11 @@ impl RefreshHandler {
     }
 
     /// Replace the rules (configuration reload); requests already deciding keep theirs.
-    pub fn set_policy(&self, policy: Policy) {
+    /// A client switched from observe back to enforce gets its `observed_until` mark.
+    pub fn set_policy(&self, mut policy: Policy) {
         self.grace_advice
             .set_configured(policy.per_client.keys().cloned().collect());
+        crate::policy::observe::carry_mode_switches(&self.policy(), &mut policy, self.clock.now());
         self.policy.store(Arc::new(policy));
     }
 
@@ -287,7 +289,7 @@ impl RefreshHandler {
     /// when the client and source are the first use's.
     fn replay_delay(
         &self,
-        request: &Request,
+        presenter: (&ClientIdentity, IpAddr),
         first: (&ClientIdentity, IpAddr, UnixMillis),
         outcome: ReplayDelayOutcome,
     ) {
@@ -295,9 +297,8 @@ impl RefreshHandler {
         let now = self.clock.now();
         let delay = now.since(first_use);
         self.metrics().replay_delay(outcome, delay.as_secs_f64());
-        if client.client_id == request.client.client_id && source == request.source {
-            self.grace_advice
-                .record(&request.client.client_id, delay, now);
+        if client.client_id == presenter.0.client_id && source == presenter.1 {
+            self.grace_advice.record(&presenter.0.client_id, delay, now);
         }
     }
 
@@ -335,7 +336,7 @@ impl RefreshHandler {
         } = refresh;
         if self.policy().rules_for(&grant.client.client_id).mode == Mode::Observe {
             let request = self.observed_request(grant, header, body, origin);
-            return self.observe(&request).await;
+            return self.observe(request, client).await;
         }
         let endpoint = self.endpoint_url(origin.endpoint.as_ref());
         let bound = match self
@@ -736,14 +737,18 @@ impl RefreshHandler {
         } else {
             (RefreshOutcome::GraceReplay, ReplayDelayOutcome::GraceReplay)
         };
-        self.replay_delay(request, first_of(record), delay);
+        self.replay_delay((&request.client, request.source), first_of(record), delay);
         Reply::remembered(answer, outcome)
     }
 
     fn refuse(self: &Arc<Self>, request: &Request, refusal: &Refusal, coalesced: bool) -> Reply {
         let now = self.clock.now();
         if let Some(record) = &refusal.record {
-            self.replay_delay(request, first_of(record), ReplayDelayOutcome::Refused);
+            self.replay_delay(
+                (&request.client, request.source),
+                first_of(record),
+                ReplayDelayOutcome::Refused,
+            );
         }
         ReplayRefused {
             request: request.audit_facts(),

@@ -4,41 +4,92 @@
 //! from the store and nothing is written to it: the observations are this replica's own
 //! (`store::Observations`), so observe keeps forwarding while the store is down. No
 //! revocation is written and no RFC 7009 call is made for a would-be family revocation.
+//!
+//! As in enforce, the exchange runs on its own task up to `exchange_timeout`, so a client
+//! that gives up at `request_timeout` does not cut off a rotation the IdP is making (it
+//! is recorded when it comes), and exchanges whose clients left count against
+//! `max_detached_per_source`.
 
-use super::{failed_as, RefreshHandler, Reply, Request};
+use super::client::ClientWait;
+use super::{failed_as, ClientLink, RefreshHandler, Reply, Request};
+use crate::http::answer::Answer;
 use crate::http::respond::GateReply;
+use crate::oauth::credentials::ClientIdentity;
 use crate::oauth::token_response;
-use crate::observe::audit::{FirstUse, ReplayObserved};
+use crate::observe::audit::{DetachedLimitReached, FirstUse, ReplayObserved, RequestFacts};
 use crate::observe::metrics::{RefreshOutcome, ReplayDelayOutcome, UpstreamKind};
+use crate::policy::detached::ExchangeLife;
 use crate::policy::observe::{IdpVerdict, Would};
+use crate::proxy::exchange::ExchangeFailure;
 use crate::seal::fingerprint::TokenFingerprint;
-use crate::store::{Observations, ObservedPresentation};
+use crate::seal::secret::RefreshToken;
+use crate::store::ObservedPresentation;
+use bytes::Bytes;
+use pingora::http::RequestHeader;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
-/// Forgets a first use whose exchange ended without an answer (the client left and the
-/// request future was dropped): as in enforce, nothing stays "in flight".
-struct FirstUseGuard<'a> {
-    observations: &'a Observations,
-    token: TokenFingerprint,
-    armed: bool,
+/// One observed exchange, on its own task.
+struct ObservedExchange {
+    handler: Arc<RefreshHandler>,
+    seen: ObservedPresentation,
+    token: RefreshToken,
+    fingerprint: TokenFingerprint,
+    client: ClientIdentity,
+    source: IpAddr,
+    request_id: String,
+    token_url: String,
+    header: RequestHeader,
+    body: Bytes,
 }
 
-impl Drop for FirstUseGuard<'_> {
+/// Ends an observed exchange however it ends: its in-flight permit is returned, it stops
+/// counting as detached, and a first use that got no answer is released (as in enforce,
+/// nothing stays "in flight").
+struct ExchangeGuard {
+    handler: Arc<RefreshHandler>,
+    seen: ObservedPresentation,
+    life: Arc<ExchangeLife>,
+    _permit: OwnedSemaphorePermit,
+    answered: bool,
+}
+
+impl Drop for ExchangeGuard {
     fn drop(&mut self) {
-        if self.armed {
-            self.observations.abandoned(&self.token);
+        self.life.finish();
+        self.handler
+            .metrics()
+            .detached_exchanges(self.handler.detached.total());
+        if !self.answered {
+            self.handler.observations.abandoned(&self.seen);
         }
     }
 }
 
 impl RefreshHandler {
     /// Forward `request` untouched and record what enforce would have done with it.
-    pub(super) async fn observe(self: &Arc<Self>, request: &Request) -> Reply {
-        // Protocol hygiene holds in observe too: the in-flight cap.
-        let Ok(_permit) = self.observing.try_acquire() else {
+    pub(super) async fn observe(
+        self: &Arc<Self>,
+        request: Request,
+        client: &mut dyn ClientLink,
+    ) -> Reply {
+        // Protocol hygiene holds in observe too: the in-flight and detached caps.
+        if !self.detached.admits(request.source) {
+            DetachedLimitReached {
+                request: request.audit_facts(),
+                now: self.clock.now(),
+            }
+            .emit(&self.auditor);
+            return failed_as(GateReply::SourceBusy, RefreshOutcome::UpstreamError);
+        }
+        let Ok(permit) = self.observing.clone().try_acquire_owned() else {
             tracing::warn!("refresh grant not forwarded: too many in flight (observe mode)");
             return failed_as(GateReply::Busy, RefreshOutcome::UpstreamError);
+        };
+        let Some(header) = request.upstream_header() else {
+            return Reply::internal();
         };
         let seen = self.observations.present(
             &request.fingerprint,
@@ -46,101 +97,141 @@ impl RefreshHandler {
             &self.policy(),
             self.clock.now(),
         );
-        let mut guard = FirstUseGuard {
-            observations: &self.observations,
-            token: request.fingerprint,
-            armed: seen.first(),
+        let life = self.detached.track(request.source);
+        let guard = ExchangeGuard {
+            handler: self.clone(),
+            seen: seen.clone(),
+            life: life.clone(),
+            _permit: permit,
+            answered: false,
         };
-        let Some(header) = request.upstream_header() else {
-            return Reply::internal();
+        let exchange = ObservedExchange {
+            handler: self.clone(),
+            seen,
+            token: request.token,
+            fingerprint: request.fingerprint,
+            client: request.client,
+            source: request.source,
+            request_id: request.request_id,
+            token_url: request.token_url,
+            header,
+            body: request.body,
         };
+        let (sender, receiver) = oneshot::channel();
+        tokio::spawn(exchange.run(guard, sender));
+        let mut waiting = ClientWait {
+            life,
+            handler: self.clone(),
+            answered: false,
+        };
+        let wait = tokio::time::timeout(self.settings.request_timeout, receiver);
+        tokio::pin!(wait);
+        let answer = tokio::select! {
+            answer = &mut wait => answer,
+            closed = client.closed() => {
+                if closed {
+                    waiting.detach();
+                }
+                wait.await
+            }
+        };
+        waiting.answered = true;
+        drop(waiting);
+        match answer {
+            Ok(Ok(reply)) => reply,
+            // The exchange task ended without an answer (a panic): its guard released the
+            // first use.
+            Ok(Err(_)) => Reply::gate(GateReply::Unreachable, RefreshOutcome::InternalError),
+            Err(_) => failed_as(GateReply::Timeout, RefreshOutcome::Observed),
+        }
+    }
+}
+
+impl ObservedExchange {
+    /// Send the grant, record the IdP's answer beside the would-be decision, then hand the
+    /// client its answer (if it still waits).
+    async fn run(self, mut guard: ExchangeGuard, client: oneshot::Sender<Reply>) {
+        let handler = self.handler.clone();
         let started = Instant::now();
         let result = tokio::time::timeout(
-            self.settings.request_timeout,
-            self.endpoint.send(header, request.body.clone()),
+            handler.settings.exchange_timeout,
+            handler
+                .endpoint
+                .send(self.header.clone(), self.body.clone()),
         )
         .await;
-        self.metrics()
+        handler
+            .metrics()
             .upstream_duration(UpstreamKind::Refresh, started.elapsed().as_secs_f64());
-        let (reply, idp_status) = match result {
-            Ok(Ok(answer)) => {
-                let status = answer.status;
-                (
-                    Reply::upstream(answer, RefreshOutcome::Observed),
-                    Some(status),
-                )
-            }
-            Ok(Err(_)) => (
-                failed_as(GateReply::Unreachable, RefreshOutcome::Observed),
-                None,
-            ),
-            Err(_) => (
-                failed_as(GateReply::Timeout, RefreshOutcome::Observed),
-                None,
-            ),
-        };
+        let (reply, idp_status) = answer(result);
         let idp = idp_status.map_or(IdpVerdict::Error, IdpVerdict::of_status);
-        let successor = self.successor(request, &reply, idp, &seen);
-        self.observations
-            .answered(&request.fingerprint, &seen, successor, self.clock.now());
-        guard.armed = false;
-        self.metrics().observed(seen.would, idp);
-        self.report_observed(request, &seen, idp, idp_status);
-        reply
+        let successor = self.successor(&reply, idp);
+        handler.observations.answered(
+            &self.fingerprint,
+            &self.seen,
+            successor,
+            handler.clock.now(),
+        );
+        guard.answered = true;
+        drop(guard);
+        handler.metrics().observed(self.seen.would, idp);
+        self.report(idp, idp_status);
+        let _ = client.send(reply);
     }
 
     /// The fingerprint of the new refresh token of a success answer, if it rotated.
-    fn successor(
-        &self,
-        request: &Request,
-        reply: &Reply,
-        idp: IdpVerdict,
-        seen: &ObservedPresentation,
-    ) -> Option<TokenFingerprint> {
+    fn successor(&self, reply: &Reply, idp: IdpVerdict) -> Option<TokenFingerprint> {
         if idp != IdpVerdict::Success {
             return None;
         }
-        let response = token_response::parse(&reply.answer, &self.settings.subject_claim)?;
+        let handler = &self.handler;
+        let response = token_response::parse(&reply.answer, &handler.settings.subject_claim)?;
         match response.refresh_token {
-            Some(next) if next != request.token => Some(self.fingerprinter.token(&next)),
+            Some(next) if next != self.token => Some(handler.fingerprinter.token(&next)),
             _ => {
-                if seen.first() {
-                    self.metrics().not_rotating();
-                    self.warn_not_rotating(&request.client);
+                if self.seen.first() {
+                    handler.metrics().not_rotating();
+                    handler.warn_not_rotating(&self.client);
                 }
                 None
             }
         }
     }
 
-    /// The audit event and the replay delay of a presentation of an already-used token.
-    fn report_observed(
-        &self,
-        request: &Request,
-        seen: &ObservedPresentation,
-        idp: IdpVerdict,
-        idp_status: Option<u16>,
-    ) {
-        let Some(before) = &seen.before else {
+    /// The audit event and the replay delay of a presentation of an already-used token
+    /// (or of an unseen member of a family enforce would have revoked).
+    fn report(&self, idp: IdpVerdict, idp_status: Option<u16>) {
+        let handler = &self.handler;
+        let seen = &self.seen;
+        if seen.first() && seen.would.reason().is_none() {
             return;
-        };
-        let first_use = before.first_use_at();
-        self.replay_delay(
-            request,
-            (&before.client, before.source, first_use),
-            ReplayDelayOutcome::Observed,
-        );
-        let replays = before.replays + u32::from(seen.would.answers_from_store());
-        ReplayObserved {
-            request: request.audit_facts(),
-            first: FirstUse {
+        }
+        let first = seen.before.as_ref().map(|before| {
+            let first_use = before.first_use_at();
+            handler.replay_delay(
+                (&self.client, self.source),
+                (&before.client, before.source, first_use),
+                ReplayDelayOutcome::Observed,
+            );
+            FirstUse {
                 client_id: &before.client.client_id,
                 client_ip: before.source,
                 subject: None,
                 at: first_use,
                 family: seen.family.display(),
-                replays,
+                replays: before.replays + u32::from(seen.would.answers_from_store()),
+            }
+        });
+        ReplayObserved {
+            request: RequestFacts {
+                request_id: &self.request_id,
+                token_url: &self.token_url,
+                client_id: &self.client.client_id,
+                client_ip: self.source,
+                token: self.fingerprint.display(),
             },
+            first,
+            family: seen.family.display(),
             would: seen.would.label(),
             reason: seen.would.reason(),
             revoke_family: matches!(
@@ -152,8 +243,31 @@ impl RefreshHandler {
             ),
             idp_status,
             idp: idp.label(),
-            now: self.clock.now(),
+            now: handler.clock.now(),
         }
-        .emit(&self.auditor);
+        .emit(&handler.auditor);
+    }
+}
+
+/// The client's answer and the IdP's status, from the exchange's result.
+fn answer(
+    result: Result<Result<Answer, ExchangeFailure>, tokio::time::error::Elapsed>,
+) -> (Reply, Option<u16>) {
+    match result {
+        Ok(Ok(answer)) => {
+            let status = answer.status;
+            (
+                Reply::upstream(answer, RefreshOutcome::Observed),
+                Some(status),
+            )
+        }
+        Ok(Err(_)) => (
+            failed_as(GateReply::Unreachable, RefreshOutcome::Observed),
+            None,
+        ),
+        Err(_) => (
+            failed_as(GateReply::Timeout, RefreshOutcome::Observed),
+            None,
+        ),
     }
 }

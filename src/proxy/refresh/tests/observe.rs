@@ -145,3 +145,45 @@ async fn switching_to_enforce_neither_replays_nor_refuses_what_observe_saw() {
     assert!(body(&replay).contains("at-4"));
     assert_eq!(f.idp.calls(), 4);
 }
+
+#[tokio::test(start_paused = true)]
+async fn back_to_enforce_an_answer_remembered_before_the_observe_period_is_never_replayed() {
+    let f = fixture(FakeIdp::scripted([]));
+    let first = present(&f.handler, grant("rt-0", "kubectl", None)).await;
+    assert_eq!(first.outcome, RefreshOutcome::Forwarded);
+    // Observe for a second: the successor is used at the IdP, which the gate only forwards.
+    observing(&f);
+    f.clock.advance(Duration::from_millis(500));
+    let successor = present(&f.handler, grant("rt-1", "kubectl", None)).await;
+    assert_eq!(successor.outcome, RefreshOutcome::Observed);
+    let mut policy = f.handler.policy().as_ref().clone();
+    policy.defaults.mode = Mode::Enforce;
+    f.clock.advance(Duration::from_millis(500));
+    f.handler.set_policy(policy);
+    // Still inside rt-0's window, but its answer (rt-1) was superseded at the IdP.
+    f.clock.advance(Duration::from_millis(100));
+    let stale = present(&f.handler, grant("rt-0", "kubectl", None)).await;
+    assert_eq!(stale.refused, Some(RefusalReason::Superseded));
+    assert!(!body(&stale).contains("rt-1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exchange_outlives_a_client_that_gave_up_and_its_rotation_is_recorded() {
+    // The IdP answers after the client's request_timeout.
+    let f = fixture(FakeIdp::scripted([Step::Answer {
+        delay: REQUEST_TIMEOUT + Duration::from_secs(1),
+        status: 200,
+    }]));
+    observing(&f);
+    let gave_up = present(&f.handler, grant("rt-0", "kubectl", None)).await;
+    assert_eq!(
+        (gave_up.status(), gave_up.outcome),
+        (504, RefreshOutcome::Observed)
+    );
+    // The exchange ran on and rotated the token; the retry is one enforce would replay.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let retry = present(&f.handler, grant("rt-0", "kubectl", None)).await;
+    assert_eq!(retry.outcome, RefreshOutcome::Observed);
+    assert_eq!(observed(&f, "forward", "success"), 1.0);
+    assert_eq!(observed(&f, "replay", "success"), 1.0);
+}
