@@ -103,7 +103,16 @@ impl Reloader {
                 tracing::error!(%error, "configuration reload: log level not changed");
             }
         }
+        let mut observed: Vec<&str> = file
+            .clients
+            .iter()
+            .filter(|(_, client)| client.mode == Some(crate::policy::observe::Mode::Observe))
+            .map(|(id, _)| id.as_str())
+            .collect();
+        observed.sort_unstable();
         tracing::info!(
+            mode = ?file.rotation.mode,
+            observed_clients = ?observed,
             grace_period = ?file.rotation.grace_period,
             max_reuses = file.rotation.max_reuses,
             clients = file.clients.len(),

@@ -11,7 +11,7 @@ mod tombstones;
 mod topology;
 
 pub use memory::{MemoryStore, MemoryStoreLimits};
-pub use observations::{Observations, ObservedPresentation};
+pub use observations::{Answered, Observations, ObservedPresentation};
 pub use once::MAX_ONE_TIME_KEYS;
 #[cfg(feature = "redis")]
 pub use redis::{RedisStore, RedisStoreConfig};

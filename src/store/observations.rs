@@ -10,10 +10,12 @@
 //! supersedes the parent.
 
 use crate::clock::UnixMillis;
+use crate::oauth::credentials::ClientIdentity;
 use crate::policy::observe::{would, FirstExchange, Observation, Would};
 use crate::policy::{Policy, Presenter};
 use crate::seal::fingerprint::TokenFingerprint;
 use moka::sync::Cache;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,7 +34,16 @@ struct Entry {
     /// The first use's exchange rotated nothing (an error, a non-rotating answer, no
     /// answer): the next presentation is a first use again, as in enforce.
     released: bool,
+    /// Presenters (client and address) whose presentation enforce would have answered
+    /// from the store but the IdP refused: their next presentation is likely their own
+    /// retry (golang.org/x/oauth2, in kubectl, retries a refused refresh with the other
+    /// client authentication style), which enforce, having answered the first, would never
+    /// see. It does not count toward `max_reuses`. At most [`MAX_RETRY_CREDITS`].
+    retries: Vec<(ClientIdentity, IpAddr)>,
 }
+
+/// Refused presentations remembered per token as likely to be retried.
+const MAX_RETRY_CREDITS: usize = 64;
 
 /// The shared, locked record of one token.
 type Shared = Arc<Mutex<Entry>>;
@@ -63,6 +74,17 @@ impl ObservedPresentation {
     pub fn first(&self) -> bool {
         self.before.is_none()
     }
+}
+
+/// How the IdP answered one forwarded presentation.
+#[derive(Debug, Clone, Copy)]
+pub struct Answered<'a> {
+    /// The new refresh token's fingerprint, when the answer rotated the token.
+    pub successor: Option<TokenFingerprint>,
+    /// The IdP refused the grant (a 4xx).
+    pub refused_by_idp: bool,
+    /// Who presented it.
+    pub presenter: &'a Presenter<'a>,
 }
 
 /// The observations of one replica.
@@ -120,6 +142,7 @@ impl Observations {
             seen: Observation::first_use(who, now),
             family,
             released: false,
+            retries: Vec::new(),
         };
         let entry = self
             .tokens
@@ -151,13 +174,27 @@ impl Observations {
         let before = guard.seen.clone();
         let rules = policy.rules_for(&before.client.client_id);
         let revoked = self.revoked_families.contains_key(&guard.family);
-        let would = would(rules, &before, revoked, who, now);
-        match would {
-            Would::Coalesce | Would::Replay => guard.seen.replays += 1,
-            Would::Refuse {
-                revoke_family: true,
-                ..
-            } => self.revoked_families.insert(guard.family, now),
+        // A retry of a presentation the IdP refused is decided as that presentation was
+        // (enforce would have seen only the one), and counted once.
+        let presenter = (who.client.clone(), who.source);
+        let retry = guard.retries.iter().position(|r| *r == presenter);
+        let mut decided = before.clone();
+        if retry.is_some() {
+            decided.replays = decided.replays.saturating_sub(1);
+        }
+        let would = would(rules, &decided, revoked, who, now);
+        match (would, retry) {
+            (Would::Coalesce | Would::Replay, Some(retry)) => {
+                guard.retries.swap_remove(retry);
+            }
+            (Would::Coalesce | Would::Replay, None) => guard.seen.replays += 1,
+            (
+                Would::Refuse {
+                    revoke_family: true,
+                    ..
+                },
+                _,
+            ) => self.revoked_families.insert(guard.family, now),
             _ => {}
         }
         let family = guard.family;
@@ -180,9 +217,14 @@ impl Observations {
         &self,
         token: &TokenFingerprint,
         presentation: &ObservedPresentation,
-        successor: Option<TokenFingerprint>,
+        answer: Answered<'_>,
         now: UnixMillis,
     ) {
+        let Answered {
+            successor,
+            refused_by_idp,
+            presenter,
+        } = answer;
         let successor = successor.filter(|s| s != token);
         if let Some(successor) = successor {
             if !self.links.contains_key(&successor) {
@@ -196,6 +238,14 @@ impl Observations {
             }
         }
         let mut guard = lock(&presentation.entry);
+        if refused_by_idp
+            && presentation.would.answers_from_store()
+            && guard.retries.len() < MAX_RETRY_CREDITS
+        {
+            guard
+                .retries
+                .push((presenter.client.clone(), presenter.source));
+        }
         if guard.seen.exchange != FirstExchange::InFlight {
             return;
         }
@@ -255,6 +305,14 @@ mod tests {
         T0.plus(Duration::from_millis(ms))
     }
 
+    fn idp<'a>(successor: Option<TokenFingerprint>, who: &'a Presenter<'a>) -> Answered<'a> {
+        Answered {
+            successor,
+            refused_by_idp: false,
+            presenter: who,
+        }
+    }
+
     fn book() -> Observations {
         Observations::new(1000, Duration::from_secs(900))
     }
@@ -266,7 +324,7 @@ mod tests {
         assert_eq!((first.would, first.first()), (Would::Forward, true));
         let waiter = book.present(&fp(1), &who(&c), &policy, after(10));
         assert_eq!(waiter.would, Would::Coalesce);
-        book.answered(&fp(1), &first, Some(fp(2)), after(300));
+        book.answered(&fp(1), &first, idp(Some(fp(2)), &who(&c)), after(300));
         let replay = book.present(&fp(1), &who(&c), &policy, after(1300));
         assert_eq!(replay.would, Would::Replay);
         assert_eq!(replay.before.as_ref().map(|b| b.replays), Some(1));
@@ -283,7 +341,7 @@ mod tests {
     fn an_exchange_that_rotated_nothing_leaves_no_observation() {
         let (book, policy, c) = (book(), Policy::default(), kubectl());
         let first = book.present(&fp(1), &who(&c), &policy, T0);
-        book.answered(&fp(1), &first, None, after(100));
+        book.answered(&fp(1), &first, idp(None, &who(&c)), after(100));
         let again = book.present(&fp(1), &who(&c), &policy, after(200));
         assert_eq!((again.would, again.first()), (Would::Forward, true));
         book.abandoned(&again);
@@ -296,8 +354,8 @@ mod tests {
         let first = book.present(&fp(1), &who(&c), &policy, T0);
         let replay = book.present(&fp(1), &who(&c), &policy, after(10));
         // An IdP that does not enforce one-time use answers both with different successors.
-        book.answered(&fp(1), &first, Some(fp(2)), after(100));
-        book.answered(&fp(1), &replay, Some(fp(3)), after(110));
+        book.answered(&fp(1), &first, idp(Some(fp(2)), &who(&c)), after(100));
+        book.answered(&fp(1), &replay, idp(Some(fp(3)), &who(&c)), after(110));
         let second = book.present(&fp(3), &who(&c), &policy, after(150));
         assert_eq!((second.would, second.family), (Would::Forward, fp(1)));
         let third = book.present(&fp(2), &who(&c), &policy, after(160));
@@ -318,18 +376,43 @@ mod tests {
         assert_eq!(racer.would, Would::Coalesce);
         // The racer's exchange rotated the token (an IdP without one-time use), then the
         // first use's failed: the token stays rotated, from the racer's answer on.
-        book.answered(&fp(1), &racer, Some(fp(2)), after(100));
-        book.answered(&fp(1), &first, None, after(120));
+        book.answered(&fp(1), &racer, idp(Some(fp(2)), &who(&c)), after(100));
+        book.answered(&fp(1), &first, idp(None, &who(&c)), after(120));
         let replay = book.present(&fp(1), &who(&c), &policy, after(200));
         assert_eq!(replay.would, Would::Replay);
         assert_eq!(replay.before.map(|b| b.first_use_at()), Some(after(100)));
         // The other order: the first use fails, then the racer rotates it.
         let first = book.present(&fp(5), &who(&c), &policy, T0);
         let racer = book.present(&fp(5), &who(&c), &policy, after(10));
-        book.answered(&fp(5), &first, None, after(100));
-        book.answered(&fp(5), &racer, Some(fp(6)), after(120));
+        book.answered(&fp(5), &first, idp(None, &who(&c)), after(100));
+        book.answered(&fp(5), &racer, idp(Some(fp(6)), &who(&c)), after(120));
         let replay = book.present(&fp(5), &who(&c), &policy, after(200));
         assert_eq!(replay.would, Would::Replay);
+    }
+
+    #[test]
+    fn a_client_retrying_a_grant_the_idp_refused_is_not_counted_toward_the_reuse_cap() {
+        let policy = Policy::uniform(Rules {
+            max_reuses: 1,
+            ..Rules::default()
+        });
+        let (book, c) = (book(), kubectl());
+        let first = book.present(&fp(1), &who(&c), &policy, T0);
+        let racer = book.present(&fp(1), &who(&c), &policy, after(10));
+        assert_eq!(racer.would, Would::Coalesce);
+        book.answered(&fp(1), &first, idp(Some(fp(2)), &who(&c)), after(100));
+        let presenter = who(&c);
+        let refused = Answered {
+            refused_by_idp: true,
+            ..idp(None, &presenter)
+        };
+        book.answered(&fp(1), &racer, refused, after(110));
+        // The racer's own retry: enforce, which answered the racer, would never see it.
+        let retry = book.present(&fp(1), &who(&c), &policy, after(120));
+        assert_eq!(retry.would, Would::Replay);
+        // A further presentation is a replay over the cap of 1.
+        let another = book.present(&fp(1), &who(&c), &policy, after(130));
+        assert_eq!(another.would.reason(), Some(RefusalReason::ReuseLimit));
     }
 
     #[test]
@@ -340,7 +423,7 @@ mod tests {
         });
         let (book, c) = (book(), kubectl());
         let first = book.present(&fp(1), &who(&c), &policy, T0);
-        book.answered(&fp(1), &first, Some(fp(2)), after(100));
+        book.answered(&fp(1), &first, idp(Some(fp(2)), &who(&c)), after(100));
         let theft = book.present(&fp(1), &who(&c), &policy, after(60_000));
         assert_eq!(
             theft.would,

@@ -1,8 +1,8 @@
 // node-oidc-provider as the real upstream IdP for refresh-gate's end-to-end tests.
 //
 // Usage: ISSUER=http://127.0.0.1:<gate port> [TOKEN_LATENCY_MS=250] [TOKEN_JITTER_MS=0]
-//        [DISCOVERY_JITTER_MS=0] node idp.mjs
-// Prints "LISTENING <port>" once it listens on 127.0.0.1 (port 0: a free port).
+//        [DISCOVERY_JITTER_MS=0] [PORT=0] node idp.mjs
+// Prints "LISTENING <port>" once it listens on 127.0.0.1 (PORT, by default 0: a free port).
 // Test-only routes (never part of a real IdP):
 //   POST /test/mint  -> {"refresh_token": "..."}: a grant and a refresh token for "alice",
 //                       minted through the provider's model API (no person needed)
@@ -117,6 +117,6 @@ const server = http.createServer(async (req, res) => {
   }
   callback(req, res);
 });
-server.listen(0, '127.0.0.1', () => {
+server.listen(Number(process.env.PORT ?? '0'), '127.0.0.1', () => {
   console.log(`LISTENING ${server.address().port}`);
 });

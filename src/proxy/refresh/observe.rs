@@ -20,10 +20,11 @@ use crate::observe::audit::{DetachedLimitReached, FirstUse, ReplayObserved, Requ
 use crate::observe::metrics::{RefreshOutcome, ReplayDelayOutcome, UpstreamKind};
 use crate::policy::detached::ExchangeLife;
 use crate::policy::observe::{IdpVerdict, Would};
+use crate::policy::Presenter;
 use crate::proxy::exchange::ExchangeFailure;
 use crate::seal::fingerprint::TokenFingerprint;
 use crate::seal::secret::RefreshToken;
-use crate::store::ObservedPresentation;
+use crate::store::{Answered, ObservedPresentation};
 use bytes::Bytes;
 use pingora::http::RequestHeader;
 use std::net::IpAddr;
@@ -166,12 +167,18 @@ impl ObservedExchange {
         let (reply, idp_status) = answer(result);
         let idp = idp_status.map_or(IdpVerdict::Error, IdpVerdict::of_status);
         let successor = self.successor(&reply, idp);
-        handler.observations.answered(
-            &self.fingerprint,
-            &self.seen,
+        let presenter = Presenter {
+            client: &self.client,
+            source: self.source,
+        };
+        let answered = Answered {
             successor,
-            handler.clock.now(),
-        );
+            refused_by_idp: idp == IdpVerdict::Refused,
+            presenter: &presenter,
+        };
+        handler
+            .observations
+            .answered(&self.fingerprint, &self.seen, answered, handler.clock.now());
         guard.answered = true;
         drop(guard);
         handler.metrics().observed(self.seen.would, idp);
