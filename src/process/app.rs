@@ -317,7 +317,6 @@ fn store_name(backend: &StoreBackend) -> &'static str {
 fn server_conf(settings: &Settings) -> ServerConf {
     let shutdown_secs = settings.listen.shutdown_grace.as_secs();
     ServerConf {
-        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         grace_period_seconds: Some(shutdown_secs),
         graceful_shutdown_timeout_seconds: Some(shutdown_secs.max(1)),
         ca_file: settings
@@ -325,7 +324,7 @@ fn server_conf(settings: &Settings) -> ServerConf {
             .ca_file
             .as_ref()
             .map(|p| p.display().to_string()),
-        ..ServerConf::default()
+        ..super::engine::engine_conf()
     }
 }
 

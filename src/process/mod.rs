@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod app;
 pub mod background;
+pub mod engine;
 pub mod reload;
 pub mod signal;
 pub mod telemetry;
