@@ -28,6 +28,7 @@ use crate::seal::fingerprint::Fingerprinter;
 use crate::store::{MemoryStore, Observations, RedisStore, RedisStoreConfig, TokenStore};
 use pingora::connectors::http::v1::Connector;
 use pingora::connectors::ConnectorOptions;
+use pingora::listeners::ListenerConfig;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
@@ -229,15 +230,16 @@ fn add_listener<A>(
     proxy: &mut Service<A>,
     listen: &ListenSettings,
 ) -> Result<Option<Arc<ReloadingCert>>, CertError> {
-    let address = listen.address.to_string();
+    let endpoint = ListenerConfig::tcp(listen.address.to_string())
+        .l4_buffer(super::engine::downstream_buffers());
     match &listen.tls {
         Some(tls) => {
             let certificate = ReloadingCert::load(&tls.cert_file, &tls.key_file)?;
-            proxy.add_tls_with_settings(&address, None, super::tls::settings(certificate.clone()));
+            proxy.add_listener(endpoint.tls(super::tls::settings(certificate.clone())));
             Ok(Some(certificate))
         }
         None => {
-            proxy.add_tcp(&address);
+            proxy.add_listener(endpoint);
             Ok(None)
         }
     }

@@ -68,6 +68,7 @@ pub fn init(log: &LogSection) -> Result<LogGuard, TelemetryError> {
         None => EnvFilter::try_new(&log.level),
     }
     .map_err(|e| TelemetryError::Filter(e.to_string()))?;
+    let log_records = log_records_max_level(&filter);
     let (filter, level) = reload::Layer::new(filter);
     let cap = filter_fn(|metadata| !is_secret_bearing(metadata));
     // Lines are formatted on the request path but written by a dedicated thread, so a burst
@@ -91,6 +92,8 @@ pub fn init(log: &LogSection) -> Result<LogGuard, TelemetryError> {
         .with(layer.with_filter(filter).with_filter(cap))
         .try_init()
         .map_err(|e| TelemetryError::Init(e.to_string()))?;
+    // After `try_init`, which installs the `log` bridge at TRACE.
+    log::set_max_level(log_records);
     tracing::trace!(
         filter = from_env.as_deref().unwrap_or(&log.level),
         "{FILTER_IN_FORCE}"
@@ -135,11 +138,35 @@ impl LogLevel {
         }
         let filter =
             EnvFilter::try_new(level).map_err(|e| TelemetryError::Filter(e.to_string()))?;
+        let log_records = log_records_max_level(&filter);
         self.handle
             .reload(filter)
             .map_err(|e| TelemetryError::Init(e.to_string()))?;
+        log::set_max_level(log_records);
         tracing::trace!(filter = level, "{FILTER_IN_FORCE}");
         Ok(())
+    }
+}
+
+/// How verbose a `log` record (Pingora, rustls, redis: third-party, so capped at
+/// [`THIRD_PARTY_MAX_LEVEL`]) may be and still be written under `filter`: anything more
+/// verbose is dropped by the `log` macros themselves, before it is formatted and dispatched
+/// into tracing only to be filtered out there (Pingora logs at DEBUG on every request).
+fn log_records_max_level(filter: &EnvFilter) -> log::LevelFilter {
+    let configured = match filter.max_level_hint() {
+        Some(hint) => hint,
+        None => tracing::level_filters::LevelFilter::TRACE,
+    };
+    let capped = configured.min(tracing::level_filters::LevelFilter::from_level(
+        THIRD_PARTY_MAX_LEVEL,
+    ));
+    match capped.into_level() {
+        None => log::LevelFilter::Off,
+        Some(Level::ERROR) => log::LevelFilter::Error,
+        Some(Level::WARN) => log::LevelFilter::Warn,
+        Some(Level::INFO) => log::LevelFilter::Info,
+        Some(Level::DEBUG) => log::LevelFilter::Debug,
+        Some(Level::TRACE) => log::LevelFilter::Trace,
     }
 }
 
@@ -153,6 +180,17 @@ pub fn check_filter(level: &str) -> Result<(), TelemetryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_records_stop_at_the_configured_level_and_never_pass_info() {
+        let max = |filter: &str| log_records_max_level(&EnvFilter::try_new(filter).unwrap());
+        assert_eq!(max("info"), log::LevelFilter::Info);
+        assert_eq!(max("trace"), log::LevelFilter::Info);
+        assert_eq!(max("info,audit=debug"), log::LevelFilter::Info);
+        assert_eq!(max("warn"), log::LevelFilter::Warn);
+        assert_eq!(max("error,pingora_core=warn"), log::LevelFilter::Warn);
+        assert_eq!(max("off"), log::LevelFilter::Off);
+    }
 
     #[test]
     fn the_gates_own_targets_follow_the_configured_level() {
