@@ -17,6 +17,19 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+#[cfg(all(feature = "mimalloc", feature = "jemalloc"))]
+compile_error!("features `mimalloc` and `jemalloc` each choose the global allocator: pick one");
+
+/// The global allocator (feature `mimalloc`).
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The global allocator (feature `jemalloc`).
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 pub mod clock;
 pub mod config;
 pub mod health;

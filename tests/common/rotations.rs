@@ -146,8 +146,14 @@ impl Ledger {
     }
 }
 
+/// How old an earlier rotated token the traffic replays may be: half the shortest grace
+/// period the tests run it with (8 s).
+pub const RECENT: Duration = Duration::from_secs(4);
+
 /// Background refreshes through several gates until stopped: each worker presents a fresh
-/// token on one gate, replays it at once on the next, and replays an earlier rotated token.
+/// token on one gate, replays it at once on the next, and replays an earlier rotated token
+/// (one rotated less than [`RECENT`] ago, so well inside any test's window even when a
+/// loaded machine delays the request by seconds).
 pub struct Traffic {
     pub ledger: Arc<Mutex<Ledger>>,
     stop: Arc<AtomicBool>,
@@ -213,10 +219,13 @@ impl Traffic {
                         }
                         let earlier = {
                             let ledger = ledger.lock().unwrap();
-                            let count = ledger.rotated.len();
-                            (count > 0)
-                                .then(|| ledger.rotated.keys().nth((n * 7919) % count).cloned())
-                                .flatten()
+                            let recent: Vec<&String> = ledger
+                                .rotated
+                                .values()
+                                .filter(|r| r.at.elapsed() < RECENT)
+                                .map(|r| &r.token)
+                                .collect();
+                            (!recent.is_empty()).then(|| recent[(n * 7919) % recent.len()].clone())
                         };
                         replays.extend(earlier);
                         for (k, replayed) in replays.into_iter().enumerate() {

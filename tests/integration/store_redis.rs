@@ -38,7 +38,9 @@ pub(crate) fn store_on(topology: RedisTopology, wait_replicas: u32) -> Arc<Redis
                 topology,
                 tls: false,
                 wait_replicas,
-                wait_timeout: Duration::from_millis(100),
+                // Long enough that a loaded machine's replica still acknowledges in time
+                // (the tests that want a miss have no replica to acknowledge).
+                wait_timeout: Duration::from_secs(1),
                 username: None,
                 password: None,
                 ca_pem: None,
