@@ -349,22 +349,7 @@ impl RefreshHandler {
                 return store_unavailable();
             }
         };
-        let request = Request {
-            fingerprint: self.fingerprinter.token(&grant.token),
-            client: bound.presented,
-            recorded_client: bound.recorded,
-            spend_on_rotation: bound.spend_on_rotation,
-            credentials: grant.client,
-            sealing_token: self.fingerprinter.sealing_token(&grant.token),
-            token: grant.token,
-            source: origin.source.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-            peer: origin.peer,
-            header,
-            body,
-            proto: origin.proto,
-            request_id: origin.request_id,
-            token_url: origin.token_url,
-        };
+        let request = self.request(grant, header, body, origin, bound);
         let deadline = tokio::time::Instant::now() + self.settings.request_timeout;
         for _ in 0..MAX_PRESENTATIONS {
             let presented = self
@@ -423,11 +408,28 @@ impl RefreshHandler {
                 .map_or(DpopBinding::Unproven, |jkt| DpopBinding::Key(jkt.0))
         });
         let identity = grant.client.bound_identity(&self.fingerprinter, true, dpop);
+        let bound = binding::Bound {
+            presented: identity.clone(),
+            recorded: identity,
+            spend_on_rotation: Vec::new(),
+        };
+        self.request(grant, header, body, origin, bound)
+    }
+
+    /// The facts of one refresh request, with its identities.
+    fn request(
+        &self,
+        grant: RefreshGrant,
+        header: RequestHeader,
+        body: Bytes,
+        origin: Origin,
+        bound: binding::Bound,
+    ) -> Request {
         Request {
             fingerprint: self.fingerprinter.token(&grant.token),
-            client: identity.clone(),
-            recorded_client: identity,
-            spend_on_rotation: Vec::new(),
+            client: bound.presented,
+            recorded_client: bound.recorded,
+            spend_on_rotation: bound.spend_on_rotation,
             credentials: grant.client,
             sealing_token: self.fingerprinter.sealing_token(&grant.token),
             token: grant.token,
@@ -586,8 +588,35 @@ impl RefreshHandler {
             return Reply::internal();
         };
         let (life, receiver) = self.start_exchange(request, family, upstream_header);
-        // Until its answer arrives, the client may leave (this future is dropped) or give up
-        // (the timeout): the exchange then runs on detached, counted for its address.
+        match self.first_answer(life, receiver, client).await {
+            Ok(Ok(FirstAnswer::Upstream { answer, success })) => {
+                let outcome = if success {
+                    RefreshOutcome::Forwarded
+                } else {
+                    RefreshOutcome::UpstreamError
+                };
+                Reply::upstream(answer, outcome)
+            }
+            Ok(Ok(FirstAnswer::Failed(reply))) => failed(reply),
+            // The exchange task ended without an answer (a panic): its guard released the
+            // claim, so a retry can succeed.
+            Ok(Err(_)) => Reply::gate(GateReply::Unreachable, RefreshOutcome::InternalError),
+            Err(_) => failed(GateReply::Timeout),
+        }
+    }
+
+    /// The first client's wait, up to `request_timeout`, for the answer of an exchange that
+    /// runs on its own task, watching the client's connection meanwhile: Pingora does not
+    /// read it while a filter runs, so a client that closes would otherwise be noticed only
+    /// at the timeout. Until the answer arrives, the client may leave (this future is
+    /// dropped) or give up (the timeout): the exchange then runs on detached, counted for
+    /// its address.
+    async fn first_answer<T>(
+        self: &Arc<Self>,
+        life: Arc<ExchangeLife>,
+        receiver: oneshot::Receiver<T>,
+        client: &mut dyn ClientLink,
+    ) -> Result<Result<T, oneshot::error::RecvError>, tokio::time::error::Elapsed> {
         let mut waiting = ClientWait {
             life,
             handler: self.clone(),
@@ -595,8 +624,6 @@ impl RefreshHandler {
         };
         let wait = tokio::time::timeout(self.settings.request_timeout, receiver);
         tokio::pin!(wait);
-        // Watch the client's connection meanwhile: Pingora does not read it while a filter
-        // runs, so a client that closes would otherwise be noticed only at the timeout.
         let answer = tokio::select! {
             answer = &mut wait => answer,
             closed = client.closed() => {
@@ -613,22 +640,7 @@ impl RefreshHandler {
         // A client that waited its whole `request_timeout` was answered (504): it is not
         // counted as detached; only a client that left before is.
         waiting.answered = true;
-        drop(waiting);
-        match answer {
-            Ok(Ok(FirstAnswer::Upstream { answer, success })) => {
-                let outcome = if success {
-                    RefreshOutcome::Forwarded
-                } else {
-                    RefreshOutcome::UpstreamError
-                };
-                Reply::upstream(answer, outcome)
-            }
-            Ok(Ok(FirstAnswer::Failed(reply))) => failed(reply),
-            // The exchange task ended without an answer (a panic): its guard released the
-            // claim, so a retry can succeed.
-            Ok(Err(_)) => Reply::gate(GateReply::Unreachable, RefreshOutcome::InternalError),
-            Err(_) => failed(GateReply::Timeout),
-        }
+        answer
     }
 
     /// Spawn the exchange of a claimed token on its own task, tracked for its address; the

@@ -10,7 +10,6 @@
 //! is recorded when it comes), and exchanges whose clients left count against
 //! `max_detached_per_source`.
 
-use super::client::ClientWait;
 use super::{failed_as, ClientLink, RefreshHandler, Reply, Request};
 use crate::http::answer::Answer;
 use crate::http::respond::GateReply;
@@ -120,25 +119,7 @@ impl RefreshHandler {
         };
         let (sender, receiver) = oneshot::channel();
         tokio::spawn(exchange.run(guard, sender));
-        let mut waiting = ClientWait {
-            life,
-            handler: self.clone(),
-            answered: false,
-        };
-        let wait = tokio::time::timeout(self.settings.request_timeout, receiver);
-        tokio::pin!(wait);
-        let answer = tokio::select! {
-            answer = &mut wait => answer,
-            closed = client.closed() => {
-                if closed {
-                    waiting.detach();
-                }
-                wait.await
-            }
-        };
-        waiting.answered = true;
-        drop(waiting);
-        match answer {
+        match self.first_answer(life, receiver, client).await {
             Ok(Ok(reply)) => reply,
             // The exchange task ended without an answer (a panic): its guard released the
             // first use.
