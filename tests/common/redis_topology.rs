@@ -344,8 +344,14 @@ fn replicas_caught_up(access: &Access, primary: &str, replicas: &[String]) -> Op
 // Sentinel
 // ---------------------------------------------------------------------------------------
 
-/// One primary, two replicas and three sentinels (quorum 2, `down-after-milliseconds` 500,
-/// `failover-timeout` 2000); every process killed on drop.
+/// How long a sentinel waits for a node's PING reply before it calls the node down. 500 ms
+/// made the sentinels call a just-promoted primary down while it was being reconfigured
+/// (redis/redis#8607): over TLS they failed over back and forth every second, and a claim
+/// waited out fence after fence. 1 s keeps a failover around 1.5 s.
+const SENTINEL_DOWN_AFTER_MS: u64 = 1000;
+
+/// One primary, two replicas and three sentinels (quorum 2, `down-after-milliseconds`
+/// [`SENTINEL_DOWN_AFTER_MS`], `failover-timeout` 2000); every process killed on drop.
 pub struct SentinelSet {
     data: Mutex<Vec<Proc>>,
     sentinels: Mutex<Vec<Proc>>,
@@ -442,7 +448,7 @@ impl SentinelSet {
                              sentinel announce-ip 127.0.0.1\n\
                              sentinel resolve-hostnames no\n\
                              sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {primary_port} 2\n\
-                             sentinel down-after-milliseconds {SENTINEL_MASTER} 500\n\
+                             sentinel down-after-milliseconds {SENTINEL_MASTER} {SENTINEL_DOWN_AFTER_MS}\n\
                              sentinel failover-timeout {SENTINEL_MASTER} 2000\n\
                              sentinel parallel-syncs {SENTINEL_MASTER} 2\n\
                              {secured}",

@@ -352,7 +352,12 @@ async fn sentinel_over_tls_with_both_passwords_rotates_and_follows_a_failover() 
         let next = successor(&r.answer);
         // A claim waits out the fence after a followed failover: the client retries a 503.
         let (status, body) = refresh_retrying(&bases[n % 2], &next, secs(4)).await;
-        assert_eq!(status, 200, "the successor of rotation {n}: {body}");
+        assert_eq!(
+            status,
+            200,
+            "the successor of rotation {n}: {body}\n{}",
+            logs(&gates)
+        );
     }
 
     let accepted = refused_after_window(&rotated, &bases, GRACE, ms(300)).await;
