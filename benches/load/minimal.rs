@@ -1,5 +1,5 @@
 //! The smallest Pingora proxy: one upstream peer (plain HTTP, keep-alive), no filters, on
-//! the gate's own engine settings (`engine_conf()`) and allocator (this binary links the
+//! the gate's own engine settings (`engine_conf()`, `tcp_listener()`) and allocator (this binary links the
 //! gate's lib). The benchmark runs it as a child process of itself, so that its CPU is
 //! measured like the gate's; the ratio between the two is the gate's own cost.
 
@@ -48,7 +48,9 @@ pub fn serve() -> ! {
         Server::new_with_opt_and_conf(None, refresh_gate::process::engine::engine_conf());
     server.bootstrap();
     let mut proxy = http_proxy_service(&server.configuration, Minimal { upstream });
-    proxy.add_tcp(&var(LISTEN_VAR));
+    proxy.add_listener(refresh_gate::process::engine::tcp_listener(&var(
+        LISTEN_VAR,
+    )));
     server.add_service(proxy);
     server.run_forever()
 }

@@ -28,7 +28,6 @@ use crate::seal::fingerprint::Fingerprinter;
 use crate::store::{MemoryStore, Observations, RedisStore, RedisStoreConfig, TokenStore};
 use pingora::connectors::http::v1::Connector;
 use pingora::connectors::ConnectorOptions;
-use pingora::listeners::ListenerConfig;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
@@ -230,8 +229,7 @@ fn add_listener<A>(
     proxy: &mut Service<A>,
     listen: &ListenSettings,
 ) -> Result<Option<Arc<ReloadingCert>>, CertError> {
-    let endpoint = ListenerConfig::tcp(listen.address.to_string())
-        .l4_buffer(super::engine::downstream_buffers());
+    let endpoint = super::engine::tcp_listener(&listen.address.to_string());
     match &listen.tls {
         Some(tls) => {
             let certificate = ReloadingCert::load(&tls.cert_file, &tls.key_file)?;

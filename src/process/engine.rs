@@ -2,16 +2,23 @@
 //! minimal Pingora proxy (`benches/load/`) runs with the same ones, so the ratio between the
 //! two is the gate's own cost.
 
-use pingora::listeners::L4BufferSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 
 /// Pingora's server settings as the gate uses them, before the gate's own shutdown and CA
-/// settings: one worker thread per core.
+/// settings: thread-per-core, one single-threaded runtime per core without work stealing
+/// (a connection and the tasks it spawns stay on one thread).
 pub fn engine_conf() -> ServerConf {
     ServerConf {
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        work_stealing: false,
         ..ServerConf::default()
     }
+}
+
+/// A plain-TCP listener on `address` with the gate's client socket settings.
+pub fn tcp_listener(address: &str) -> ListenerConfig {
+    ListenerConfig::tcp(address.to_owned()).l4_buffer(downstream_buffers())
 }
 
 /// The client connections' socket buffers. Writes: 16 KiB instead of Pingora's 1,460 bytes
