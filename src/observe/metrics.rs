@@ -3,8 +3,8 @@
 
 use crate::policy::RefusalReason;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// `refresh_gate_refresh_requests_total{outcome}`.
@@ -88,6 +88,11 @@ pub enum RefreshOutcome {
 }
 
 impl RefreshOutcome {
+    /// Its position in [`RefreshOutcome::ALL`].
+    fn index(self) -> usize {
+        self as usize
+    }
+
     /// Every outcome, for pre-registering series at 0.
     pub const ALL: [RefreshOutcome; 10] = [
         RefreshOutcome::Forwarded,
@@ -129,6 +134,13 @@ pub enum Route {
 }
 
 impl Route {
+    /// Every route, in the order of [`Route::index`].
+    const ALL: [Route; 2] = [Route::Token, Route::Passthrough];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
     /// The label value.
     pub fn label(&self) -> &'static str {
         match self {
@@ -148,6 +160,13 @@ pub enum UpstreamKind {
 }
 
 impl UpstreamKind {
+    /// Every kind, in the order of [`UpstreamKind::index`].
+    const ALL: [UpstreamKind; 2] = [UpstreamKind::Refresh, UpstreamKind::Passthrough];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
     fn label(&self) -> &'static str {
         match self {
             UpstreamKind::Refresh => "refresh",
@@ -157,6 +176,43 @@ impl UpstreamKind {
 }
 
 const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The series counted on every request, looked up once at start: a labelled series' lookup
+/// hashes its label values and takes the vector's lock, on every request otherwise.
+#[derive(Clone)]
+struct EveryRequest {
+    /// `refresh_gate_requests_total`, by [`Route::index`] and code class.
+    requests: Vec<[IntCounter; 5]>,
+    /// `refresh_gate_upstream_request_duration_seconds`, by [`UpstreamKind::index`].
+    upstream_duration: Vec<Histogram>,
+    /// `refresh_gate_refresh_requests_total`, by [`RefreshOutcome::index`].
+    outcomes: Vec<IntCounter>,
+}
+
+impl EveryRequest {
+    fn resolve(
+        requests: &IntCounterVec,
+        upstream_duration: &HistogramVec,
+        outcomes: &IntCounterVec,
+    ) -> Self {
+        EveryRequest {
+            requests: Route::ALL
+                .iter()
+                .map(|route| {
+                    CODE_CLASSES.map(|class| requests.with_label_values(&[route.label(), class]))
+                })
+                .collect(),
+            upstream_duration: UpstreamKind::ALL
+                .iter()
+                .map(|kind| upstream_duration.with_label_values(&[kind.label()]))
+                .collect(),
+            outcomes: RefreshOutcome::ALL
+                .iter()
+                .map(|outcome| outcomes.with_label_values(&[outcome.label()]))
+                .collect(),
+        }
+    }
+}
 
 /// The gate's metrics, registered in their own registry.
 #[derive(Clone)]
@@ -184,6 +240,7 @@ pub struct Metrics {
     detached: IntGauge,
     detached_refusals: IntCounter,
     build_info: IntGaugeVec,
+    every_request: EveryRequest,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -283,30 +340,35 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let r = Registrar(&registry);
+        let refresh_requests = r.counters(
+            REFRESH_REQUESTS_TOTAL,
+            "Refresh grants by outcome, one per request.",
+            &["outcome"],
+        );
+        let upstream_duration = r.add(must(HistogramVec::new(
+            HistogramOpts::new(
+                UPSTREAM_DURATION_SECONDS,
+                "Duration of requests to the IdP, by kind.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["kind"],
+        )));
+        let requests = r.counters(
+            REQUESTS_TOTAL,
+            "Requests answered, by route and status class.",
+            &["route", "code_class"],
+        );
+        let every_request = EveryRequest::resolve(&requests, &upstream_duration, &refresh_requests);
         let metrics = Metrics {
-            refresh_requests: r.counters(
-                REFRESH_REQUESTS_TOTAL,
-                "Refresh grants by outcome, one per request.",
-                &["outcome"],
-            ),
+            refresh_requests,
             refused: r.counters(
                 REFUSED_TOTAL,
                 "Refresh grants refused by the gate, by reason.",
                 &["reason"],
             ),
-            upstream_duration: r.add(must(HistogramVec::new(
-                HistogramOpts::new(
-                    UPSTREAM_DURATION_SECONDS,
-                    "Duration of requests to the IdP, by kind.",
-                )
-                .buckets(DURATION_BUCKETS.to_vec()),
-                &["kind"],
-            ))),
-            requests: r.counters(
-                REQUESTS_TOTAL,
-                "Requests answered, by route and status class.",
-                &["route", "code_class"],
-            ),
+            upstream_duration,
+            requests,
+            every_request,
             tombstones: r.gauge(TOMBSTONES, "Tombstones held now."),
             evictions: r.counter(
                 TOMBSTONE_EVICTIONS_TOTAL,
@@ -494,9 +556,7 @@ impl Metrics {
     /// Count one token-path request's outcome, and its reason when the gate refused a
     /// refresh grant. Called once per answer, where the answer is written.
     pub fn refresh_outcome(&self, outcome: RefreshOutcome, refused: Option<RefusalReason>) {
-        self.refresh_requests
-            .with_label_values(&[outcome.label()])
-            .inc();
+        self.every_request.outcomes[outcome.index()].inc();
         if let Some(reason) = refused {
             self.refused.with_label_values(&[reason.label()]).inc();
         }
@@ -527,23 +587,19 @@ impl Metrics {
 
     /// Time one upstream request.
     pub fn upstream_duration(&self, kind: UpstreamKind, seconds: f64) {
-        self.upstream_duration
-            .with_label_values(&[kind.label()])
-            .observe(seconds);
+        self.every_request.upstream_duration[kind.index()].observe(seconds);
     }
 
     /// Count one answered request.
     pub fn request(&self, route: Route, status: u16) {
         let class = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            _ => 4,
         };
-        self.requests
-            .with_label_values(&[route.label(), class])
-            .inc();
+        self.every_request.requests[route.index()][class].inc();
     }
 
     /// Publish the store's tombstone count and evictions so far.
@@ -624,6 +680,60 @@ mod tests {
         assert!(text.contains(&format!(
             "{STORE_REPLICATION_ACKS_TOTAL}{{result=\"missed\"}} 1"
         )));
+    }
+
+    /// The series resolved once at start are the ones their labels name: each outcome,
+    /// route, status class and upstream kind moves its own series and no other.
+    #[test]
+    fn every_request_series_is_the_one_its_labels_name() {
+        for outcome in RefreshOutcome::ALL {
+            let metrics = Metrics::new();
+            metrics.refresh_outcome(outcome, None);
+            let text = metrics.render();
+            for other in RefreshOutcome::ALL {
+                let count = u8::from(other == outcome);
+                let series = format!(
+                    "{REFRESH_REQUESTS_TOTAL}{{outcome=\"{}\"}} {count}",
+                    other.label()
+                );
+                assert!(text.contains(&series), "{outcome:?}: missing {series}");
+            }
+        }
+        for route in Route::ALL {
+            for (status, class) in [
+                (101, "1xx"),
+                (204, "2xx"),
+                (302, "3xx"),
+                (429, "4xx"),
+                (502, "5xx"),
+            ] {
+                let metrics = Metrics::new();
+                metrics.request(route, status);
+                let text = metrics.render();
+                let moved: Vec<&str> = text
+                    .lines()
+                    .filter(|l| l.starts_with(REQUESTS_TOTAL) && l.ends_with(" 1"))
+                    .collect();
+                let expected = format!(
+                    "{REQUESTS_TOTAL}{{code_class=\"{class}\",route=\"{}\"}} 1",
+                    route.label()
+                );
+                assert_eq!(moved, [expected.as_str()], "{route:?} {status}");
+            }
+        }
+        for kind in UpstreamKind::ALL {
+            let metrics = Metrics::new();
+            metrics.upstream_duration(kind, 0.25);
+            let text = metrics.render();
+            for other in UpstreamKind::ALL {
+                let count = u8::from(other == kind);
+                let series = format!(
+                    "{UPSTREAM_DURATION_SECONDS}_count{{kind=\"{}\"}} {count}",
+                    other.label()
+                );
+                assert!(text.contains(&series), "{kind:?}: missing {series}");
+            }
+        }
     }
 
     #[test]

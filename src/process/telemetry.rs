@@ -31,6 +31,9 @@ pub enum TelemetryError {
     Init(String),
 }
 
+/// How many bytes of log lines the writer thread gathers before a write(2).
+const LOG_WRITE_BUFFER: usize = 64 * 1024;
+
 /// The most verbose level written for third-party targets, whatever the configuration.
 pub const THIRD_PARTY_MAX_LEVEL: Level = Level::INFO;
 
@@ -79,7 +82,13 @@ pub fn init(log: &LogSection) -> Result<LogGuard, TelemetryError> {
         .buffered_lines_limit(65_536)
         .thread_name("refresh-gate-log")
         // Redacted on the writer thread, off the request path: one whole line per write.
-        .finish(RedactingWriter::new(std::io::stderr()));
+        // The writer thread flushes whenever it has drained the queue, so under a burst the
+        // lines leave in a few large write(2)s instead of one each, and an idle gate's
+        // lines are written at once.
+        .finish(RedactingWriter::new(std::io::BufWriter::with_capacity(
+            LOG_WRITE_BUFFER,
+            std::io::stderr(),
+        )));
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
