@@ -381,7 +381,7 @@ impl RefreshHandler {
                         .first_use
                         .plus(self.policy().release_delay(record.replays()))
                         .since(self.clock.now());
-                    tokio::time::sleep(self.answer_delay(&request.fingerprint, due)).await;
+                    spacing::pause(self.answer_delay(&request.fingerprint, due)).await;
                     return self.replay(&request, &answer, &record, false);
                 }
                 Ok(Presented::Refused(refusal)) => {
@@ -688,7 +688,7 @@ impl RefreshHandler {
                 let due = policy.release_delay(slot);
                 self.spacing
                     .placed(&request.fingerprint, due, policy.replay_spacing);
-                tokio::time::sleep(due).await;
+                spacing::pause(due).await;
                 let decision = self
                     .store
                     .decide_after_wait(

@@ -58,3 +58,12 @@ impl AnswerSpacing {
         *next = (*next).max(now + delay + spacing);
     }
 }
+
+/// Wait `delay` before an answer, with no timer at all when there is nothing to wait: a
+/// zero `tokio::time::sleep` still registers a timer and wakes the runtime's driver, a
+/// cross-thread write(2) on every grace replay.
+pub(super) async fn pause(delay: Duration) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+}
