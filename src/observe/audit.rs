@@ -99,19 +99,38 @@ pub struct FirstUse<'a> {
     pub replays: u32,
 }
 
-fn timestamp(now: UnixMillis) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(now.0)).to_string()
+/// The event time as RFC 3339 with milliseconds (written where the line is formatted).
+fn timestamp(now: UnixMillis) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(now.0))
 }
 
-/// The OpenUnison-compatible line of an answered replay.
-pub fn openunison_line(request: &RequestFacts<'_>, subject: Option<&str>) -> String {
-    format!(
-        "[{EXPIRED_REFRESH_TOKEN_USED}] - {} - {} - Expired token used within grace period [{}] - [{}]",
-        request.token_url,
-        subject.unwrap_or("-"),
-        request.client_ip,
-        request.token
-    )
+/// The OpenUnison-compatible line of an answered replay (written where the line is
+/// formatted).
+pub fn openunison_line<'a>(
+    request: &'a RequestFacts<'a>,
+    subject: Option<&'a str>,
+) -> OpenUnisonLine<'a> {
+    OpenUnisonLine { request, subject }
+}
+
+/// The message of [`EXPIRED_REFRESH_TOKEN_USED`] as OpenUnison writes it.
+#[derive(Debug)]
+pub struct OpenUnisonLine<'a> {
+    request: &'a RequestFacts<'a>,
+    subject: Option<&'a str>,
+}
+
+impl std::fmt::Display for OpenUnisonLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "[{EXPIRED_REFRESH_TOKEN_USED}] - {} - {} - Expired token used within grace period [{}] - [{}]",
+            self.request.token_url,
+            self.subject.unwrap_or("-"),
+            self.request.client_ip,
+            self.request.token
+        )
+    }
 }
 
 /// Where every audit event goes: the metrics, and the per-source caps of the events a
@@ -605,7 +624,7 @@ mod tests {
             token: DisplayFingerprint([0xab, 0xcd, 0xef, 0x01, 0x23, 0x45]),
         };
         assert_eq!(
-            openunison_line(&request, Some("alice")),
+            openunison_line(&request, Some("alice")).to_string(),
             "[ExpiredRefreshTokenUsed] - https://login.example.com/auth/idp/k8sIdp/token - alice - \
              Expired token used within grace period [10.1.2.3] - [abcdef012345]"
         );
@@ -614,7 +633,7 @@ mod tests {
     #[test]
     fn timestamps_are_rfc3339() {
         assert_eq!(
-            timestamp(UnixMillis(1_700_000_000_123)),
+            timestamp(UnixMillis(1_700_000_000_123)).to_string(),
             "2023-11-14T22:13:20.123Z"
         );
     }

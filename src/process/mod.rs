@@ -5,6 +5,7 @@ pub mod admin;
 pub mod app;
 pub mod background;
 pub mod engine;
+pub mod log_thread;
 pub mod reload;
 pub mod signal;
 pub mod telemetry;

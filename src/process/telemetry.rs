@@ -9,11 +9,13 @@
 //!    cap sits outside the reloadable level filter: `RUST_LOG=trace`, `log.level = "trace"`
 //!    or a reload raising the level lift it for the gate's own targets only.
 //! 2. A redaction of every written line ([`crate::observe::redact`]), plain or JSON, on the log
-//!    writer thread: Pingora's INFO to ERROR lines still carry the request summary (method,
+//!    thread ([`crate::process::log_thread`], which also formats them): Pingora's INFO to ERROR lines still carry the request summary (method,
 //!    URI with its query, Host), e.g. `Fail to proxy: ..., GET /cb?code=..., Host: ...`.
 
 use crate::config::{LogFormat, LogSection};
 use crate::observe::redact::RedactingWriter;
+use crate::process::log_thread::{self, CaptureLayer, CaptureTime, LogThreadGuard, SharedWriter};
+use std::sync::{Arc, Mutex};
 use tracing::{Level, Metadata};
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
@@ -31,8 +33,11 @@ pub enum TelemetryError {
     Init(String),
 }
 
-/// How many bytes of log lines the writer thread gathers before a write(2).
+/// How many bytes of log lines the log thread gathers before a write(2).
 const LOG_WRITE_BUFFER: usize = 64 * 1024;
+
+/// How many captured events may wait for the log thread before an emitter waits.
+const LOG_QUEUE_LINES: usize = 65_536;
 
 /// The most verbose level written for third-party targets, whatever the configuration.
 pub const THIRD_PARTY_MAX_LEVEL: Level = Level::INFO;
@@ -60,6 +65,32 @@ fn is_capped(level: &Level, target: &str) -> bool {
 const FILTER_IN_FORCE: &str = "log filter in force: the gate's own records follow it, \
      third-party records are capped at info, and every line is redacted";
 
+/// The gate's log pipeline into `output`: events are captured where they are emitted and
+/// formatted (`format`, with colours if `ansi`), redacted and written by the log thread
+/// ([`log_thread`]). Not lossy: when its queue is full, the emitter waits rather than drop an
+/// audit line. Lines leave in batches of up to 64 KiB, flushed whenever the queue is
+/// drained, so an idle gate's lines are written at once. Put the returned layer under the
+/// filters; keep the guard for as long as lines should be written.
+pub fn log_pipeline<W: std::io::Write + Send + 'static>(
+    format: LogFormat,
+    ansi: bool,
+    output: W,
+) -> std::io::Result<(CaptureLayer, LogThreadGuard)> {
+    let output = Arc::new(Mutex::new(RedactingWriter::new(
+        std::io::BufWriter::with_capacity(LOG_WRITE_BUFFER, output),
+    )));
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(SharedWriter(output.clone()))
+        .with_timer(CaptureTime)
+        .with_ansi(ansi)
+        .with_target(true);
+    let layer = match format {
+        LogFormat::Plain => layer.boxed(),
+        LogFormat::Json => layer.json().flatten_event(true).boxed(),
+    };
+    log_thread::start(layer, output, LOG_QUEUE_LINES)
+}
+
 /// Install the global subscriber (which also captures the `log` records Pingora writes).
 /// `RUST_LOG`, when set, overrides `log.level`.
 pub fn init(log: &LogSection) -> Result<LogGuard, TelemetryError> {
@@ -74,31 +105,11 @@ pub fn init(log: &LogSection) -> Result<LogGuard, TelemetryError> {
     let log_records = log_records_max_level(&filter);
     let (filter, level) = reload::Layer::new(filter);
     let cap = filter_fn(|metadata| !is_secret_bearing(metadata));
-    // Lines are formatted on the request path but written by a dedicated thread, so a burst
-    // of audit events does not stall requests on write(2). Not lossy: when the queue is
-    // full, the request waits rather than drop an audit line.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(65_536)
-        .thread_name("refresh-gate-log")
-        // Redacted on the writer thread, off the request path: one whole line per write.
-        // The writer thread flushes whenever it has drained the queue, so under a burst the
-        // lines leave in a few large write(2)s instead of one each, and an idle gate's
-        // lines are written at once.
-        .finish(RedactingWriter::new(std::io::BufWriter::with_capacity(
-            LOG_WRITE_BUFFER,
-            std::io::stderr(),
-        )));
-    let layer = tracing_subscriber::fmt::layer()
-        .with_writer(writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(true);
-    let layer = match log.format {
-        LogFormat::Plain => layer.boxed(),
-        LogFormat::Json => layer.json().flatten_event(true).boxed(),
-    };
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (capture, guard) = log_pipeline(log.format, ansi, std::io::stderr())
+        .map_err(|e| TelemetryError::Init(e.to_string()))?;
     tracing_subscriber::registry()
-        .with(layer.with_filter(filter).with_filter(cap))
+        .with(capture.with_filter(filter).with_filter(cap))
         .try_init()
         .map_err(|e| TelemetryError::Init(e.to_string()))?;
     // After `try_init`, which installs the `log` bridge at TRACE.
@@ -117,7 +128,7 @@ pub fn init(log: &LogSection) -> Result<LogGuard, TelemetryError> {
 /// Keeps the log writer thread alive; dropping it flushes every pending line.
 #[must_use = "logs stop when the guard is dropped"]
 pub struct LogGuard {
-    _writer: tracing_appender::non_blocking::WorkerGuard,
+    _writer: LogThreadGuard,
     level: reload::Handle<EnvFilter, Registry>,
     fixed_by_env: bool,
 }
