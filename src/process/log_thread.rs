@@ -234,34 +234,8 @@ thread_local! {
     static EVENT_TIME: std::cell::Cell<Option<SystemTime>> = const { std::cell::Cell::new(None) };
 }
 
-/// A field value as the formatter is given it again.
-enum Replayed<'a> {
-    Shown(DisplayValue<&'a str>),
-    Str(&'a str),
-    I64(i64),
-    U64(u64),
-    I128(i128),
-    U128(u128),
-    F64(f64),
-    Bool(bool),
-}
-
-impl Replayed<'_> {
-    fn as_value(&self) -> &dyn Value {
-        match self {
-            Replayed::Shown(v) => v,
-            Replayed::Str(v) => v,
-            Replayed::I64(v) => v,
-            Replayed::U64(v) => v,
-            Replayed::I128(v) => v,
-            Replayed::U128(v) => v,
-            Replayed::F64(v) => v,
-            Replayed::Bool(v) => v,
-        }
-    }
-}
-
-/// Dispatch a captured event into the log thread's own subscriber.
+/// Dispatch a captured event into the log thread's own subscriber (no allocation: the values
+/// are lent from the capture).
 fn replay(event: &CapturedEvent) {
     let text = |range: &Range<u32>| {
         event
@@ -269,30 +243,36 @@ fn replay(event: &CapturedEvent) {
             .get(range.start as usize..range.end as usize)
             .unwrap_or("")
     };
-    let replayed: Vec<Replayed<'_>> = event
-        .values
-        .iter()
-        .map(|(_, captured)| match captured {
-            Captured::Shown(range) => Replayed::Shown(display(text(range))),
-            Captured::Str(range) => Replayed::Str(text(range)),
-            Captured::I64(v) => Replayed::I64(*v),
-            Captured::U64(v) => Replayed::U64(*v),
-            Captured::I128(v) => Replayed::I128(*v),
-            Captured::U128(v) => Replayed::U128(*v),
-            Captured::F64(v) => Replayed::F64(*v),
-            Captured::Bool(v) => Replayed::Bool(*v),
-        })
-        .collect();
+    let values = &event.values[..event.values.len().min(MAX_FIELDS)];
+    let shown: [DisplayValue<&str>; MAX_FIELDS] = std::array::from_fn(|i| match values.get(i) {
+        Some((_, Captured::Shown(range))) => display(text(range)),
+        _ => display(""),
+    });
+    let strings: [&str; MAX_FIELDS] = std::array::from_fn(|i| match values.get(i) {
+        Some((_, Captured::Str(range))) => text(range),
+        _ => "",
+    });
     let fields = event.metadata.fields();
     EVENT_TIME.with(|time| time.set(Some(event.at)));
     let Some(padding) = fields.iter().next() else {
-        Event::dispatch(event.metadata, &fields.value_set(&[]));
+        let none: [(&Field, Option<&dyn Value>); 0] = [];
+        Event::dispatch(event.metadata, &fields.value_set(&none));
         return;
     };
     // `value_set` takes an array: the slots past the event's values are empty.
     let mut slots: [(&Field, Option<&dyn Value>); MAX_FIELDS] = [(&padding, None); MAX_FIELDS];
-    for (slot, ((field, _), value)) in slots.iter_mut().zip(event.values.iter().zip(&replayed)) {
-        *slot = (field, Some(value.as_value()));
+    for (i, (field, captured)) in values.iter().enumerate() {
+        let value: &dyn Value = match captured {
+            Captured::Shown(_) => &shown[i],
+            Captured::Str(_) => &strings[i],
+            Captured::I64(v) => v,
+            Captured::U64(v) => v,
+            Captured::I128(v) => v,
+            Captured::U128(v) => v,
+            Captured::F64(v) => v,
+            Captured::Bool(v) => v,
+        };
+        slots[i] = (field, Some(value));
     }
     Event::dispatch(event.metadata, &fields.value_set(&slots));
 }
