@@ -425,6 +425,24 @@ mod tests {
     }
 
     #[test]
+    fn a_quiet_emitters_line_is_written_without_waiting_for_more() {
+        let buffer = Buffer::default();
+        let (capture, _guard) = start(formatter(false, &buffer), buffer.clone(), 4).unwrap();
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(capture), || {
+            tracing::info!(target: "audit", "alone");
+        });
+        // The guard stays alive: the log thread itself must write and flush the line.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !text(&buffer).contains("alone") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the line was not written"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
     fn the_timestamp_is_the_capture_time_in_the_formatters_own_shape() {
         let mut own = String::new();
         tracing_subscriber::fmt::time::SystemTime
