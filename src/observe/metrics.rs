@@ -52,6 +52,9 @@ pub const STORE_REPLICATION_ACKS_TOTAL: &str = "refresh_gate_store_replication_a
 /// `refresh_gate_store_rotations_restored_total`: recent rotations of this replica written
 /// again on a new primary that lacked them after a failover.
 pub const STORE_ROTATIONS_RESTORED_TOTAL: &str = "refresh_gate_store_rotations_restored_total";
+/// `refresh_gate_store_late_writes_total{result}`: ends of exchanges (rotations, releases)
+/// whose write failed, `written` by a retry or `abandoned` when the claim expired first.
+pub const STORE_LATE_WRITES_TOTAL: &str = "refresh_gate_store_late_writes_total";
 /// `refresh_gate_replay_delay_seconds{outcome}`: for every presentation of an already-used
 /// token, the time since its first use.
 pub const REPLAY_DELAY_SECONDS: &str = "refresh_gate_replay_delay_seconds";
@@ -233,6 +236,7 @@ pub struct Metrics {
     store_shards_down: IntGauge,
     replication_acks: IntCounterVec,
     store_restored: IntCounter,
+    store_late_writes: IntCounterVec,
     replay_delay: HistogramVec,
     observed: IntCounterVec,
     token_refused: IntCounterVec,
@@ -412,6 +416,11 @@ impl Metrics {
                 STORE_ROTATIONS_RESTORED_TOTAL,
                 "Recent rotations written again on a new primary that lacked them after a failover.",
             ),
+            store_late_writes: r.counters(
+                STORE_LATE_WRITES_TOTAL,
+                "Ends of exchanges whose write failed: written by a retry, or abandoned when the claim expired first.",
+                &["result"],
+            ),
             replay_delay: r.add(must(HistogramVec::new(
                 HistogramOpts::new(
                     REPLAY_DELAY_SECONDS,
@@ -510,6 +519,14 @@ impl Metrics {
         catch_up(&self.store_failovers, health.failovers);
         catch_up(&self.store_topology_changes, health.topology_changes);
         catch_up(&self.store_restored, health.restored);
+        catch_up(
+            &self.store_late_writes.with_label_values(&["written"]),
+            health.ends_written_late,
+        );
+        catch_up(
+            &self.store_late_writes.with_label_values(&["abandoned"]),
+            health.ends_abandoned,
+        );
         catch_up(
             &self.store_redirects.with_label_values(&["moved"]),
             health.redirects_moved,

@@ -397,6 +397,11 @@ pub struct StoreHealth {
     pub shards_down: u64,
     /// Recent rotations written again on a new primary that lacked them, since start.
     pub restored: u64,
+    /// Ends of exchanges (rotations, releases) whose write failed and that a retry wrote.
+    pub ends_written_late: u64,
+    /// Ends of exchanges never written: their claims expired first (or too many were being
+    /// retried at once).
+    pub ends_abandoned: u64,
 }
 
 impl Default for StoreHealth {
@@ -410,6 +415,8 @@ impl Default for StoreHealth {
             topology_changes: 0,
             shards_down: 0,
             restored: 0,
+            ends_written_late: 0,
+            ends_abandoned: 0,
         }
     }
 }

@@ -293,6 +293,10 @@ fn data_node_args(
         "no",
         "--replica-announce-ip",
         "127.0.0.1",
+        // A replica's full sync starts at once, not after Redis's default 5 s wait for
+        // more replicas to join it.
+        "--repl-diskless-sync-delay",
+        "0",
         "--dir",
         dir.to_str().unwrap(),
     ]
@@ -642,8 +646,10 @@ impl SentinelSet {
     /// Wait until every live data node other than the primary replicates it, link up,
     /// caught up with its offset.
     pub fn wait_until_replicas_synced(&self) {
+        // Sentinel reconfigures a demoted primary at its next INFO round (up to 10 s), then
+        // the full sync runs: a loaded machine needs more than 20 s for both.
         wait_until(
-            Duration::from_secs(20),
+            Duration::from_secs(40),
             "every live replica is in sync with the primary",
             || {
                 let primary = self

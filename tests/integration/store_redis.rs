@@ -32,6 +32,11 @@ fn replicas(redis: &RedisServer, count: usize) -> Vec<Arc<RedisStore>> {
 
 /// One replica's store on `topology` (keys under `rg:`), awaiting `wait_replicas`.
 pub(crate) fn store_on(topology: RedisTopology, wait_replicas: u32) -> Arc<RedisStore> {
+    store_timed(topology, wait_replicas, Duration::from_secs(2))
+}
+
+/// The same with `timeout` on each store operation.
+fn store_timed(topology: RedisTopology, wait_replicas: u32, timeout: Duration) -> Arc<RedisStore> {
     Arc::new(
         RedisStore::connect(
             &RedisStoreConfig {
@@ -45,7 +50,7 @@ pub(crate) fn store_on(topology: RedisTopology, wait_replicas: u32) -> Arc<Redis
                 password: None,
                 ca_pem: None,
                 key_prefix: "rg:".to_owned(),
-                timeout: Duration::from_secs(2),
+                timeout,
                 tombstone_ttl: Duration::from_secs(900),
                 claim_ttl: Duration::from_secs(10),
                 max_in_flight: 1000,
@@ -510,6 +515,81 @@ async fn a_store_outage_is_an_error_and_the_store_recovers_by_itself() {
     }
     assert!(recovered, "the store did not recover after Redis came back");
     assert!(store.health().available);
+}
+
+/// A rotation Redis did not take (the server was down when the IdP answered) is written
+/// again once Redis is back, before the claim's expiry: a presentation afterwards, on any
+/// replica, is a replay of the same answer, never a second claim (a second exchange).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_redis_did_not_take_is_written_once_it_is_back() {
+    let mut redis = RedisServer::start();
+    let single = || RedisTopology::Single { url: redis.url() };
+    let claimant = store_timed(single(), 0, Duration::from_millis(300));
+    let other = store_on(single(), 0);
+    let policy = Policy::default();
+    let (token, fp) = fingerprint("rt-written-late");
+    assert!(matches!(
+        present(&claimant, &fp, &policy).await,
+        Presented::Claimed { .. }
+    ));
+    redis.stop();
+    let failed = claimant
+        .complete(&fp, rotated_into(&token, fp, None), &policy)
+        .await;
+    assert!(failed.is_err(), "Redis is down: {failed:?}");
+    assert_eq!(claimant.health().ends_written_late, 0);
+    redis.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while claimant.health().ends_written_late == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotation was not written again within 5 s of Redis coming back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for store in [&other, &claimant] {
+        match present(store, &fp, &policy).await {
+            Presented::Replay { answer, .. } => {
+                assert_eq!(answer.open(&token).unwrap(), self::answer())
+            }
+            unexpected => panic!("the rotation was lost: {unexpected:?}"),
+        }
+    }
+    assert_eq!(claimant.health().ends_abandoned, 0);
+}
+
+/// A write that lands twice (a retry after a reply that was lost) keeps the tombstone the
+/// first one wrote: replays counted meanwhile stay counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writing_a_rotation_again_keeps_its_replay_count() {
+    let redis = RedisServer::start();
+    let stores = replicas(&redis, 1);
+    let store = &stores[0];
+    let policy = Policy::uniform(Rules {
+        max_reuses: 1,
+        ..Rules::default()
+    });
+    let (token, fp) = fingerprint("rt-written-twice");
+    assert!(matches!(
+        present(store, &fp, &policy).await,
+        Presented::Claimed { .. }
+    ));
+    store
+        .complete(&fp, rotated_into(&token, fp, None), &policy)
+        .await
+        .unwrap();
+    assert!(matches!(
+        present(store, &fp, &policy).await,
+        Presented::Replay { .. }
+    ));
+    store
+        .complete(&fp, rotated_into(&token, fp, None), &policy)
+        .await
+        .unwrap();
+    match present(store, &fp, &policy).await {
+        Presented::Refused(refusal) => assert_eq!(refusal.reason, RefusalReason::ReuseLimit),
+        unexpected => panic!("the replay count was reset: {unexpected:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@
 //! relied on. Waiters on any replica learn the end of an exchange from a pub/sub message,
 //! never by polling. Redis holds fingerprints and sealed answers, never a token.
 
+mod completion;
 mod health;
 mod journal;
 mod keys;
@@ -51,12 +52,30 @@ const MAX_ATTEMPTS: usize = 16;
 const RELEASED_TTL: Duration = Duration::from_secs(5);
 /// The shortest pause of a waiter between checks when no message arrives.
 const MIN_RECHECK: Duration = Duration::from_millis(5);
+/// The longest pause of a waiter between checks, however long its claim still lives.
+const MAX_RECHECK: Duration = Duration::from_secs(1);
 /// How long after a followed failover presentations get `503` (`StoreError`): every gate
 /// replica writes back the rotations the new primary lost within this time of its own
 /// switch, and gates hear of a failover within about a second of each other.
 const FAILOVER_FENCE: Duration = Duration::from_millis(1500);
 /// How often a waiter checks when its cluster subscription was not confirmed.
 const UNHEARD_RECHECK: Duration = Duration::from_millis(50);
+
+/// How a release is written: its kind and its sealed answer (empty for none).
+fn released_kind(released: &Released) -> (&'static str, &[u8]) {
+    match released {
+        Released::Answered {
+            answer,
+            success: true,
+        } => (ANSWERED_OK, answer.as_bytes()),
+        Released::Answered {
+            answer,
+            success: false,
+        } => (ANSWERED_ERROR, answer.as_bytes()),
+        Released::Unreachable => (UNREACHABLE, &[][..]),
+        Released::TimedOut => (TIMED_OUT, &[][..]),
+    }
+}
 
 /// How to reach Redis and how long things live there.
 #[derive(Clone)]
@@ -112,6 +131,8 @@ struct Inner {
     journal: journal::Journal,
     /// Rotations restored on a new primary since start.
     restored: std::sync::atomic::AtomicU64,
+    /// Ends of exchanges written again after a failed write.
+    late_ends: completion::LateEnds,
     keys: KeySpace,
     channel: String,
     timeout: Duration,
@@ -223,6 +244,7 @@ impl RedisStore {
             ack,
             journal: journal::Journal::default(),
             restored: std::sync::atomic::AtomicU64::new(0),
+            late_ends: completion::LateEnds::default(),
             keys,
             channel,
             timeout: config.timeout,
@@ -489,41 +511,25 @@ impl TokenStore for RedisStore {
     ) -> Result<Replication, StoreError> {
         let inner = &self.inner;
         let claim_id = inner.claims().remove(token).unwrap_or_default();
-        let result = match &outcome {
-            ExchangeOutcome::Rotated {
-                record,
-                answer,
-                successor,
-            } => {
-                let grace = policy.rules_for(&record.client.client_id).grace_period;
-                let written = inner
-                    .record_rotation(token, claim_id, record, answer, successor.as_ref(), grace)
-                    .await;
-                if written.is_ok() {
-                    inner.written.record(record.first_use);
-                }
-                match written {
-                    Ok(()) => Ok(inner.acknowledge(token, successor.as_ref()).await),
-                    Err(error) => Err(error),
-                }
+        let grace = match &outcome {
+            ExchangeOutcome::Rotated { record, .. } => {
+                policy.rules_for(&record.client.client_id).grace_period
             }
-            ExchangeOutcome::Released(released) => {
-                let (kind, answer) = match released {
-                    Released::Answered {
-                        answer,
-                        success: true,
-                    } => (ANSWERED_OK, answer.as_bytes()),
-                    Released::Answered {
-                        answer,
-                        success: false,
-                    } => (ANSWERED_ERROR, answer.as_bytes()),
-                    Released::Unreachable => (UNREACHABLE, &[][..]),
-                    Released::TimedOut => (TIMED_OUT, &[][..]),
-                };
-                inner
-                    .release(token, claim_id, kind, answer)
-                    .await
-                    .map(|()| Replication::NotAsked)
+            ExchangeOutcome::Released(_) => Duration::ZERO,
+        };
+        let result = match inner
+            .write_end(token, claim_id, &outcome, grace, true)
+            .await
+        {
+            Ok(()) => match &outcome {
+                ExchangeOutcome::Rotated { successor, .. } => {
+                    Ok(inner.acknowledge(token, successor.as_ref()).await)
+                }
+                ExchangeOutcome::Released(_) => Ok(Replication::NotAsked),
+            },
+            Err(error) => {
+                inner.write_end_later(*token, claim_id, outcome, grace);
+                Err(error)
             }
         };
         // Waiters on this replica need not wait for the message to come back.
@@ -609,6 +615,8 @@ impl TokenStore for RedisStore {
             redirects_ask: asked,
             topology_changes: inner.link.topology_changes(),
             restored: inner.restored.load(Ordering::Relaxed),
+            ends_written_late: inner.late_ends.written.load(Ordering::Relaxed),
+            ends_abandoned: inner.late_ends.abandoned.load(Ordering::Relaxed),
             shards_down: inner.link.shards_down(),
         }
     }

@@ -9,8 +9,8 @@ use super::reply::{
 use super::topology::ack::Acked;
 use super::topology::Commands;
 use super::{
-    milliseconds, record, scripts, Found, Inner, Settled, Standing, TokenKeys, MIN_RECHECK,
-    RELEASED_TTL, UNHEARD_RECHECK,
+    milliseconds, record, scripts, Found, Inner, Settled, Standing, TokenKeys, MAX_RECHECK,
+    MIN_RECHECK, RELEASED_TTL, UNHEARD_RECHECK,
 };
 use crate::clock::UnixMillis;
 use crate::oauth::credentials::ClientIdentity;
@@ -407,7 +407,10 @@ impl Inner {
                 Standing::Gone => return Ok(None),
                 Standing::InFlight { pttl } => {
                     // No message by the claim's expiry means its replica died: check then.
-                    let mut expiry = Duration::from_millis(pttl.max(0) as u64).max(MIN_RECHECK);
+                    // A message can be lost with a failed write or a failover (the end is
+                    // then written late, or restored): check again within `MAX_RECHECK`.
+                    let mut expiry =
+                        Duration::from_millis(pttl.max(0) as u64).clamp(MIN_RECHECK, MAX_RECHECK);
                     if unheard {
                         // No subscription: check often rather than wait for the expiry.
                         expiry = expiry.min(UNHEARD_RECHECK);
@@ -528,6 +531,34 @@ impl Inner {
         .await
     }
 
+    /// Keep a rotation in the journal, before its first write: a write that fails or is
+    /// lost with its primary is exactly the one to write back after a failover (a single
+    /// server has no failover).
+    pub(super) fn journal_rotation(
+        &self,
+        token: &TokenFingerprint,
+        record: &TokenRecord,
+        answer: &SealedAnswer,
+        successor: Option<&TokenFingerprint>,
+        grace: Duration,
+    ) {
+        if self.link.one_server() {
+            return;
+        }
+        self.journal.record(Written {
+            token: *token,
+            fields: record::encode(record),
+            answer: if grace.is_zero() {
+                Vec::new()
+            } else {
+                answer.as_bytes().to_vec()
+            },
+            answer_ttl: grace,
+            successor: successor.map(|next| (*next, record.family)),
+            at: Instant::now(),
+        });
+    }
+
     pub(super) async fn record_rotation(
         &self,
         token: &TokenFingerprint,
@@ -566,25 +597,8 @@ impl Inner {
             .arg(channel)
             .arg(token.to_hex())
             .arg(publish);
-        let fields = record::encode(record);
-        for (name, value) in &fields {
+        for (name, value) in &record::encode(record) {
             invocation.arg(*name).arg(value);
-        }
-        // Journaled before the write: a write that fails or is lost with its primary is
-        // exactly the one to write back after a failover.
-        if !self.link.one_server() {
-            self.journal.record(Written {
-                token: *token,
-                fields,
-                answer: if grace.is_zero() {
-                    Vec::new()
-                } else {
-                    answer.as_bytes().to_vec()
-                },
-                answer_ttl: grace,
-                successor: successor.map(|next| (*next, record.family)),
-                at: Instant::now(),
-            });
         }
         let tombstone = async move { invocation.invoke_async::<()>(&mut connection).await };
         // The successor's link and the tombstone are independent keys (two slots); both are

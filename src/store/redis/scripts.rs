@@ -128,21 +128,28 @@ return 1
 /// ARGV: claim id, tombstone TTL (ms), answer TTL (ms, 0 for none), sealed answer, channel,
 /// message, the publish command (`PUBLISH`, or `SPUBLISH` on the token's own sharded
 /// channel in a cluster), then the tombstone's field/value pairs.
+///
+/// A tombstone already there is kept as it is (a retried write, a failover's restore, or
+/// another replica's after this claim expired: its replay count stands); the claim is still
+/// released and the end announced. Replies 1 if written, 0 if one was there.
 pub(super) static ROTATED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 8))
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-if tonumber(ARGV[3]) > 0 then
-  redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[3])
+local written = 0
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 8))
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  if tonumber(ARGV[3]) > 0 then
+    redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[3])
+  end
+  written = 1
 end
 if redis.call('HGET', KEYS[3], 'id') == ARGV[1] then
   redis.call('DEL', KEYS[3])
 end
 redis.call('DEL', KEYS[4])
 redis.call(ARGV[7], ARGV[5], ARGV[6])
-return 1
+return written
 ",
     )
 });
