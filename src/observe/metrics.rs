@@ -55,6 +55,9 @@ pub const STORE_ROTATIONS_RESTORED_TOTAL: &str = "refresh_gate_store_rotations_r
 /// `refresh_gate_store_late_writes_total{result}`: ends of exchanges (rotations, releases)
 /// whose write failed, `written` by a retry or `abandoned` when the claim expired first.
 pub const STORE_LATE_WRITES_TOTAL: &str = "refresh_gate_store_late_writes_total";
+/// `refresh_gate_store_ends_unheard_total`: ends of exchanges a waiter found by its own
+/// periodic check because their message never came.
+pub const STORE_ENDS_UNHEARD_TOTAL: &str = "refresh_gate_store_ends_unheard_total";
 /// `refresh_gate_replay_delay_seconds{outcome}`: for every presentation of an already-used
 /// token, the time since its first use.
 pub const REPLAY_DELAY_SECONDS: &str = "refresh_gate_replay_delay_seconds";
@@ -237,6 +240,7 @@ pub struct Metrics {
     replication_acks: IntCounterVec,
     store_restored: IntCounter,
     store_late_writes: IntCounterVec,
+    store_ends_unheard: IntCounter,
     replay_delay: HistogramVec,
     observed: IntCounterVec,
     token_refused: IntCounterVec,
@@ -421,6 +425,10 @@ impl Metrics {
                 "Ends of exchanges whose write failed: written by a retry, or abandoned when the claim expired first.",
                 &["result"],
             ),
+            store_ends_unheard: r.counter(
+                STORE_ENDS_UNHEARD_TOTAL,
+                "Ends of exchanges a waiter found by its own periodic check because their message never came.",
+            ),
             replay_delay: r.add(must(HistogramVec::new(
                 HistogramOpts::new(
                     REPLAY_DELAY_SECONDS,
@@ -527,6 +535,7 @@ impl Metrics {
             &self.store_late_writes.with_label_values(&["abandoned"]),
             health.ends_abandoned,
         );
+        catch_up(&self.store_ends_unheard, health.ends_unheard);
         catch_up(
             &self.store_redirects.with_label_values(&["moved"]),
             health.redirects_moved,

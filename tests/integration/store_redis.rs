@@ -126,8 +126,8 @@ async fn one_claim_across_replicas_and_waiters_everywhere_get_the_outcome() {
 }
 
 /// Thirty presentations of one token on `stores` (three replicas of one shared store): one
-/// claim, every other presenter waits wherever it is, is woken by the outcome (not by the
-/// claim's expiry), and exactly `max_reuses` replays are counted across replicas. Returns
+/// claim, every other presenter waits wherever it is, is woken by the outcome's message
+/// (not by the claim's expiry, nor by its own once-a-second check), and exactly `max_reuses` replays are counted across replicas. Returns
 /// what came of the rotation's replication acknowledgement.
 pub(crate) async fn one_claim_and_waiters_everywhere(
     stores: &[Arc<RedisStore>],
@@ -174,21 +174,27 @@ pub(crate) async fn one_claim_and_waiters_everywhere(
         waiters.iter().any(|(replica, _)| *replica != claimant),
         "some waiters are on other replicas"
     );
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Every waiter checks and settles into its wait before the exchange ends.
+    let waiting: Vec<_> = waiters
+        .into_iter()
+        .map(|(replica, waiter)| (replica, tokio::spawn(waiter.outcome)))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let replication = stores[claimant]
         .complete(&fp, rotated_into(&token, fp, None), &policy)
         .await
         .unwrap();
-    let tasks: Vec<_> = waiters
+    let tasks: Vec<_> = waiting
         .into_iter()
-        .map(|(replica, waiter)| {
+        .map(|(replica, waiting)| {
             let store = stores[replica].clone();
             let policy = policy.clone();
             let token = token.clone();
             tokio::spawn(async move {
-                let outcome = tokio::time::timeout(Duration::from_secs(5), waiter.outcome)
+                let outcome = tokio::time::timeout(Duration::from_secs(5), waiting)
                     .await
-                    .expect("woken without polling for long")
+                    .expect("woken long before the claim's expiry")
+                    .unwrap()
                     .unwrap();
                 let Some(ExchangeOutcome::Rotated { record, answer, .. }) = outcome else {
                     panic!("not rotated: {outcome:?}")
@@ -226,6 +232,13 @@ pub(crate) async fn one_claim_and_waiters_everywhere(
             other => panic!("unexpected {other:?}"),
         }
     }
+    // A waiter whose once-a-second check falls between the write and its message counts
+    // too (rarely); a broken subscription would have all 29 find the end by their checks.
+    let unheard: u64 = stores.iter().map(|s| s.health().ends_unheard).sum();
+    assert!(
+        unheard < 5,
+        "{unheard} of 29 waiters found the end by their own check: messages did not wake them"
+    );
     replication
 }
 

@@ -133,6 +133,8 @@ struct Inner {
     restored: std::sync::atomic::AtomicU64,
     /// Ends of exchanges written again after a failed write.
     late_ends: completion::LateEnds,
+    /// Ends of exchanges a waiter found by its own check: their message never came.
+    ends_unheard: std::sync::atomic::AtomicU64,
     keys: KeySpace,
     channel: String,
     timeout: Duration,
@@ -245,6 +247,7 @@ impl RedisStore {
             journal: journal::Journal::default(),
             restored: std::sync::atomic::AtomicU64::new(0),
             late_ends: completion::LateEnds::default(),
+            ends_unheard: std::sync::atomic::AtomicU64::new(0),
             keys,
             channel,
             timeout: config.timeout,
@@ -617,6 +620,7 @@ impl TokenStore for RedisStore {
             restored: inner.restored.load(Ordering::Relaxed),
             ends_written_late: inner.late_ends.written.load(Ordering::Relaxed),
             ends_abandoned: inner.late_ends.abandoned.load(Ordering::Relaxed),
+            ends_unheard: inner.ends_unheard.load(Ordering::Relaxed),
             shards_down: inner.link.shards_down(),
         }
     }

@@ -22,6 +22,7 @@ use crate::store::{ExchangeOutcome, Refusal, StoreError, TokenRecord};
 use redis::{RedisResult, Value};
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -397,13 +398,20 @@ impl Inner {
         // In a cluster, the token's own sharded channel, subscribed before the first check.
         let watch = self.link.watch_exchange(token, &keys.exchange).await;
         let unheard = watch.as_ref().is_some_and(|watch| !watch.confirmed);
+        let mut woken_by_clock = false;
         loop {
             let notified = registration.notify.notified();
             tokio::pin!(notified);
             // Registered before the check: a message published after it is not lost.
             notified.as_mut().enable();
             match self.standing(&keys, claim_id).await? {
-                Standing::Ended(outcome) => return Ok(Some(outcome)),
+                Standing::Ended(outcome) => {
+                    if woken_by_clock && !unheard {
+                        // Its message never came (lost with a failed write or a failover).
+                        self.ends_unheard.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Ok(Some(outcome));
+                }
                 Standing::Gone => return Ok(None),
                 Standing::InFlight { pttl } => {
                     // No message by the claim's expiry means its replica died: check then.
@@ -415,10 +423,10 @@ impl Inner {
                         // No subscription: check often rather than wait for the expiry.
                         expiry = expiry.min(UNHEARD_RECHECK);
                     }
-                    tokio::select! {
-                        _ = &mut notified => {}
-                        _ = tokio::time::sleep(expiry) => {}
-                    }
+                    woken_by_clock = tokio::select! {
+                        _ = &mut notified => false,
+                        _ = tokio::time::sleep(expiry) => true,
+                    };
                 }
             }
         }
