@@ -55,9 +55,9 @@ pub const STORE_ROTATIONS_RESTORED_TOTAL: &str = "refresh_gate_store_rotations_r
 /// `refresh_gate_store_late_writes_total{result}`: ends of exchanges (rotations, releases)
 /// whose write failed, `written` by a retry or `abandoned` when the claim expired first.
 pub const STORE_LATE_WRITES_TOTAL: &str = "refresh_gate_store_late_writes_total";
-/// `refresh_gate_store_ends_unheard_total`: ends of exchanges a waiter found by its own
-/// periodic check because their message never came.
-pub const STORE_ENDS_UNHEARD_TOTAL: &str = "refresh_gate_store_ends_unheard_total";
+/// `refresh_gate_store_waits_unheard_total`: waits that the waiter's own periodic check
+/// ended because the exchange's message never came (one per waiter).
+pub const STORE_WAITS_UNHEARD_TOTAL: &str = "refresh_gate_store_waits_unheard_total";
 /// `refresh_gate_replay_delay_seconds{outcome}`: for every presentation of an already-used
 /// token, the time since its first use.
 pub const REPLAY_DELAY_SECONDS: &str = "refresh_gate_replay_delay_seconds";
@@ -240,7 +240,7 @@ pub struct Metrics {
     replication_acks: IntCounterVec,
     store_restored: IntCounter,
     store_late_writes: IntCounterVec,
-    store_ends_unheard: IntCounter,
+    store_waits_unheard: IntCounter,
     replay_delay: HistogramVec,
     observed: IntCounterVec,
     token_refused: IntCounterVec,
@@ -425,9 +425,9 @@ impl Metrics {
                 "Ends of exchanges whose write failed: written by a retry, or abandoned when the claim expired first.",
                 &["result"],
             ),
-            store_ends_unheard: r.counter(
-                STORE_ENDS_UNHEARD_TOTAL,
-                "Ends of exchanges a waiter found by its own periodic check because their message never came.",
+            store_waits_unheard: r.counter(
+                STORE_WAITS_UNHEARD_TOTAL,
+                "Waits the waiter's own periodic check ended because the exchange's message never came (one per waiter).",
             ),
             replay_delay: r.add(must(HistogramVec::new(
                 HistogramOpts::new(
@@ -535,7 +535,7 @@ impl Metrics {
             &self.store_late_writes.with_label_values(&["abandoned"]),
             health.ends_abandoned,
         );
-        catch_up(&self.store_ends_unheard, health.ends_unheard);
+        catch_up(&self.store_waits_unheard, health.waits_unheard);
         catch_up(
             &self.store_redirects.with_label_values(&["moved"]),
             health.redirects_moved,

@@ -402,9 +402,9 @@ pub struct StoreHealth {
     /// Ends of exchanges never written: their claims expired first (or too many were being
     /// retried at once).
     pub ends_abandoned: u64,
-    /// Ends of exchanges a waiter found by its own periodic check because their message
-    /// never came (lost with a failed write or a failover).
-    pub ends_unheard: u64,
+    /// Waits that the waiter's own periodic check ended because the exchange's message
+    /// never came (lost with a failed write or a failover); one per waiter.
+    pub waits_unheard: u64,
 }
 
 impl Default for StoreHealth {
@@ -420,7 +420,7 @@ impl Default for StoreHealth {
             restored: 0,
             ends_written_late: 0,
             ends_abandoned: 0,
-            ends_unheard: 0,
+            waits_unheard: 0,
         }
     }
 }

@@ -234,7 +234,7 @@ pub(crate) async fn one_claim_and_waiters_everywhere(
     }
     // A waiter whose once-a-second check falls between the write and its message counts
     // too (rarely); a broken subscription would have all 29 find the end by their checks.
-    let unheard: u64 = stores.iter().map(|s| s.health().ends_unheard).sum();
+    let unheard: u64 = stores.iter().map(|s| s.health().waits_unheard).sum();
     assert!(
         unheard < 5,
         "{unheard} of 29 waiters found the end by their own check: messages did not wake them"
@@ -546,11 +546,14 @@ async fn a_rotation_redis_did_not_take_is_written_once_it_is_back() {
         Presented::Claimed { .. }
     ));
     redis.stop();
+    let ended = std::time::Instant::now();
     let failed = claimant
         .complete(&fp, rotated_into(&token, fp, None), &policy)
         .await;
     assert!(failed.is_err(), "Redis is down: {failed:?}");
     assert_eq!(claimant.health().ends_written_late, 0);
+    // Down for a second: the late answer must be kept only for what is left of the window.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     redis.restart();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while claimant.health().ends_written_late == 0 {
@@ -560,6 +563,19 @@ async fn a_rotation_redis_did_not_take_is_written_once_it_is_back() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let left = policy.rules_for("kubernetes").grace_period - ended.elapsed();
+    let answers: Vec<i64> = redis
+        .dump()
+        .into_iter()
+        .filter(|(key, _)| key.ends_with(":answer"))
+        .map(|(_, stored)| stored.pttl)
+        .collect();
+    assert!(
+        // (100 ms for the write's own round trip, counted from before the first try.)
+        answers.len() == 1 && answers[0] <= left.as_millis() as i64 + 100,
+        "the late answer outlives its window ({} ms left): {answers:?}",
+        left.as_millis()
+    );
     for store in [&other, &claimant] {
         match present(store, &fp, &policy).await {
             Presented::Replay { answer, .. } => {
@@ -569,6 +585,75 @@ async fn a_rotation_redis_did_not_take_is_written_once_it_is_back() {
         }
     }
     assert_eq!(claimant.health().ends_abandoned, 0);
+}
+
+/// A release whose write failed is retried only while its claim lives: once the claim is
+/// gone (here with Redis's data), another replica may have claimed the token and released
+/// it with its own outcome, which the late retry must not overwrite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_release_never_overwrites_another_claims_outcome() {
+    let mut redis = RedisServer::start();
+    let single = || RedisTopology::Single { url: redis.url() };
+    let late = store_timed(single(), 0, Duration::from_millis(300));
+    let other = store_on(single(), 0);
+    let policy = Policy::default();
+    let (token, fp) = fingerprint("rt-released-late");
+    assert!(matches!(
+        present(&late, &fp, &policy).await,
+        Presented::Claimed { .. }
+    ));
+    redis.stop();
+    let failed = late
+        .complete(
+            &fp,
+            ExchangeOutcome::Released(Released::Unreachable),
+            &policy,
+        )
+        .await;
+    assert!(failed.is_err(), "Redis is down: {failed:?}");
+    // The retries back off to a try a second; the other replica's claim and release come
+    // between two of them.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    redis.restart();
+    assert!(matches!(
+        present(&other, &fp, &policy).await,
+        Presented::Claimed { .. }
+    ));
+    let error = Answer {
+        status: 400,
+        headers: vec![],
+        body: bytes::Bytes::from_static(b"{\"error\":\"invalid_grant\"}"),
+    };
+    other
+        .complete(
+            &fp,
+            ExchangeOutcome::Released(Released::Answered {
+                answer: Arc::new(SealedAnswer::seal(&token, &error)),
+                success: false,
+            }),
+            &policy,
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while late.health().ends_written_late == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the late release did not end within 5 s of Redis coming back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let released: Vec<_> = redis
+        .dump()
+        .into_iter()
+        .filter(|(key, _)| key.ends_with(":released"))
+        .collect();
+    assert_eq!(released.len(), 1, "{released:?}");
+    let held = String::from_utf8_lossy(&released[0].1.bytes).into_owned();
+    assert!(
+        held.contains("answered_error") && !held.contains("unreachable"),
+        "the other claim's outcome was overwritten: {held}"
+    );
 }
 
 /// A write that lands twice (a retry after a reply that was lost) keeps the tombstone the

@@ -37,44 +37,80 @@ impl Drop for Running<'_> {
     }
 }
 
+/// How long a rotation's tombstone and sealed answer live from their write.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Lifetimes {
+    /// The tombstone (and the successor's links).
+    pub(super) tombstone: Duration,
+    /// The sealed answer (zero: none is kept).
+    pub(super) answer: Duration,
+}
+
+impl Lifetimes {
+    /// `tombstone_ttl` and `grace`, less `age`: a late write lives no longer than the first
+    /// would have (no answer at all once the window has passed).
+    fn after(tombstone_ttl: Duration, grace: Duration, age: Duration) -> Lifetimes {
+        Lifetimes {
+            tombstone: tombstone_ttl
+                .saturating_sub(age)
+                .max(Duration::from_millis(1)),
+            answer: grace.saturating_sub(age),
+        }
+    }
+}
+
 impl Inner {
     /// Write the end of `token`'s exchange under claim `claim_id`: its rotation (journaled
-    /// on the first try only) or its release, and announce it.
+    /// on the first try) or its release, and announce it. `first_try` is `None` on the first
+    /// try, else when that was: a late write keeps only what is left of the lifetimes, and
+    /// a late release is written only while the claim is still there.
     pub(super) async fn write_end(
         &self,
         token: &TokenFingerprint,
         claim_id: u64,
         outcome: &ExchangeOutcome,
         grace: Duration,
-        first_try: bool,
+        first_try: Option<Instant>,
     ) -> Result<(), StoreError> {
+        let age = first_try.map_or(Duration::ZERO, |at| at.elapsed());
         match outcome {
             ExchangeOutcome::Rotated {
                 record,
                 answer,
                 successor,
             } => {
-                if first_try {
+                if first_try.is_none() {
                     self.journal_rotation(token, record, answer, successor.as_ref(), grace);
                 }
-                self.record_rotation(token, claim_id, record, answer, successor.as_ref(), grace)
-                    .await?;
+                let lifetimes = Lifetimes::after(self.tombstone_ttl, grace, age);
+                self.record_rotation(
+                    token,
+                    claim_id,
+                    record,
+                    answer,
+                    successor.as_ref(),
+                    lifetimes,
+                )
+                .await?;
                 self.written.record(record.first_use);
                 Ok(())
             }
             ExchangeOutcome::Released(released) => {
                 let (kind, answer) = super::released_kind(released);
-                self.release(token, claim_id, kind, answer).await
+                self.release(token, claim_id, kind, answer, first_try.is_some())
+                    .await
             }
         }
     }
 
-    /// Write the end of `token`'s exchange again in the background until it lands or its
-    /// claim would have expired, waking this replica's waiters when it does.
+    /// Write the end of `token`'s exchange (first tried at `first_try`) again in the
+    /// background until it lands or its claim would have expired, waking this replica's
+    /// waiters when it does.
     pub(super) fn write_end_later(
         self: &Arc<Self>,
         token: TokenFingerprint,
-        claim_id: u64,
+        (claim_id, claimed_at): (u64, Instant),
+        first_try: Instant,
         outcome: ExchangeOutcome,
         grace: Duration,
     ) {
@@ -93,7 +129,7 @@ impl Inner {
             "the end of an exchange was not written: writing it again until its claim expires"
         );
         let inner = self.clone();
-        let deadline = Instant::now() + self.claim_ttl;
+        let deadline = claimed_at + self.claim_ttl;
         tokio::spawn(async move {
             let _running = Running(&inner.late_ends.running);
             let mut pause = FIRST_PAUSE;
@@ -111,7 +147,7 @@ impl Inner {
                 }
                 tries += 1;
                 if inner
-                    .write_end(&token, claim_id, &outcome, grace, false)
+                    .write_end(&token, claim_id, &outcome, grace, Some(first_try))
                     .await
                     .is_ok()
                 {

@@ -2,8 +2,8 @@
 //! family revoked) in one Redis, so any number of replicas behave as one gate. Each step is
 //! one Lua script over the keys of one fingerprint (one hash tag); decisions stay in the pure
 //! policy, and a replay is counted only while the count is still under the cap the decision
-//! relied on. Waiters on any replica learn the end of an exchange from a pub/sub message,
-//! never by polling. Redis holds fingerprints and sealed answers, never a token.
+//! relied on. Waiters on any replica learn the end of an exchange from a pub/sub message
+//! (and check once a second in case it was lost). Redis holds fingerprints and sealed answers, never a token.
 
 mod completion;
 mod health;
@@ -133,16 +133,16 @@ struct Inner {
     restored: std::sync::atomic::AtomicU64,
     /// Ends of exchanges written again after a failed write.
     late_ends: completion::LateEnds,
-    /// Ends of exchanges a waiter found by its own check: their message never came.
-    ends_unheard: std::sync::atomic::AtomicU64,
+    /// Waits a waiter's own check ended because their message never came.
+    waits_unheard: std::sync::atomic::AtomicU64,
     keys: KeySpace,
     channel: String,
     timeout: Duration,
     tombstone_ttl: Duration,
     claim_ttl: Duration,
     max_in_flight: usize,
-    /// Claims this replica holds: fingerprint to claim id.
-    claims: Mutex<HashMap<TokenFingerprint, u64, FingerprintHashing>>,
+    /// Claims this replica holds: fingerprint to claim id and when it was claimed.
+    claims: Mutex<HashMap<TokenFingerprint, (u64, std::time::Instant), FingerprintHashing>>,
     waiters: Arc<Waiters>,
     health: Arc<Health>,
     /// Tombstones this replica wrote within `tombstone_ttl` (the gauge; Prometheus sums
@@ -247,7 +247,7 @@ impl RedisStore {
             journal: journal::Journal::default(),
             restored: std::sync::atomic::AtomicU64::new(0),
             late_ends: completion::LateEnds::default(),
-            ends_unheard: std::sync::atomic::AtomicU64::new(0),
+            waits_unheard: std::sync::atomic::AtomicU64::new(0),
             keys,
             channel,
             timeout: config.timeout,
@@ -464,7 +464,7 @@ impl TokenStore for RedisStore {
                     // Just after a failover, another replica may still be writing back
                     // rotations the new primary lost: a token unknown now may be one of
                     // them, so it is not claimed (replays and waiters are answered).
-                    let _ = inner.release(token, claim_id, ABANDONED, &[]).await;
+                    let _ = inner.release(token, claim_id, ABANDONED, &[], false).await;
                     return Err(StoreError::Unavailable(
                         "a failover was just followed: the new primary is being completed".into(),
                     ));
@@ -489,7 +489,7 @@ impl TokenStore for RedisStore {
                     if !matches!(revoked, Ok(false)) || superseded.is_err() {
                         // Give the claim back before refusing (or failing): waiters that
                         // joined it present again.
-                        let _ = inner.release(token, claim_id, ABANDONED, &[]).await;
+                        let _ = inner.release(token, claim_id, ABANDONED, &[], false).await;
                         revoked?;
                         superseded?;
                         return Ok(Presented::Refused(Refusal::new(
@@ -498,7 +498,9 @@ impl TokenStore for RedisStore {
                             None,
                         )));
                     }
-                    inner.claims().insert(*token, claim_id);
+                    inner
+                        .claims()
+                        .insert(*token, (claim_id, std::time::Instant::now()));
                     return Ok(Presented::Claimed { family });
                 }
             }
@@ -513,15 +515,19 @@ impl TokenStore for RedisStore {
         policy: &Policy,
     ) -> Result<Replication, StoreError> {
         let inner = &self.inner;
-        let claim_id = inner.claims().remove(token).unwrap_or_default();
+        let (claim_id, claimed_at) = inner
+            .claims()
+            .remove(token)
+            .unwrap_or_else(|| (0, std::time::Instant::now()));
         let grace = match &outcome {
             ExchangeOutcome::Rotated { record, .. } => {
                 policy.rules_for(&record.client.client_id).grace_period
             }
             ExchangeOutcome::Released(_) => Duration::ZERO,
         };
+        let first_try = std::time::Instant::now();
         let result = match inner
-            .write_end(token, claim_id, &outcome, grace, true)
+            .write_end(token, claim_id, &outcome, grace, None)
             .await
         {
             Ok(()) => match &outcome {
@@ -531,7 +537,7 @@ impl TokenStore for RedisStore {
                 ExchangeOutcome::Released(_) => Ok(Replication::NotAsked),
             },
             Err(error) => {
-                inner.write_end_later(*token, claim_id, outcome, grace);
+                inner.write_end_later(*token, (claim_id, claimed_at), first_try, outcome, grace);
                 Err(error)
             }
         };
@@ -620,7 +626,7 @@ impl TokenStore for RedisStore {
             restored: inner.restored.load(Ordering::Relaxed),
             ends_written_late: inner.late_ends.written.load(Ordering::Relaxed),
             ends_abandoned: inner.late_ends.abandoned.load(Ordering::Relaxed),
-            ends_unheard: inner.ends_unheard.load(Ordering::Relaxed),
+            waits_unheard: inner.waits_unheard.load(Ordering::Relaxed),
             shards_down: inner.link.shards_down(),
         }
     }

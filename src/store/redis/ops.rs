@@ -1,6 +1,7 @@
 //! The store's steps against Redis, one script each: present, wait, decide, release,
 //! record a rotation. Every call is bounded by the store timeout and counted in its health.
 
+use super::completion::Lifetimes;
 use super::journal::Written;
 use super::reply::{
     closing, fields, fingerprint, malformed, number, parse_claim_id, released_outcome, rotated,
@@ -102,7 +103,7 @@ impl Inner {
 
     pub(super) fn claims(
         &self,
-    ) -> MutexGuard<'_, HashMap<TokenFingerprint, u64, FingerprintHashing>> {
+    ) -> MutexGuard<'_, HashMap<TokenFingerprint, (u64, Instant), FingerprintHashing>> {
         self.claims
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -408,7 +409,7 @@ impl Inner {
                 Standing::Ended(outcome) => {
                     if woken_by_clock && !unheard {
                         // Its message never came (lost with a failed write or a failover).
-                        self.ends_unheard.fetch_add(1, Ordering::Relaxed);
+                        self.waits_unheard.fetch_add(1, Ordering::Relaxed);
                     }
                     return Ok(Some(outcome));
                 }
@@ -518,6 +519,7 @@ impl Inner {
         claim_id: u64,
         kind: &str,
         answer: &[u8],
+        only_while_claimed: bool,
     ) -> Result<(), StoreError> {
         let keys = self.keys.token(token);
         let (channel, publish) = self.announce(&keys);
@@ -532,7 +534,8 @@ impl Inner {
             .arg(milliseconds(RELEASED_TTL.min(self.claim_ttl)))
             .arg(channel)
             .arg(token.to_hex())
-            .arg(publish);
+            .arg(publish)
+            .arg(if only_while_claimed { "1" } else { "0" });
         self.run("release", async move {
             invocation.invoke_async::<()>(&mut connection).await
         })
@@ -574,10 +577,10 @@ impl Inner {
         record: &TokenRecord,
         answer: &SealedAnswer,
         successor: Option<&TokenFingerprint>,
-        grace: Duration,
+        lifetimes: Lifetimes,
     ) -> Result<(), StoreError> {
         let keys = self.keys.token(token);
-        let ttl = milliseconds(self.tombstone_ttl);
+        let ttl = milliseconds(lifetimes.tombstone);
         let link = successor.map(|next| {
             let mut connection = self.connection();
             let next = self.keys.token(next);
@@ -600,7 +603,7 @@ impl Inner {
             .key(&keys.released)
             .arg(claim_id)
             .arg(ttl)
-            .arg(grace.as_millis().min(u64::MAX as u128) as u64)
+            .arg(milliseconds(lifetimes.answer))
             .arg(answer.as_bytes())
             .arg(channel)
             .arg(token.to_hex())

@@ -156,12 +156,16 @@ return written
 
 /// Release a claim that rotated nothing. KEYS: claim, released.
 /// ARGV: claim id, outcome kind, sealed answer (may be empty), TTL (ms), channel, message,
-/// the publish command (as for `ROTATED`).
+/// the publish command (as for `ROTATED`), `1` to write only while the claim is still there
+/// (a late retry: once the claim expired, its waiters were told it is gone, and the released
+/// outcome may be another claim's). Replies 1 if written, 0 if not.
 pub(super) static RELEASED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('HGET', KEYS[1], 'id') == ARGV[1] then
   redis.call('DEL', KEYS[1])
+elseif ARGV[8] == '1' then
+  return 0
 end
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[2], 'id', ARGV[1], 'kind', ARGV[2], 'answer', ARGV[3])
