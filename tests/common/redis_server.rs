@@ -176,6 +176,26 @@ impl RedisServer {
         }
     }
 
+    /// Stop the process (`SIGSTOP`): connections stay open and nothing is answered, as in
+    /// a stall; [`RedisServer::resume`] continues it.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Continue a paused process (`SIGCONT`).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("redis-server is running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
     /// Start again on the same port.
     pub fn restart(&mut self) {
         self.stop();

@@ -690,6 +690,50 @@ async fn writing_a_rotation_again_keeps_its_replay_count() {
     }
 }
 
+/// A waiter's own periodic check that fails in a stall of Redis (the server stopped, its
+/// connections open) does not end the wait: once Redis answers again and the exchange ends,
+/// the waiter has its outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_of_redis_does_not_end_a_wait() {
+    let redis = RedisServer::start();
+    let single = || RedisTopology::Single { url: redis.url() };
+    let claimant = store_on(single(), 0);
+    let waiting_store = store_timed(single(), 0, Duration::from_millis(300));
+    let policy = Policy::default();
+    let (token, fp) = fingerprint("rt-waiting-through-a-stall");
+    assert!(matches!(
+        present(&claimant, &fp, &policy).await,
+        Presented::Claimed { .. }
+    ));
+    let Presented::Wait(waiter) = present(&waiting_store, &fp, &policy).await else {
+        panic!("not waiting")
+    };
+    let waiting = tokio::spawn(waiter.outcome);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Longer than a waiter's longest pause between checks, and than its store timeout.
+    redis.pause();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    redis.resume();
+    claimant
+        .complete(&fp, rotated_into(&token, fp, None), &policy)
+        .await
+        .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the waiter has the outcome once Redis answers again")
+        .unwrap();
+    match outcome {
+        Ok(Some(ExchangeOutcome::Rotated { answer, .. })) => {
+            assert_eq!(answer.open(&token).unwrap(), self::answer())
+        }
+        other => panic!("the stall ended the wait: {other:?}"),
+    }
+    assert!(
+        waiting_store.health().errors >= 1,
+        "no check failed in the stall"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_learns_at_once_when_redis_goes_away() {
     let mut redis = RedisServer::start();

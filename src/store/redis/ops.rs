@@ -405,7 +405,21 @@ impl Inner {
             tokio::pin!(notified);
             // Registered before the check: a message published after it is not lost.
             notified.as_mut().enable();
-            match self.standing(&keys, claim_id).await? {
+            let standing = match self.standing(&keys, claim_id).await {
+                Ok(standing) => standing,
+                // A check of its own that failed (a stalled store) does not end the wait: a
+                // later one, or the message, may still bring the end before the client's
+                // deadline. A check a message or a lost connection asked for does.
+                Err(_) if woken_by_clock && !unheard => {
+                    woken_by_clock = tokio::select! {
+                        _ = &mut notified => false,
+                        _ = tokio::time::sleep(MAX_RECHECK) => true,
+                    };
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            match standing {
                 Standing::Ended(outcome) => {
                     if woken_by_clock && !unheard {
                         // Its message never came (lost with a failed write or a failover).
