@@ -530,41 +530,78 @@ async fn a_store_outage_is_an_error_and_the_store_recovers_by_itself() {
     assert!(store.health().available);
 }
 
+/// Two replicas on one redis-server, after `late` (300 ms store timeout) claimed a token
+/// and failed to write the end of its exchange because Redis was stopped.
+struct EndedWhileDown {
+    redis: RedisServer,
+    late: Arc<RedisStore>,
+    /// Another replica (2 s store timeout).
+    other: Arc<RedisStore>,
+    policy: Policy,
+    token: RefreshToken,
+    fp: TokenFingerprint,
+    /// Just before the failed write.
+    ended: std::time::Instant,
+}
+
+impl EndedWhileDown {
+    async fn start(
+        token: &str,
+        outcome: impl FnOnce(&RefreshToken, TokenFingerprint) -> ExchangeOutcome,
+    ) -> EndedWhileDown {
+        let mut redis = RedisServer::start();
+        let single = || RedisTopology::Single { url: redis.url() };
+        let late = store_timed(single(), 0, Duration::from_millis(300));
+        let other = store_on(single(), 0);
+        let policy = Policy::default();
+        let (token, fp) = fingerprint(token);
+        assert!(matches!(
+            present(&late, &fp, &policy).await,
+            Presented::Claimed { .. }
+        ));
+        redis.stop();
+        let ended = std::time::Instant::now();
+        let failed = late.complete(&fp, outcome(&token, fp), &policy).await;
+        assert!(failed.is_err(), "Redis is down: {failed:?}");
+        assert_eq!(late.health().ends_written_late, 0);
+        EndedWhileDown {
+            redis,
+            late,
+            other,
+            policy,
+            token,
+            fp,
+            ended,
+        }
+    }
+
+    /// Wait until `late` has written the end again (5 s at most).
+    async fn until_written_late(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while self.late.health().ends_written_late == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the end was not written again within 5 s of Redis coming back"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// A rotation Redis did not take (the server was down when the IdP answered) is written
 /// again once Redis is back, before the claim's expiry: a presentation afterwards, on any
 /// replica, is a replay of the same answer, never a second claim (a second exchange).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_redis_did_not_take_is_written_once_it_is_back() {
-    let mut redis = RedisServer::start();
-    let single = || RedisTopology::Single { url: redis.url() };
-    let claimant = store_timed(single(), 0, Duration::from_millis(300));
-    let other = store_on(single(), 0);
-    let policy = Policy::default();
-    let (token, fp) = fingerprint("rt-written-late");
-    assert!(matches!(
-        present(&claimant, &fp, &policy).await,
-        Presented::Claimed { .. }
-    ));
-    redis.stop();
-    let ended = std::time::Instant::now();
-    let failed = claimant
-        .complete(&fp, rotated_into(&token, fp, None), &policy)
-        .await;
-    assert!(failed.is_err(), "Redis is down: {failed:?}");
-    assert_eq!(claimant.health().ends_written_late, 0);
+    let mut s =
+        EndedWhileDown::start("rt-written-late", |token, fp| rotated_into(token, fp, None)).await;
     // Down for a second: the late answer must be kept only for what is left of the window.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    redis.restart();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while claimant.health().ends_written_late == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the rotation was not written again within 5 s of Redis coming back"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let left = policy.rules_for("kubernetes").grace_period - ended.elapsed();
-    let answers: Vec<i64> = redis
+    s.redis.restart();
+    s.until_written_late().await;
+    let left = s.policy.rules_for("kubernetes").grace_period - s.ended.elapsed();
+    let answers: Vec<i64> = s
+        .redis
         .dump()
         .into_iter()
         .filter(|(key, _)| key.ends_with(":answer"))
@@ -576,15 +613,15 @@ async fn a_rotation_redis_did_not_take_is_written_once_it_is_back() {
         "the late answer outlives its window ({} ms left): {answers:?}",
         left.as_millis()
     );
-    for store in [&other, &claimant] {
-        match present(store, &fp, &policy).await {
+    for store in [&s.other, &s.late] {
+        match present(store, &s.fp, &s.policy).await {
             Presented::Replay { answer, .. } => {
-                assert_eq!(answer.open(&token).unwrap(), self::answer())
+                assert_eq!(answer.open(&s.token).unwrap(), self::answer())
             }
             unexpected => panic!("the rotation was lost: {unexpected:?}"),
         }
     }
-    assert_eq!(claimant.health().ends_abandoned, 0);
+    assert_eq!(s.late.health().ends_abandoned, 0);
 }
 
 /// A release whose write failed is retried only while its claim lives: once the claim is
@@ -592,31 +629,16 @@ async fn a_rotation_redis_did_not_take_is_written_once_it_is_back() {
 /// it with its own outcome, which the late retry must not overwrite.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_release_never_overwrites_another_claims_outcome() {
-    let mut redis = RedisServer::start();
-    let single = || RedisTopology::Single { url: redis.url() };
-    let late = store_timed(single(), 0, Duration::from_millis(300));
-    let other = store_on(single(), 0);
-    let policy = Policy::default();
-    let (token, fp) = fingerprint("rt-released-late");
-    assert!(matches!(
-        present(&late, &fp, &policy).await,
-        Presented::Claimed { .. }
-    ));
-    redis.stop();
-    let failed = late
-        .complete(
-            &fp,
-            ExchangeOutcome::Released(Released::Unreachable),
-            &policy,
-        )
-        .await;
-    assert!(failed.is_err(), "Redis is down: {failed:?}");
+    let mut s = EndedWhileDown::start("rt-released-late", |_, _| {
+        ExchangeOutcome::Released(Released::Unreachable)
+    })
+    .await;
     // The retries back off to a try a second; the other replica's claim and release come
     // between two of them.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    redis.restart();
+    s.redis.restart();
     assert!(matches!(
-        present(&other, &fp, &policy).await,
+        present(&s.other, &s.fp, &s.policy).await,
         Presented::Claimed { .. }
     ));
     let error = Answer {
@@ -624,26 +646,20 @@ async fn a_late_release_never_overwrites_another_claims_outcome() {
         headers: vec![],
         body: bytes::Bytes::from_static(b"{\"error\":\"invalid_grant\"}"),
     };
-    other
+    s.other
         .complete(
-            &fp,
+            &s.fp,
             ExchangeOutcome::Released(Released::Answered {
-                answer: Arc::new(SealedAnswer::seal(&token, &error)),
+                answer: Arc::new(SealedAnswer::seal(&s.token, &error)),
                 success: false,
             }),
-            &policy,
+            &s.policy,
         )
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while late.health().ends_written_late == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the late release did not end within 5 s of Redis coming back"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let released: Vec<_> = redis
+    s.until_written_late().await;
+    let released: Vec<_> = s
+        .redis
         .dump()
         .into_iter()
         .filter(|(key, _)| key.ends_with(":released"))
