@@ -750,6 +750,51 @@ async fn a_stall_of_redis_does_not_end_a_wait() {
     );
 }
 
+/// A waiter whose exchange's message never comes (here the tombstone appears without one)
+/// finds the end by its own check within about a second, long before the claim's 10 s
+/// expiry, and counts it in `waits_unheard`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_finds_an_end_whose_message_was_lost() {
+    let redis = RedisServer::start();
+    let stores = replicas(&redis, 2);
+    let policy = Policy::default();
+    let (_, fp) = fingerprint("rt-message-lost");
+    let (elsewhere, fp_elsewhere) = fingerprint("rt-rotated-elsewhere");
+    assert!(matches!(
+        present(&stores[0], &fp, &policy).await,
+        Presented::Claimed { .. }
+    ));
+    let Presented::Wait(waiter) = present(&stores[1], &fp, &policy).await else {
+        panic!("not waiting")
+    };
+    let waiting = tokio::spawn(waiter.outcome);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Rotate another token, then move its tombstone onto this one's: nothing is published.
+    assert!(matches!(
+        present(&stores[0], &fp_elsewhere, &policy).await,
+        Presented::Claimed { .. }
+    ));
+    stores[0]
+        .complete(
+            &fp_elsewhere,
+            rotated_into(&elsewhere, fp_elsewhere, None),
+            &policy,
+        )
+        .await
+        .unwrap();
+    let state = |fp: &TokenFingerprint| format!("rg:{{{}}}:state", fp.to_hex());
+    redis.command::<()>(&["RENAME", &state(&fp_elsewhere), &state(&fp)]);
+    let outcome = tokio::time::timeout(Duration::from_secs(3), waiting)
+        .await
+        .expect("the waiter's own check found the end within a second or two")
+        .unwrap();
+    assert!(
+        matches!(outcome, Ok(Some(ExchangeOutcome::Rotated { .. }))),
+        "{outcome:?}"
+    );
+    assert_eq!(stores[1].health().waits_unheard, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_learns_at_once_when_redis_goes_away() {
     let mut redis = RedisServer::start();
